@@ -677,3 +677,92 @@ fn http_get_ok(port: u16, path: &str) -> Result<bool> {
     s.read_to_string(&mut resp)?;
     Ok(resp.starts_with("HTTP/1.") && resp.contains(" 200 ") && resp.contains("true"))
 }
+
+/// A table as `kubectl get` prints it: a header line, then rows aligned under the headers.
+/// Columns are cut at the header offsets, so values with single spaces survive.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub headers: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn parse(text: &str) -> Table {
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        let header = lines.next().unwrap_or("");
+        // Header names are separated by 2+ spaces ("NOMINATED NODE" is one column).
+        let mut starts = Vec::new();
+        let mut headers = Vec::new();
+        let bytes: Vec<char> = header.chars().collect();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] != ' ' {
+                let start = i;
+                while i < bytes.len()
+                    && !(bytes[i] == ' ' && (i + 1 >= bytes.len() || bytes[i + 1] == ' '))
+                {
+                    i += 1;
+                }
+                starts.push(start);
+                headers.push(bytes[start..i].iter().collect::<String>());
+            } else {
+                i += 1;
+            }
+        }
+        let rows = lines
+            .map(|l| {
+                let chars: Vec<char> = l.chars().collect();
+                (0..starts.len())
+                    .map(|c| {
+                        let from = starts[c].min(chars.len());
+                        let to = if c + 1 < starts.len() {
+                            starts[c + 1].min(chars.len())
+                        } else {
+                            chars.len()
+                        };
+                        chars[from..to]
+                            .iter()
+                            .collect::<String>()
+                            .trim()
+                            .to_string()
+                    })
+                    .collect()
+            })
+            .collect();
+        Table { headers, rows }
+    }
+
+    fn col(&self, header: &str) -> Option<usize> {
+        self.headers.iter().position(|h| h == header)
+    }
+
+    /// The values of one column, top to bottom.
+    pub fn column(&self, header: &str) -> Vec<String> {
+        match self.col(header) {
+            Some(c) => self.rows.iter().map(|r| r[c].clone()).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The value in column `header` of the row whose NAME (first column named NAME) is `name`.
+    pub fn get(&self, name: &str, header: &str) -> Option<String> {
+        let n = self.col("NAME")?;
+        let c = self.col(header)?;
+        self.rows
+            .iter()
+            .find(|r| r[n] == name)
+            .map(|r| r[c].clone())
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.column("NAME")
+    }
+}
+
+/// The value of `Key:` in `kubectl describe` output (first match, trimmed).
+pub fn describe_field(text: &str, key: &str) -> Option<String> {
+    let prefix = format!("{key}:");
+    text.lines()
+        .find(|l| l.starts_with(&prefix))
+        .map(|l| l[prefix.len()..].trim().to_string())
+}
