@@ -203,7 +203,7 @@ pub fn groups() -> Vec<GroupInfo> {
 }
 
 /// All resources served at one group/version, in table order.
-pub fn resources_in(group: &str, version: &str) -> impl Iterator<Item = &'static ResourceInfo> + '_ {
+pub fn resources_in<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'static ResourceInfo> + 'a {
     RESOURCES.iter().filter(move |r| r.group == group && r.version == version)
 }
 
