@@ -1,0 +1,497 @@
+//! The OpenAPI documents kube-apiserver serves, built from the k8s-openapi schemas and the
+//! resource registry (never from a downloaded upstream spec):
+//!
+//! - `/openapi/v2`: one Swagger 2.0 document ([`v2_document`], [`v2_bytes`]);
+//! - `/openapi/v3`: the index of per-group-version documents ([`v3_index`]), each at
+//!   `/openapi/v3/<path>?hash=<hash>` ([`v3_group_version`], [`v3_group_version_bytes`]).
+//!
+//! What kubectl v1.32 reads from them (and why the shapes below matter):
+//! - `--validate=strict` (the default) looks in `/openapi/v3/<gv>` for a PATCH operation
+//!   whose `x-kubernetes-group-version-kind` is the object's kind and which lists a
+//!   `fieldValidation` parameter; finding it, kubectl skips client-side validation and
+//!   sends `fieldValidation=Strict` for the server to enforce.
+//! - client-side `apply` finds the kind's schema in `components.schemas` by its
+//!   `x-kubernetes-group-version-kind` list (after checking that the PATCH operation accepts
+//!   `application/strategic-merge-patch+json`) and builds its three-way strategic merge
+//!   patch from the `x-kubernetes-patch-merge-key` / `-strategy` extensions of the fields.
+//! - `explain` walks `components.schemas` from the kind it finds on the resource's paths,
+//!   following `$ref` / `allOf`, printing `description`s.
+//!
+//! Everything is built once per process and cached; the bytes and content hashes are what
+//! the HTTP layer serves and uses as ETag.
+
+mod paths;
+mod schemas;
+
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+use serde_json::{json, Map, Value};
+
+use crate::registry;
+use paths::{Body, Operation, Param, PathItem};
+use schemas::{catalog, DEFS_PREFIX};
+
+/// The Kubernetes version the documents describe (the k8s-openapi feature in use).
+pub const KUBERNETES_VERSION: &str = "v1.37.0";
+
+const V3_PREFIX: &str = "#/components/schemas/";
+const PATCH_TYPES: &[&str] = &[
+    "application/apply-patch+yaml",
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+];
+const PRODUCES: &[&str] = &[
+    "application/json",
+    "application/yaml",
+    "application/vnd.kubernetes.protobuf",
+];
+const PRODUCES_WATCH: &[&str] = &[
+    "application/json",
+    "application/yaml",
+    "application/vnd.kubernetes.protobuf",
+    "application/json;stream=watch",
+    "application/vnd.kubernetes.protobuf;stream=watch",
+];
+
+/// Every schema definition (Swagger 2.0 form, `#/definitions/<name>` references), keyed by
+/// upstream's definition name. Shared with `crate::strategic_merge`, which walks it.
+pub fn definitions() -> &'static Map<String, Value> {
+    &catalog().defs
+}
+
+/// The definition name of a kind, e.g. `("apps", "v1", "Deployment")` →
+/// `io.k8s.api.apps.v1.Deployment`; list kinds and the subresource kinds too.
+pub fn definition_name(group: &str, version: &str, kind: &str) -> Option<String> {
+    catalog()
+        .kind_def(group, version, kind)
+        .map(|k| k.name.clone())
+}
+
+// ---------------------------------------------------------------------------------------
+// v2
+
+struct Cached {
+    bytes: Vec<u8>,
+    hash: String,
+}
+
+impl Cached {
+    fn new(v: &Value) -> Cached {
+        let bytes = serde_json::to_vec(v).unwrap_or_default();
+        let hash = content_hash(&bytes);
+        Cached { bytes, hash }
+    }
+}
+
+/// The `/openapi/v2` document.
+pub fn v2_document() -> Value {
+    let mut paths = Map::new();
+    for g in registry::groups() {
+        for v in &g.versions {
+            for item in paths::group_version_paths(g.name, v) {
+                paths.insert(item.path.clone(), render_path_item(&item, Flavor::V2));
+            }
+        }
+    }
+    for doc in ["api", "apis", "version"] {
+        for item in paths::discovery_paths(doc).unwrap_or_default() {
+            paths.insert(item.path.clone(), render_path_item(&item, Flavor::V2));
+        }
+    }
+    for g in registry::groups().iter().filter(|g| !g.name.is_empty()) {
+        for item in paths::discovery_paths(&format!("apis/{}", g.name)).unwrap_or_default() {
+            paths.insert(item.path.clone(), render_path_item(&item, Flavor::V2));
+        }
+    }
+    let mut sorted: Vec<(String, Value)> = paths.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut definitions: Vec<(String, Value)> = definitions().clone().into_iter().collect();
+    definitions.sort_by(|a, b| a.0.cmp(&b.0));
+    json!({
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION},
+        "paths": Value::Object(sorted.into_iter().collect()),
+        "definitions": Value::Object(definitions.into_iter().collect()),
+        "securityDefinitions": {
+            "BearerToken": {
+                "description": "Bearer Token authentication",
+                "type": "apiKey",
+                "name": "authorization",
+                "in": "header"
+            }
+        },
+        "security": [{"BearerToken": []}]
+    })
+}
+
+fn v2_cached() -> &'static Cached {
+    static V2: OnceLock<Cached> = OnceLock::new();
+    V2.get_or_init(|| Cached::new(&v2_document()))
+}
+
+/// `/openapi/v2` serialized as JSON.
+pub fn v2_bytes() -> &'static [u8] {
+    &v2_cached().bytes
+}
+
+/// Content hash of [`v2_bytes`], for the ETag.
+pub fn v2_hash() -> &'static str {
+    &v2_cached().hash
+}
+
+// ---------------------------------------------------------------------------------------
+// v3
+
+/// The document paths of `/openapi/v3/<path>`: `api`, `api/v1`, `apis`, `apis/<group>`,
+/// `apis/<group>/<version>`, `version`.
+pub fn v3_paths() -> Vec<String> {
+    let mut out = vec!["api".to_string(), "apis".to_string(), "version".to_string()];
+    for g in registry::groups() {
+        if g.name.is_empty() {
+            for v in &g.versions {
+                out.push(format!("api/{v}"));
+            }
+        } else {
+            out.push(format!("apis/{}", g.name));
+            for v in &g.versions {
+                out.push(format!("apis/{}/{v}", g.name));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+struct V3Cache {
+    docs: Vec<(String, Cached)>,
+    index: Cached,
+}
+
+fn v3_cache() -> &'static V3Cache {
+    static V3: OnceLock<V3Cache> = OnceLock::new();
+    V3.get_or_init(|| {
+        let mut docs = Vec::new();
+        let mut index = Map::new();
+        for p in v3_paths() {
+            let Some(doc) = build_v3(&p) else { continue };
+            let cached = Cached::new(&doc);
+            index.insert(
+                p.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", cached.hash)}),
+            );
+            docs.push((p, cached));
+        }
+        let index = Cached::new(&json!({ "paths": index }));
+        V3Cache { docs, index }
+    })
+}
+
+/// The `/openapi/v3` index: `{"paths": {"apis/apps/v1": {"serverRelativeURL":
+/// "/openapi/v3/apis/apps/v1?hash=<HASH>"}, ...}}`.
+pub fn v3_index() -> Value {
+    serde_json::from_slice(&v3_cache().index.bytes).unwrap_or(Value::Null)
+}
+
+/// [`v3_index`] serialized.
+pub fn v3_index_bytes() -> &'static [u8] {
+    &v3_cache().index.bytes
+}
+
+/// The OpenAPI 3.0 document of one path of the index (`api/v1`, `apis/apps/v1`, ...).
+pub fn v3_group_version(path: &str) -> Option<Value> {
+    v3_group_version_bytes(path).and_then(|b| serde_json::from_slice(b).ok())
+}
+
+/// The serialized document of one path of the index.
+pub fn v3_group_version_bytes(path: &str) -> Option<&'static [u8]> {
+    let path = path.trim_matches('/');
+    v3_cache()
+        .docs
+        .iter()
+        .find(|(p, _)| p == path)
+        .map(|(_, c)| c.bytes.as_slice())
+}
+
+/// The content hash of one document (the `hash` query parameter of its URL and its ETag).
+pub fn v3_hash(path: &str) -> Option<&'static str> {
+    let path = path.trim_matches('/');
+    v3_cache()
+        .docs
+        .iter()
+        .find(|(p, _)| p == path)
+        .map(|(_, c)| c.hash.as_str())
+}
+
+fn build_v3(doc_path: &str) -> Option<Value> {
+    let items: Vec<PathItem> = match doc_path.split('/').collect::<Vec<_>>().as_slice() {
+        ["api", version] => {
+            registry::resources_in("", version).next()?;
+            paths::group_version_paths("", version)
+        }
+        ["apis", group, version] => {
+            registry::resources_in(group, version).next()?;
+            paths::group_version_paths(group, version)
+        }
+        _ => paths::discovery_paths(doc_path)?,
+    };
+    let mut paths = Map::new();
+    let mut refs = BTreeSet::new();
+    let defs = definitions();
+    for item in &items {
+        let rendered = render_path_item(item, Flavor::V3);
+        schemas::collect_refs(defs, &rendered, &mut refs);
+        paths.insert(item.path.clone(), rendered);
+    }
+    let mut schemas = Map::new();
+    for name in refs {
+        if let Some(d) = defs.get(&name) {
+            schemas.insert(name, to_v3_schema(d));
+        }
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "BearerToken": {
+                    "type": "apiKey",
+                    "description": "Bearer Token authentication",
+                    "name": "authorization",
+                    "in": "header"
+                }
+            }
+        },
+        "security": [{"BearerToken": []}]
+    }))
+}
+
+/// A definition in OpenAPI 3 form: references point into `components/schemas`, and a
+/// reference with siblings (a field's own description) is wrapped in `allOf`, as upstream
+/// does, so that `kubectl explain` prints both the field's and the type's description.
+fn to_v3_schema(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut out = Map::new();
+            let reference = m.get("$ref").and_then(Value::as_str).map(|r| {
+                let name = r.strip_prefix(DEFS_PREFIX).unwrap_or(r);
+                format!("{V3_PREFIX}{name}")
+            });
+            for (k, x) in m {
+                if k == "$ref" {
+                    continue;
+                }
+                // Properties and extension payloads are maps of names, not schemas.
+                let converted = match k.as_str() {
+                    "properties" => match x {
+                        Value::Object(props) => Value::Object(
+                            props
+                                .iter()
+                                .map(|(pk, pv)| (pk.clone(), to_v3_schema(pv)))
+                                .collect(),
+                        ),
+                        other => other.clone(),
+                    },
+                    "items" | "additionalProperties" | "not" => to_v3_schema(x),
+                    "allOf" | "anyOf" | "oneOf" => match x {
+                        Value::Array(a) => Value::Array(a.iter().map(to_v3_schema).collect()),
+                        other => other.clone(),
+                    },
+                    _ => x.clone(),
+                };
+                out.insert(k.clone(), converted);
+            }
+            match reference {
+                Some(r) if out.is_empty() => json!({ "$ref": r }),
+                Some(r) => {
+                    let mut wrapped = Map::new();
+                    wrapped.insert("allOf".into(), json!([{ "$ref": r }]));
+                    wrapped.extend(out);
+                    Value::Object(wrapped)
+                }
+                None => Value::Object(out),
+            }
+        }
+        other => other.clone(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Rendering of operations.
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    V2,
+    V3,
+}
+
+fn schema_ref(def: &str, flavor: Flavor) -> Value {
+    match flavor {
+        Flavor::V2 => json!({ "$ref": format!("{DEFS_PREFIX}{def}") }),
+        Flavor::V3 => json!({ "$ref": format!("{V3_PREFIX}{def}") }),
+    }
+}
+
+fn render_param(p: &Param, flavor: Flavor) -> Value {
+    let mut m = Map::new();
+    m.insert("name".into(), p.name.into());
+    m.insert("in".into(), p.location.into());
+    m.insert("description".into(), p.description.into());
+    if p.required {
+        m.insert("required".into(), true.into());
+    }
+    match flavor {
+        Flavor::V2 => {
+            m.insert("type".into(), p.ty.into());
+            if p.unique_items {
+                m.insert("uniqueItems".into(), true.into());
+            }
+        }
+        Flavor::V3 => {
+            let mut s = Map::new();
+            s.insert("type".into(), p.ty.into());
+            if p.unique_items {
+                s.insert("uniqueItems".into(), true.into());
+            }
+            m.insert("schema".into(), Value::Object(s));
+        }
+    }
+    Value::Object(m)
+}
+
+fn render_path_item(item: &PathItem, flavor: Flavor) -> Value {
+    let mut m = Map::new();
+    for op in &item.operations {
+        m.insert(op.method.into(), render_operation(op, flavor));
+    }
+    if !item.params.is_empty() {
+        m.insert(
+            "parameters".into(),
+            Value::Array(
+                item.params
+                    .iter()
+                    .map(|p| render_param(p, flavor))
+                    .collect(),
+            ),
+        );
+    }
+    Value::Object(m)
+}
+
+fn body_def(op: &Operation) -> Option<String> {
+    match op.body {
+        Body::None => None,
+        Body::Object => Some(op.body_def.clone()),
+        Body::Patch => Some(schemas::PATCH.into()),
+        Body::DeleteOptions => Some(schemas::DELETE_OPTIONS.into()),
+    }
+}
+
+fn render_operation(op: &Operation, flavor: Flavor) -> Value {
+    let mut m = Map::new();
+    let produces: &[&str] = if op.streams || op.action == "list" {
+        PRODUCES_WATCH
+    } else {
+        PRODUCES
+    };
+    let consumes: &[&str] = if op.body == Body::Patch {
+        PATCH_TYPES
+    } else {
+        &["*/*"]
+    };
+    if flavor == Flavor::V2 {
+        m.insert("description".into(), op.description.clone().into());
+        m.insert("consumes".into(), json!(consumes));
+        m.insert("produces".into(), json!(produces));
+        m.insert("schemes".into(), json!(["https"]));
+    }
+    m.insert("tags".into(), json!([op.tag]));
+    if flavor == Flavor::V3 {
+        m.insert("description".into(), op.description.clone().into());
+    }
+    m.insert("operationId".into(), op.operation_id.clone().into());
+
+    let mut params: Vec<Value> = Vec::new();
+    if flavor == Flavor::V2 {
+        if let Some(def) = body_def(op) {
+            params.push(json!({
+                "name": "body",
+                "in": "body",
+                "required": op.body != Body::DeleteOptions,
+                "schema": schema_ref(&def, flavor),
+            }));
+        }
+    }
+    params.extend(op.params.iter().map(|p| render_param(p, flavor)));
+    if !params.is_empty() {
+        m.insert("parameters".into(), Value::Array(params));
+    }
+    if flavor == Flavor::V3 {
+        if let Some(def) = body_def(op) {
+            let content: Map<String, Value> = consumes
+                .iter()
+                .map(|ct| {
+                    (
+                        ct.to_string(),
+                        json!({ "schema": schema_ref(&def, flavor) }),
+                    )
+                })
+                .collect();
+            let mut body = Map::new();
+            body.insert("content".into(), Value::Object(content));
+            if op.body != Body::DeleteOptions {
+                body.insert("required".into(), true.into());
+            }
+            m.insert("requestBody".into(), Value::Object(body));
+        }
+    }
+
+    let mut responses = Map::new();
+    for (code, def) in &op.responses {
+        let description = match code {
+            200 => "OK",
+            201 => "Created",
+            202 => "Accepted",
+            _ => "",
+        };
+        let r = match flavor {
+            Flavor::V2 => json!({"description": description, "schema": schema_ref(def, flavor)}),
+            Flavor::V3 => {
+                let content: Map<String, Value> = produces
+                    .iter()
+                    .map(|ct| (ct.to_string(), json!({ "schema": schema_ref(def, flavor) })))
+                    .collect();
+                json!({"description": description, "content": content})
+            }
+        };
+        responses.insert(code.to_string(), r);
+    }
+    responses.insert("401".into(), json!({"description": "Unauthorized"}));
+    m.insert("responses".into(), Value::Object(responses));
+    if !op.action.is_empty() {
+        m.insert("x-kubernetes-action".into(), op.action.into());
+        let (g, v, k) = &op.gvk;
+        m.insert(
+            "x-kubernetes-group-version-kind".into(),
+            json!({"group": g, "kind": k, "version": v}),
+        );
+    }
+    Value::Object(m)
+}
+
+/// A stable 128-bit content hash (two FNV-1a lanes), upper-case hex like upstream's hashes.
+/// It only has to change when the bytes change: it names cache entries, it is no signature.
+fn content_hash(bytes: &[u8]) -> String {
+    let mut a: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut b: u64 = 0x6c62_272e_07bb_0142;
+    for &x in bytes {
+        a ^= u64::from(x);
+        a = a.wrapping_mul(0x0000_0100_0000_01b3);
+        b ^= u64::from(x.rotate_left(3));
+        b = b.wrapping_mul(0x0000_0100_0000_01b3).rotate_left(5);
+    }
+    format!("{a:016X}{b:016X}")
+}
