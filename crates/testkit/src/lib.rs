@@ -142,6 +142,12 @@ impl TestServer {
         if let Some(e) = &self.opts.datastore_endpoint {
             cmd.arg("--datastore-endpoint").arg(e);
         }
+        // The binary also reads SKIFF_* variables; a developer's shell must not leak in.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("SKIFF_") {
+                cmd.env_remove(k);
+            }
+        }
         cmd.args(&self.opts.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
