@@ -1,0 +1,45 @@
+//! What exists from the first start: the built-in namespaces and the `kubernetes` Service
+//! in `default` pointing at this API server. Idempotent: run at every start.
+
+use serde_json::json;
+
+use api::registry;
+
+use crate::admission::BUILTIN_NAMESPACES;
+use crate::errors::ApiError;
+use crate::handlers::create_object;
+use crate::ApiServer;
+
+/// Create what is missing; objects that exist are left as they are.
+pub async fn ensure_builtin_objects(server: &ApiServer, https_port: u16) -> Result<(), ApiError> {
+    let namespaces = registry::lookup("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces not registered"))?;
+    for ns in BUILTIN_NAMESPACES {
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        ignore_exists(create_object(server, namespaces, None, obj, false).await)?;
+    }
+    let services = registry::lookup("", "v1", "services").ok_or_else(|| ApiError::internal("services not registered"))?;
+    let svc = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "kubernetes",
+            "labels": {"component": "apiserver", "provider": "kubernetes"},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": server.config.kubernetes_service_ip().to_string(),
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": https_port}],
+            "sessionAffinity": "None",
+        },
+    });
+    ignore_exists(create_object(server, services, Some("default"), svc, false).await)?;
+    Ok(())
+}
+
+fn ignore_exists<T>(r: Result<T, ApiError>) -> Result<(), ApiError> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}

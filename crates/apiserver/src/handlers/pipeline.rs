@@ -1,0 +1,217 @@
+//! The path every written object takes before it is stored: body decoding (JSON or
+//! YAML), type checks, strict decoding against the schema (unknown fields per
+//! `fieldValidation`), upstream defaulting, system metadata, and validation. Each step
+//! answers bad input with upstream's status and changes nothing.
+
+use serde_json::{json, Value};
+
+use api::registry::{ResourceInfo, Subresource};
+
+use crate::errors::{ApiError, ApiResult};
+use crate::objects;
+use crate::request::FieldValidation;
+
+/// Decode a request body as JSON, or YAML when the client says so.
+pub fn parse_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    let value: Value = match media {
+        "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        })?,
+        "application/yaml" | "application/x-yaml" | "text/yaml" => {
+            serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?
+        }
+        other => return Err(ApiError::unsupported_media_type(other)),
+    };
+    if !value.is_object() {
+        return Err(ApiError::bad_request("couldn't get version/kind; json parse error: expected an object"));
+    }
+    Ok(value)
+}
+
+/// Check (or fill in) apiVersion and kind against the resource the URL names.
+pub fn check_type_meta(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
+    let expected = info.api_version();
+    match obj.get("apiVersion").and_then(Value::as_str) {
+        Some(v) if !v.is_empty() && v != expected => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({expected})"
+            )))
+        }
+        _ => {}
+    }
+    match obj.get("kind").and_then(Value::as_str) {
+        Some(k) if !k.is_empty() && k != info.kind => {
+            return Err(ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: the kind in the data ({k}) does not match the expected kind ({})",
+                info.kind, info.version, info.kind, info.kind
+            )))
+        }
+        _ => {}
+    }
+    obj["apiVersion"] = json!(expected);
+    obj["kind"] = json!(info.kind);
+    Ok(())
+}
+
+/// Decode against the kind's schema. Unknown fields fail (Strict), become warnings
+/// (Warn), or are dropped (Ignore), as upstream's fieldValidation.
+pub fn decode(info: &ResourceInfo, obj: &Value, validation: FieldValidation) -> ApiResult<(Value, Vec<String>)> {
+    let cannot_handle = |detail: String| {
+        ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {detail}",
+            info.kind, info.version, info.kind
+        ))
+    };
+    let decoded = api::validation::decode(info, obj).map_err(|e| cannot_handle(e.to_string()))?;
+    let unknown: Vec<String> = decoded.unknown_fields.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+    match validation {
+        FieldValidation::Strict if !unknown.is_empty() => {
+            Err(cannot_handle(format!("strict decoding error: {}", unknown.join(", "))))
+        }
+        FieldValidation::Warn => Ok((decoded.object, unknown)),
+        _ => Ok((decoded.object, Vec::new())),
+    }
+}
+
+/// System metadata of a new object: name from generateName, uid, timestamps, generation.
+pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value, namespace: Option<&str>) -> ApiResult<()> {
+    if let Some(url_ns) = namespace {
+        match objects::meta_str(obj, "namespace") {
+            Some(ns) if !ns.is_empty() && ns != url_ns => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ))
+            }
+            _ => {}
+        }
+    }
+    let rv_set = objects::meta_str(obj, "resourceVersion").map_or(false, |rv| !rv.is_empty());
+    if rv_set {
+        return Err(ApiError::internal("resourceVersion should not be set on objects to be created"));
+    }
+    let tracks = objects::tracks_generation(info);
+    let meta = objects::metadata_mut(obj).ok_or_else(|| ApiError::bad_request("object has no metadata"))?;
+    let name_empty = meta.get("name").and_then(Value::as_str).map_or(true, str::is_empty);
+    if name_empty {
+        if let Some(prefix) = meta.get("generateName").and_then(Value::as_str).filter(|p| !p.is_empty()) {
+            let name = format!("{prefix}{}", objects::random_suffix());
+            meta.insert("name".into(), json!(name));
+        }
+    }
+    match namespace {
+        Some(ns) if info.namespaced => {
+            meta.insert("namespace".into(), json!(ns));
+        }
+        _ => {
+            meta.remove("namespace");
+        }
+    }
+    meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    meta.insert("creationTimestamp".into(), json!(objects::now_rfc3339()));
+    meta.remove("deletionTimestamp");
+    meta.remove("deletionGracePeriodSeconds");
+    meta.remove("selfLink");
+    if tracks {
+        meta.insert("generation".into(), json!(1));
+    } else {
+        meta.remove("generation");
+    }
+    // Status is the controllers' to write: a create starts from an empty one, except for
+    // Nodes, whose creator (the kubelet) reports status at registration.
+    if info.has_subresource(Subresource::Status) && info.kind != "Node" {
+        if let Some(m) = obj.as_object_mut() {
+            m.remove("status");
+        }
+    }
+    Ok(())
+}
+
+/// Which part of an object an update may change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateScope {
+    /// The main resource: everything but status (for kinds with a status subresource).
+    Main,
+    /// `/status`: only status.
+    Status,
+}
+
+/// Carry over what an update may not change, and bump generation on spec changes.
+pub fn prepare_for_update(info: &ResourceInfo, new: &mut Value, old: &Value, scope: UpdateScope) -> ApiResult<()> {
+    let name = objects::name_of(old).to_string();
+    if let Some(uid) = objects::meta_str(new, "uid").filter(|u| !u.is_empty()) {
+        let old_uid = objects::meta_str(old, "uid").unwrap_or("");
+        if uid != old_uid {
+            return Err(ApiError::conflict_message(
+                info,
+                &name,
+                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {old_uid}"),
+            ));
+        }
+    }
+    if scope == UpdateScope::Status {
+        let status = new.get("status").cloned();
+        let mut next = old.clone();
+        match status {
+            Some(s) => next["status"] = s,
+            None => {
+                if let Some(m) = next.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+        *new = next;
+        return Ok(());
+    }
+    let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    let tracks = objects::tracks_generation(info);
+    let spec_changed = objects::spec_part(new) != objects::spec_part(old);
+    let meta = objects::metadata_mut(new).ok_or_else(|| ApiError::bad_request("object has no metadata"))?;
+    for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "name"] {
+        match old_meta.get(field) {
+            Some(v) => {
+                meta.insert(field.into(), v.clone());
+            }
+            None => {
+                meta.remove(field);
+            }
+        }
+    }
+    meta.remove("selfLink");
+    if tracks {
+        let gen = old_meta.get("generation").and_then(Value::as_i64).unwrap_or(1);
+        meta.insert("generation".into(), json!(if spec_changed { gen + 1 } else { gen }));
+    } else {
+        meta.remove("generation");
+    }
+    if info.has_subresource(Subresource::Status) {
+        match old.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                if let Some(m) = new.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Validate a new object; 422 with field causes.
+pub fn validate_create(info: &ResourceInfo, obj: &Value) -> ApiResult<()> {
+    let causes = api::validation::validate_create(info, obj);
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(info, objects::name_of(obj), &causes))
+    }
+}
+
+pub fn validate_update(info: &ResourceInfo, new: &Value, old: &Value) -> ApiResult<()> {
+    let causes = api::validation::validate_update(info, new, old);
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(info, objects::name_of(new), &causes))
+    }
+}

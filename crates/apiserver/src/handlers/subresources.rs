@@ -1,0 +1,258 @@
+//! Subresources: `/status` (only status changes), `/scale` (an autoscaling/v1 Scale view of
+//! spec.replicas), pods' `/binding` (the scheduler's assignment) and `/eviction`, and
+//! namespaces' `/finalize` (the namespace controller's last step).
+
+use hyper::{Method, Response};
+use serde_json::{json, Value};
+
+use api::registry::{ResourceInfo, Subresource};
+use api::selectors::LabelSelector;
+
+use super::pipeline::{self, UpdateScope};
+use super::read;
+use super::render;
+use super::write::{self, DeleteOptions, PatchType};
+use super::Ctx;
+use crate::errors::{store_error, ApiError, ApiResult};
+use crate::http::{self, Body};
+use crate::objects;
+use crate::routes::SubTarget;
+use crate::ApiServer;
+
+pub async fn handle(ctx: Ctx<'_>, method: Method, sub: SubTarget) -> ApiResult<Response<Body>> {
+    let not_allowed = |m: &Method| Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource ({m})")));
+    match sub {
+        SubTarget::Known(Subresource::Status) => match method {
+            Method::GET => read::get(ctx).await,
+            Method::PUT => status_update(ctx).await,
+            Method::PATCH => status_patch(ctx).await,
+            m => not_allowed(&m),
+        },
+        SubTarget::Known(Subresource::Scale) => match method {
+            Method::GET => scale_get(ctx).await,
+            Method::PUT | Method::PATCH => scale_write(ctx, method).await,
+            m => not_allowed(&m),
+        },
+        SubTarget::Known(Subresource::Binding) => match method {
+            Method::POST => binding(ctx).await,
+            m => not_allowed(&m),
+        },
+        SubTarget::Known(Subresource::Eviction) => match method {
+            Method::POST => eviction(ctx).await,
+            m => not_allowed(&m),
+        },
+        SubTarget::Finalize => match method {
+            Method::PUT => finalize(ctx).await,
+            m => not_allowed(&m),
+        },
+    }
+}
+
+async fn status_update(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
+    let info = ctx.target.info;
+    let name = ctx.target.name.clone().unwrap_or_default();
+    let mut obj = pipeline::parse_body(&ctx.content_type, &ctx.body)?;
+    pipeline::check_type_meta(info, &mut obj)?;
+    let (obj, warnings) = pipeline::decode(info, &obj, ctx.query.field_validation()?)?;
+    let updated = write::update_object(ctx.server, info, ctx.target.namespace.as_deref(), &name, obj, UpdateScope::Status, ctx.query.dry_run()?).await?;
+    Ok(http::object_with_warnings(200, &render::with_type_meta(info, updated), ctx.rendering, &warnings))
+}
+
+async fn status_patch(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
+    let info = ctx.target.info;
+    let name = ctx.target.name.clone().unwrap_or_default();
+    let patch_type = PatchType::from_content_type(&ctx.content_type)?;
+    let (obj, warnings, code) = write::patch_object(ctx.server, info, ctx.target.namespace.as_deref(), &name, patch_type, &ctx.body, &ctx.query, UpdateScope::Status).await?;
+    Ok(http::object_with_warnings(code, &render::with_type_meta(info, obj), ctx.rendering, &warnings))
+}
+
+/// The Scale view of a scalable object.
+fn scale_of(obj: &Value) -> ApiResult<Value> {
+    let selector = match obj["spec"].get("selector") {
+        Some(sel) if !sel.is_null() => {
+            let typed: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector =
+                serde_json::from_value(sel.clone()).map_err(|e| ApiError::internal(format!("stored selector: {e}")))?;
+            LabelSelector::from_label_selector(&typed).map(|s| s.to_string()).unwrap_or_default()
+        }
+        _ => String::new(),
+    };
+    let meta = &obj["metadata"];
+    let mut scale_meta = json!({});
+    for f in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
+        if let Some(v) = meta.get(f) {
+            scale_meta[f] = v.clone();
+        }
+    }
+    Ok(json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": scale_meta,
+        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0)},
+        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
+    }))
+}
+
+async fn scale_get(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
+    let name = ctx.target.name.clone().unwrap_or_default();
+    let obj = read::get_object(ctx.server, ctx.target.info, ctx.target.namespace.as_deref(), &name).await?;
+    Ok(http::object(200, &scale_of(&obj)?, ctx.rendering))
+}
+
+async fn scale_write(ctx: Ctx<'_>, method: Method) -> ApiResult<Response<Body>> {
+    let info = ctx.target.info;
+    let name = ctx.target.name.clone().unwrap_or_default();
+    let ns = ctx.target.namespace.clone();
+    let dry_run = ctx.query.dry_run()?;
+    for _ in 0..16 {
+        let current = read::get_object(ctx.server, info, ns.as_deref(), &name).await?;
+        let scale = scale_of(&current)?;
+        let new_scale = if method == Method::PUT {
+            pipeline::parse_body(&ctx.content_type, &ctx.body)?
+        } else {
+            let pt = PatchType::from_content_type(&ctx.content_type)?;
+            let scales = api::registry::lookup("autoscaling", "v1", "horizontalpodautoscalers").unwrap_or(info);
+            write::apply_patch(scales, &scale, pt, &ctx.body)?
+        };
+        if let Some(rv) = objects::meta_str(&new_scale, "resourceVersion").filter(|r| !r.is_empty()) {
+            if Some(rv) != objects::meta_str(&current, "resourceVersion") {
+                return Err(ApiError::conflict(info, &name));
+            }
+        }
+        let replicas = new_scale["spec"]["replicas"].as_i64().unwrap_or(0);
+        if replicas < 0 {
+            return Err(ApiError::new(422, "Invalid", format!("Scale.autoscaling \"{name}\" is invalid: spec.replicas: Invalid value: {replicas}: must be greater than or equal to 0"))
+                .with_details(json!({"name": name, "group": "autoscaling", "kind": "Scale", "causes": [{"reason": "FieldValueInvalid", "message": format!("Invalid value: {replicas}: must be greater than or equal to 0"), "field": "spec.replicas"}]})));
+        }
+        let mut next = current.clone();
+        next["spec"]["replicas"] = json!(replicas);
+        // Pin the write to the revision the scale was computed from.
+        match write::update_object(ctx.server, info, ns.as_deref(), &name, next, UpdateScope::Main, dry_run).await {
+            Ok(updated) => return Ok(http::object(200, &scale_of(&updated)?, ctx.rendering)),
+            Err(e) if e.code == 409 && e.reason == "Conflict" && objects::meta_str(&new_scale, "resourceVersion").map_or(true, str::is_empty) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::conflict(info, &name))
+}
+
+fn success_status(info: &ResourceInfo, code: u16) -> Value {
+    let _ = info;
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code})
+}
+
+async fn binding(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
+    let info = ctx.target.info;
+    let name = ctx.target.name.clone().unwrap_or_default();
+    let ns = ctx.target.namespace.clone();
+    let binding = pipeline::parse_body(&ctx.content_type, &ctx.body)?;
+    let node = binding["target"]["name"].as_str().unwrap_or("").to_string();
+    if node.is_empty() {
+        return Err(ApiError::new(422, "Invalid", format!("Binding.core \"{name}\" is invalid: target.name: Required value"))
+            .with_details(json!({"name": name, "kind": "Binding", "causes": [{"reason": "FieldValueRequired", "message": "Required value", "field": "target.name"}]})));
+    }
+    let key = info.key(ns.as_deref(), &name);
+    loop {
+        let kv = ctx.server.store.get(&key).await.map_err(|e| store_error(info, &name, e))?.ok_or_else(|| ApiError::not_found(info, &name))?;
+        let mut pod = objects::from_kv(&kv)?;
+        if objects::is_deleting(&pod) {
+            return Err(ApiError::conflict_message(info, &name, &format!("pod {name} is being deleted, cannot be assigned to a host")));
+        }
+        if let Some(existing) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+            return Err(ApiError::conflict_message(info, &name, &format!("pod {name} is already assigned to node \"{existing}\"")));
+        }
+        pod["spec"]["nodeName"] = json!(node);
+        set_pod_condition(&mut pod, "PodScheduled", "True");
+        if ctx.query.dry_run()? {
+            return Ok(http::object(201, &success_status(info, 201), ctx.rendering));
+        }
+        match ctx.server.store.update(&key, objects::to_bytes(&pod)?, kv.mod_revision).await {
+            Ok(_) => return Ok(http::object(201, &success_status(info, 201), ctx.rendering)),
+            Err(store::StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(store_error(info, &name, e)),
+        }
+    }
+}
+
+fn set_pod_condition(pod: &mut Value, kind: &str, status: &str) {
+    let now = objects::now_rfc3339();
+    let conditions = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    let mut next: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != kind).collect();
+    next.push(json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now}));
+    pod["status"]["conditions"] = Value::Array(next);
+}
+
+async fn eviction(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
+    let info = ctx.target.info;
+    let name = ctx.target.name.clone().unwrap_or_default();
+    let ns = ctx.target.namespace.clone();
+    let eviction = if ctx.body.is_empty() { json!({}) } else { pipeline::parse_body(&ctx.content_type, &ctx.body)? };
+    if let Some(ev_name) = objects::meta_str(&eviction, "name").filter(|n| !n.is_empty()) {
+        if ev_name != name {
+            return Err(ApiError::bad_request(format!("name in URL does not match name in Eviction object")));
+        }
+    }
+    let opts_body = eviction.get("deleteOptions").map(|o| serde_json::to_vec(o).unwrap_or_default()).unwrap_or_default();
+    let opts = DeleteOptions::from_request(&ctx.query, &opts_body)?;
+    // PodDisruptionBudgets are honoured by the disruption controller's status
+    // (status.disruptionsAllowed); without one there is nothing to block the eviction.
+    check_disruption_budgets(ctx.server, ns.as_deref().unwrap_or(""), &name).await?;
+    write::delete_object(ctx.server, info, ns.as_deref(), &name, &opts).await?;
+    Ok(http::object(201, &success_status(info, 201), ctx.rendering))
+}
+
+/// Refuse an eviction that would violate a PodDisruptionBudget covering the pod, using the
+/// budget's `status.disruptionsAllowed` as upstream's eviction REST does.
+async fn check_disruption_budgets(server: &ApiServer, namespace: &str, pod_name: &str) -> ApiResult<()> {
+    let pods = api::registry::lookup("", "v1", "pods").ok_or_else(|| ApiError::internal("pods not registered"))?;
+    let pdbs = api::registry::lookup("policy", "v1", "poddisruptionbudgets").ok_or_else(|| ApiError::internal("pdbs not registered"))?;
+    let pod = read::get_object(server, pods, Some(namespace), pod_name).await?;
+    let list = server
+        .store
+        .list(store::ListRequest { prefix: pdbs.collection_prefix(Some(namespace)), ..Default::default() })
+        .await
+        .map_err(|e| ApiError::internal(format!("listing disruption budgets: {e}")))?;
+    for kv in &list.items {
+        let pdb = objects::from_kv(kv)?;
+        let Some(sel) = pdb["spec"].get("selector").filter(|s| !s.is_null()) else { continue };
+        let Ok(typed) = serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>(sel.clone()) else { continue };
+        let Ok(selector) = LabelSelector::from_label_selector(&typed) else { continue };
+        if !selector.matches_object(&pod) {
+            continue;
+        }
+        let allowed = pdb["status"]["disruptionsAllowed"].as_i64().unwrap_or(0);
+        if allowed <= 0 {
+            let pdb_name = objects::name_of(&pdb);
+            return Err(ApiError::new(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.")
+                .with_details(json!({"causes": [{"reason": "DisruptionBudget", "message": format!("The disruption budget {pdb_name} needs {} healthy pods and has {} currently", pdb["status"]["desiredHealthy"].as_i64().unwrap_or(0), pdb["status"]["currentHealthy"].as_i64().unwrap_or(0))}]})));
+        }
+    }
+    Ok(())
+}
+
+async fn finalize(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
+    let info = ctx.target.info;
+    let name = ctx.target.name.clone().unwrap_or_default();
+    let body = pipeline::parse_body(&ctx.content_type, &ctx.body)?;
+    let finalizers = body["spec"]["finalizers"].clone();
+    let key = info.key(None, &name);
+    loop {
+        let kv = ctx.server.store.get(&key).await.map_err(|e| store_error(info, &name, e))?.ok_or_else(|| ApiError::not_found(info, &name))?;
+        let mut ns = render::with_type_meta(info, objects::from_kv(&kv)?);
+        ns["spec"]["finalizers"] = if finalizers.is_null() { json!([]) } else { finalizers.clone() };
+        let done = objects::is_deleting(&ns)
+            && ns["spec"]["finalizers"].as_array().map_or(true, |a| a.is_empty())
+            && objects::finalizers(&ns).is_empty();
+        let result = if done {
+            ctx.server.store.delete(&key, Some(kv.mod_revision)).await.map(|_| ns.clone())
+        } else {
+            ctx.server.store.update(&key, objects::to_bytes(&ns)?, kv.mod_revision).await.and_then(|kv| {
+                objects::from_kv(&kv).map_err(|e| store::StoreError::Backend(e.message))
+            })
+        };
+        match result {
+            Ok(v) => return Ok(http::object(200, &render::with_type_meta(info, v), ctx.rendering)),
+            Err(store::StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(store_error(info, &name, e)),
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! The Kubernetes API server: HTTPS with client-certificate and bearer-token
+//! authentication, discovery and OpenAPI, and every verb on every registered resource,
+//! over the narrow `store::Store` contract.
+//!
+//! Layout: `routes` parses paths, `request` parses options and content negotiation,
+//! `handlers` implements the verbs, `admission` holds the cross-object rules (namespace
+//! lifecycle, Service IP allocation), `objects` the stored form, `server` the TLS listener
+//! and authentication.
+
+pub mod admission;
+pub mod auth;
+pub mod bootstrap;
+pub mod discovery;
+pub mod errors;
+pub mod handlers;
+pub mod http;
+pub mod objects;
+pub mod request;
+pub mod routes;
+pub mod server;
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use store::Store;
+
+/// Static facts about this server, decided by the binary's flags.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// `host:port` clients reach us at (discovery's serverAddressByClientCIDRs).
+    pub advertise_address: String,
+    /// The Service IP range (`--service-cidr`), e.g. 10.43.0.0/16.
+    pub service_cidr: (Ipv4Addr, u8),
+    /// The NodePort range, inclusive.
+    pub node_port_range: (u16, u16),
+    /// Bearer tokens accepted, with the user they authenticate as.
+    pub tokens: Vec<auth::TokenUser>,
+    /// Reported by `/version`.
+    pub git_version: String,
+}
+
+impl ApiConfig {
+    /// The first usable address of the Service range: the `kubernetes` Service's IP.
+    pub fn kubernetes_service_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.service_cidr.0) + 1)
+    }
+}
+
+/// Shared state of one API server.
+pub struct ApiServer {
+    pub store: Arc<dyn Store>,
+    pub config: ApiConfig,
+    /// Serialises Service IP and NodePort allocation (a scan of existing Services).
+    pub allocation_lock: tokio::sync::Mutex<()>,
+    /// Set once the built-in objects exist; `/readyz` answers 200 from then on.
+    pub ready: std::sync::atomic::AtomicBool,
+}
+
+impl ApiServer {
+    pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> Arc<ApiServer> {
+        Arc::new(ApiServer {
+            store,
+            config,
+            allocation_lock: tokio::sync::Mutex::new(()),
+            ready: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+}

@@ -1,0 +1,123 @@
+//! The HTTPS listener: TLS with optional client certificates (verified against the
+//! cluster CA), HTTP/1.1 and HTTP/2 by ALPN, authentication of every request, and a
+//! request-size limit, before the request reaches `handlers`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::{self, Identity};
+use crate::errors::ApiError;
+use crate::http::{self, Body};
+use crate::ApiServer;
+
+/// The largest request body accepted, as upstream (3 MiB).
+pub const MAX_REQUEST_BODY: usize = 3 * 1024 * 1024;
+
+/// Certificates the listener serves with and trusts.
+pub struct TlsMaterial {
+    pub cert_chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    /// CAs whose client certificates authenticate users.
+    pub client_ca: Vec<CertificateDer<'static>>,
+}
+
+pub fn tls_config(material: TlsMaterial) -> Result<rustls::ServerConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in material.client_ca {
+        roots.add(ca).map_err(|e| format!("adding client CA: {e}"))?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| format!("building client verifier: {e}"))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(material.cert_chain, material.key)
+        .map_err(|e| format!("serving certificate: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Accept connections until the listener fails; each connection is served on its own task.
+pub async fn serve(server: Arc<ApiServer>, listener: TcpListener, tls: rustls::ServerConfig) -> std::io::Result<()> {
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    loop {
+        let (tcp, peer) = listener.accept().await?;
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let server = server.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_connection(server, acceptor, tcp, peer).await {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+}
+
+async fn serve_connection(
+    server: Arc<ApiServer>,
+    acceptor: TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let tls = acceptor.accept(tcp).await?;
+    let cert_identity = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|c| auth::identity_from_certificate(c.as_ref()));
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let server = server.clone();
+        let cert_identity = cert_identity.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(server, cert_identity, peer, req).await) }
+    });
+    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+        .await?;
+    Ok(())
+}
+
+async fn handle(server: Arc<ApiServer>, cert_identity: Option<Identity>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let identity = cert_identity.or_else(|| {
+        req.headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|h| auth::identity_from_bearer(h, &server.config.tokens))
+    });
+    let Some(identity) = identity else {
+        return http::error(&ApiError::unauthorized());
+    };
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                return http::error(&ApiError::too_large(MAX_REQUEST_BODY));
+            }
+            return http::error(&ApiError::bad_request(format!("reading request body: {e}")));
+        }
+    };
+    let started = std::time::Instant::now();
+    let method = parts.method.clone();
+    let uri = parts.uri.clone();
+    let resp = crate::handlers::dispatch(&server, &identity, Request::from_parts(parts, body)).await;
+    tracing::debug!(%peer, user = %identity.user, %method, %uri, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+    resp
+}
+
+/// Helper for handlers: a request whose body has been read.
+pub type FullRequest = Request<Bytes>;

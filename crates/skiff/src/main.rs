@@ -1,0 +1,136 @@
+//! The skiff binary: `skiff server` runs the control plane (API server, datastore,
+//! controllers); `skiff agent` will join a node. Flags use k3s's names wherever the
+//! concept exists, so someone who knows k3s guesses them right.
+
+mod certs;
+mod kubeconfig;
+mod server;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "skiff", version, about = "A lightweight Kubernetes distribution in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the control plane: API server, datastore and controllers.
+    Server(ServerArgs),
+    /// Run a node agent that joins a server (not built yet).
+    Agent(AgentArgs),
+}
+
+/// Flags of `skiff server`, named as k3s names them.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Where state, certificates and credentials live.
+    #[arg(long, short = 'd', env = "SKIFF_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTPS port of the API server.
+    #[arg(long, default_value_t = 6443)]
+    pub https_listen_port: u16,
+    /// Address the API server listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+    /// Address advertised to clients (defaults to the node IP, or 127.0.0.1).
+    #[arg(long)]
+    pub advertise_address: Option<IpAddr>,
+    /// Where to write the admin kubeconfig (default: <data-dir>/kubeconfig.yaml).
+    #[arg(long, short = 'o', env = "SKIFF_KUBECONFIG_OUTPUT")]
+    pub write_kubeconfig: Option<PathBuf>,
+    /// Shared secret agents (and bearer-token clients) use to join; generated if absent.
+    #[arg(long, short = 't', env = "SKIFF_TOKEN")]
+    pub token: Option<String>,
+    /// Extra names and IPs for the serving certificate.
+    #[arg(long = "tls-san")]
+    pub tls_san: Vec<String>,
+    /// Name of this node.
+    #[arg(long, env = "SKIFF_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// IP address of this node.
+    #[arg(long)]
+    pub node_ip: Option<IpAddr>,
+    /// Labels for this node (key=value).
+    #[arg(long = "node-label")]
+    pub node_label: Vec<String>,
+    /// Taints for this node (key=value:Effect).
+    #[arg(long = "node-taint")]
+    pub node_taint: Vec<String>,
+    /// Pod IP range.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    /// Service IP range.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    pub service_cidr: String,
+    /// Cluster DNS Service IP.
+    #[arg(long, default_value = "10.43.0.10")]
+    pub cluster_dns: IpAddr,
+    /// Cluster domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// NodePort range.
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
+    /// Use etcd at this endpoint (http://host:2379) instead of the embedded SQLite store.
+    #[arg(long, env = "SKIFF_DATASTORE_ENDPOINT")]
+    pub datastore_endpoint: Option<String>,
+    /// Do not run the embedded node agent.
+    #[arg(long)]
+    pub disable_agent: bool,
+    /// Components not to deploy (e.g. traefik, servicelb).
+    #[arg(long)]
+    pub disable: Vec<String>,
+    /// Log at debug level.
+    #[arg(long)]
+    pub debug: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct AgentArgs {
+    /// URL of the server to join.
+    #[arg(long, short = 's', env = "SKIFF_URL")]
+    server: Option<String>,
+    /// Join token.
+    #[arg(long, short = 't', env = "SKIFF_TOKEN")]
+    token: Option<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server(args) => {
+            init_logging(args.debug);
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("skiff: starting the async runtime: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(server::run(args)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("skiff server: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Agent(_) => {
+            eprintln!("skiff agent: the node agent is not built yet; run `skiff server --disable-agent`");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(debug: bool) {
+    let default = if debug { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},kube_runtime=warn,kube_client=warn,hyper=warn,h2=warn,tower=warn,rustls=warn")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}

@@ -1,0 +1,188 @@
+//! `skiff server`: lay out the data dir, make certificates and kubeconfigs, open the
+//! datastore, start the API server, then the controllers once the API answers. Each step's
+//! failure names what it was doing.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use apiserver::auth::TokenUser;
+use apiserver::server::TlsMaterial;
+use apiserver::{ApiConfig, ApiServer};
+
+use crate::{certs, kubeconfig, ServerArgs};
+
+fn default_data_dir() -> PathBuf {
+    // As k3s: a system location for root, a per-user one otherwise.
+    if unsafe { libc::geteuid() } == 0 {
+        PathBuf::from("/var/lib/skiff")
+    } else {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        home.join(".skiff")
+    }
+}
+
+fn parse_cidr(s: &str, flag: &str) -> Result<(Ipv4Addr, u8)> {
+    let (ip, prefix) = s.split_once('/').with_context(|| format!("{flag} {s:?}: expected ADDRESS/PREFIX"))?;
+    let ip: Ipv4Addr = ip.parse().with_context(|| format!("{flag} {s:?}: bad address"))?;
+    let prefix: u8 = prefix.parse().with_context(|| format!("{flag} {s:?}: bad prefix length"))?;
+    if prefix > 30 {
+        bail!("{flag} {s:?}: the range is too small");
+    }
+    Ok((ip, prefix))
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16)> {
+    let (lo, hi) = s.split_once('-').with_context(|| format!("--service-node-port-range {s:?}: expected LOW-HIGH"))?;
+    let lo: u16 = lo.trim().parse().context("--service-node-port-range: bad low port")?;
+    let hi: u16 = hi.trim().parse().context("--service-node-port-range: bad high port")?;
+    if lo > hi {
+        bail!("--service-node-port-range {s:?}: low port above high port");
+    }
+    Ok((lo, hi))
+}
+
+fn random_token() -> String {
+    use rand::Rng;
+    let bytes: [u8; 16] = rand::thread_rng().gen();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub async fn run(args: ServerArgs) -> Result<()> {
+    let started = Instant::now();
+    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let server_dir = data_dir.join("server");
+    std::fs::create_dir_all(&server_dir).with_context(|| format!("creating data dir {}", server_dir.display()))?;
+    let service_cidr = parse_cidr(&args.service_cidr, "--service-cidr")?;
+    parse_cidr(&args.cluster_cidr, "--cluster-cidr")?;
+    let node_port_range = parse_port_range(&args.service_node_port_range)?;
+    if !args.disable_agent {
+        tracing::warn!("the embedded node agent is not built yet: running the control plane only, as with --disable-agent");
+    }
+
+    // Join token: flag, else the one kept from an earlier start, else a new one.
+    let token_path = server_dir.join("token");
+    let token = match &args.token {
+        Some(t) if !t.is_empty() => t.clone(),
+        _ => match std::fs::read_to_string(&token_path) {
+            Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+            _ => random_token(),
+        },
+    };
+    certs::write_private(&token_path, &format!("{token}\n"))?;
+
+    let advertise: IpAddr = args
+        .advertise_address
+        .or(args.node_ip)
+        .unwrap_or_else(|| if args.bind_address.is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { args.bind_address });
+    let kubernetes_ip = Ipv4Addr::from(u32::from(service_cidr.0) + 1);
+    let mut names: Vec<String> = vec![
+        "localhost".into(),
+        "127.0.0.1".into(),
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+        format!("kubernetes.default.svc.{}", args.cluster_domain),
+        kubernetes_ip.to_string(),
+        advertise.to_string(),
+    ];
+    if !args.bind_address.is_unspecified() {
+        names.push(args.bind_address.to_string());
+    }
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        names.push(host.trim().to_string());
+    }
+    names.extend(args.tls_san.iter().cloned());
+    names.sort();
+    names.dedup();
+    let certs = certs::ensure(&server_dir.join("tls"), &names).context("preparing certificates")?;
+
+    let store = match &args.datastore_endpoint {
+        Some(endpoint) => store::open(Some(endpoint), &server_dir.join("db").join("state.db"))
+            .await
+            .with_context(|| format!("connecting to datastore {endpoint}"))?,
+        None => {
+            let db_dir = server_dir.join("db");
+            std::fs::create_dir_all(&db_dir).with_context(|| format!("creating {}", db_dir.display()))?;
+            store::open(None, &db_dir.join("state.db")).await.context("opening the embedded datastore")?
+        }
+    };
+
+    let port = args.https_listen_port;
+    let config = ApiConfig {
+        advertise_address: format!("{advertise}:{port}"),
+        service_cidr,
+        node_port_range,
+        tokens: vec![TokenUser { token: token.clone(), user: "system:admin".into(), groups: vec!["system:masters".into()] }],
+        git_version: format!("v1.37.0+skiff{}", env!("CARGO_PKG_VERSION")),
+    };
+    let api = ApiServer::new(store, config);
+
+    let (cert_chain, key) = certs::load_rustls(&certs.serving.cert, &certs.serving.key)?;
+    let (client_ca, _) = certs::load_rustls(&certs.ca.cert, &certs.ca.key)?;
+    let tls = apiserver::server::tls_config(TlsMaterial { cert_chain, key, client_ca })
+        .map_err(|e| anyhow::anyhow!("TLS configuration: {e}"))?;
+    let listener = tokio::net::TcpListener::bind((args.bind_address, port))
+        .await
+        .with_context(|| format!("listening on {}:{port}", args.bind_address))?;
+    let serving = tokio::spawn(apiserver::server::serve(api.clone(), listener, tls));
+
+    apiserver::bootstrap::ensure_builtin_objects(&api, port)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating built-in objects: {e}"))?;
+
+    let url = format!("https://{}:{port}", if advertise.is_ipv6() { format!("[{advertise}]") } else { advertise.to_string() });
+    let kubeconfig_path = args.write_kubeconfig.clone().unwrap_or_else(|| data_dir.join("kubeconfig.yaml"));
+    kubeconfig::write(&kubeconfig_path, &url, &certs.ca.cert, &certs.admin).context("writing the admin kubeconfig")?;
+    let controller_kubeconfig = server_dir.join("cred").join("controller.kubeconfig");
+    let local_url = format!("https://127.0.0.1:{port}");
+    kubeconfig::write(&controller_kubeconfig, &local_url, &certs.ca.cert, &certs.controller).context("writing the controller kubeconfig")?;
+
+    api.ready.store(true, Ordering::Release);
+    tracing::info!(
+        "skiff server ready in {} ms at {url}; kubeconfig written to {}",
+        started.elapsed().as_millis(),
+        kubeconfig_path.display()
+    );
+    println!("Wrote kubeconfig {}", kubeconfig_path.display());
+
+    let controllers = tokio::spawn(run_controllers(controller_kubeconfig));
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("installing SIGTERM handler")?;
+    tokio::select! {
+        r = serving => {
+            match r {
+                Ok(Ok(())) => bail!("the API listener stopped"),
+                Ok(Err(e)) => bail!("the API listener failed: {e}"),
+                Err(e) => bail!("the API listener task failed: {e}"),
+            }
+        }
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
+        _ = sigterm.recv() => tracing::info!("terminated; shutting down"),
+    }
+    controllers.abort();
+    Ok(())
+}
+
+/// Start the controllers as API clients, with their own credentials.
+async fn run_controllers(kubeconfig_path: PathBuf) {
+    let client = match client_from(&kubeconfig_path).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("controllers not started: {e:#}");
+            return;
+        }
+    };
+    controllers::namespace::run(client).await;
+}
+
+async fn client_from(path: &std::path::Path) -> Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .context("loading controller kubeconfig")?;
+    kube::Client::try_from(config).context("building controller client")
+}
