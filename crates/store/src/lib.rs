@@ -74,7 +74,10 @@ pub struct ListResponse {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A create or update. `prev` is the value before the write (None for a create).
-    Put { kv: KeyValue, prev: Option<KeyValue> },
+    Put {
+        kv: KeyValue,
+        prev: Option<KeyValue>,
+    },
     /// A delete at `revision`; `prev` is the value that was deleted.
     Delete { prev: KeyValue, revision: Revision },
 }
@@ -106,13 +109,23 @@ pub enum StoreError {
     NotFound { key: String },
     /// The expected mod_revision did not match. `current` is what is stored now.
     #[error("conflict on key {key:?}: expected revision {expected}, found {}", current.mod_revision)]
-    Conflict { key: String, expected: Revision, current: Box<KeyValue> },
+    Conflict {
+        key: String,
+        expected: Revision,
+        current: Box<KeyValue>,
+    },
     /// The requested revision has been compacted away (served as 410 Gone).
     #[error("revision {requested} has been compacted (oldest available is {compacted})")]
-    Compacted { requested: Revision, compacted: Revision },
+    Compacted {
+        requested: Revision,
+        compacted: Revision,
+    },
     /// The requested revision is newer than the current one.
     #[error("revision {requested} is in the future (current is {current})")]
-    FutureRevision { requested: Revision, current: Revision },
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
+    },
     /// The watcher fell too far behind and the backend dropped it; relist and rewatch.
     #[error("watch from revision {0} can no longer be served; relist")]
     WatchLagged(Revision),
