@@ -4,6 +4,7 @@
 //! (`selectors`, `fields`), patched (`strategic_merge`) and described (`openapi`).
 //! No I/O and no async here: the apiserver owns side effects.
 
+pub mod conversion;
 pub mod defaults;
 pub mod fields;
 pub mod openapi;

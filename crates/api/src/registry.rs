@@ -181,8 +181,8 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", "clusterrole", false, short: [], cat: [], sub: [], store: "clusterroles"),
     res!("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", "rolebinding", true, short: [], cat: [], sub: [], store: "rolebindings"),
     res!("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", false, short: [], cat: [], sub: [], store: "clusterrolebindings"),
-    // events.k8s.io/v1: its own storage for now (see docs/ARCHITECTURE.md).
-    res!("events.k8s.io", "v1", "Event", "events", "event", true, short: ["ev"], cat: [], sub: [], store: "events.k8s.io/events"),
+    // events.k8s.io/v1 Events are stored as core/v1 Events (see conversion.rs).
+    res!("events.k8s.io", "v1", "Event", "events", "event", true, short: ["ev"], cat: [], sub: [], store: "events"),
 ];
 
 /// Every group, in discovery order, with its versions (preferred first). The core group

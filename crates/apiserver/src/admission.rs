@@ -36,7 +36,7 @@ pub async fn check_namespace_for_create(server: &ApiServer, info: &ResourceInfo,
         .await
         .map_err(|e| ApiError::internal(format!("reading namespace {namespace}: {e}")))?;
     let Some(kv) = kv else { return Err(ApiError::namespace_not_found(namespace)) };
-    let ns = objects::from_kv(&kv)?;
+    let ns = objects::decode(namespaces(), &kv)?;
     let terminating = objects::is_deleting(&ns) || ns["status"]["phase"] == "Terminating";
     // Upstream lets events be written into a terminating namespace, so controllers can
     // report what the deletion is doing.

@@ -11,17 +11,24 @@ use store::KeyValue;
 
 use crate::errors::{ApiError, ApiResult};
 
-/// Decode a stored value and stamp its resourceVersion.
-pub fn from_kv(kv: &KeyValue) -> ApiResult<Value> {
-    let mut obj: Value = serde_json::from_slice(&kv.value)
+/// Decode a stored value as `info` serves it (converting from the storage version),
+/// with its apiVersion, kind and resourceVersion stamped.
+pub fn decode(info: &ResourceInfo, kv: &KeyValue) -> ApiResult<Value> {
+    let stored: Value = serde_json::from_slice(&kv.value)
         .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", kv.key)))?;
+    let mut obj = api::conversion::from_storage(info, stored);
+    if let Some(m) = obj.as_object_mut() {
+        m.insert("apiVersion".into(), json!(info.api_version()));
+        m.insert("kind".into(), json!(info.kind));
+    }
     set_resource_version(&mut obj, kv.mod_revision);
     Ok(obj)
 }
 
-/// Encode an object for the store, without its resourceVersion.
-pub fn to_bytes(obj: &Value) -> ApiResult<Bytes> {
-    let mut copy = obj.clone();
+/// Encode an object served as `info` for the store: in the storage version, without
+/// its resourceVersion.
+pub fn encode(info: &ResourceInfo, obj: &Value) -> ApiResult<Bytes> {
+    let mut copy = api::conversion::to_storage(info, obj.clone());
     if let Some(meta) = copy.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
     }
@@ -145,10 +152,13 @@ mod tests {
     #[test]
     fn resource_version_is_not_stored() {
         let obj = json!({"metadata": {"name": "a", "resourceVersion": "7"}, "data": {"k": "v"}});
-        let bytes = to_bytes(&obj).unwrap();
+        let cms = api::registry::lookup("", "v1", "configmaps").unwrap();
+        let bytes = encode(cms, &obj).unwrap();
         assert!(!String::from_utf8_lossy(&bytes).contains("resourceVersion"));
         let kv = KeyValue { key: "/k".into(), value: bytes, create_revision: 3, mod_revision: 9 };
-        assert_eq!(from_kv(&kv).unwrap()["metadata"]["resourceVersion"], "9");
+        let back = decode(cms, &kv).unwrap();
+        assert_eq!(back["metadata"]["resourceVersion"], "9");
+        assert_eq!(back["kind"], "ConfigMap");
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub async fn get_object(server: &ApiServer, info: &ResourceInfo, namespace: Opti
         .await
         .map_err(|e| store_error(info, name, e))?
         .ok_or_else(|| ApiError::not_found(info, name))?;
-    Ok(render::with_type_meta(info, objects::from_kv(&kv)?))
+    Ok(objects::decode(info, &kv)?)
 }
 
 /// Parsed selectors of a list or watch.
@@ -159,7 +159,7 @@ pub async fn list_page(server: &ApiServer, info: &ResourceInfo, namespace: Optio
         let mut last_key = None;
         for (i, kv) in page.items.iter().enumerate() {
             last_key = Some(kv.key.clone());
-            let obj = objects::from_kv(kv)?;
+            let obj = objects::decode(info, kv)?;
             if selectors.matches(info, &obj) {
                 items.push(obj);
             }

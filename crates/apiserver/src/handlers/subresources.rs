@@ -153,7 +153,7 @@ async fn binding(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     let key = info.key(ns.as_deref(), &name);
     loop {
         let kv = ctx.server.store.get(&key).await.map_err(|e| store_error(info, &name, e))?.ok_or_else(|| ApiError::not_found(info, &name))?;
-        let mut pod = objects::from_kv(&kv)?;
+        let mut pod = objects::decode(info, &kv)?;
         if objects::is_deleting(&pod) {
             return Err(ApiError::conflict_message(info, &name, &format!("pod {name} is being deleted, cannot be assigned to a host")));
         }
@@ -165,7 +165,7 @@ async fn binding(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
         if ctx.query.dry_run()? {
             return Ok(http::object(201, &success_status(info, 201), ctx.rendering));
         }
-        match ctx.server.store.update(&key, objects::to_bytes(&pod)?, kv.mod_revision).await {
+        match ctx.server.store.update(&key, objects::encode(info, &pod)?, kv.mod_revision).await {
             Ok(_) => return Ok(http::object(201, &success_status(info, 201), ctx.rendering)),
             Err(store::StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(store_error(info, &name, e)),
@@ -212,7 +212,7 @@ async fn check_disruption_budgets(server: &ApiServer, namespace: &str, pod_name:
         .await
         .map_err(|e| ApiError::internal(format!("listing disruption budgets: {e}")))?;
     for kv in &list.items {
-        let pdb = objects::from_kv(kv)?;
+        let pdb = objects::decode(pdbs, kv)?;
         let Some(sel) = pdb["spec"].get("selector").filter(|s| !s.is_null()) else { continue };
         let Ok(typed) = serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>(sel.clone()) else { continue };
         let Ok(selector) = LabelSelector::from_label_selector(&typed) else { continue };
@@ -237,7 +237,7 @@ async fn finalize(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     let key = info.key(None, &name);
     loop {
         let kv = ctx.server.store.get(&key).await.map_err(|e| store_error(info, &name, e))?.ok_or_else(|| ApiError::not_found(info, &name))?;
-        let mut ns = render::with_type_meta(info, objects::from_kv(&kv)?);
+        let mut ns = objects::decode(info, &kv)?;
         ns["spec"]["finalizers"] = if finalizers.is_null() { json!([]) } else { finalizers.clone() };
         let done = objects::is_deleting(&ns)
             && ns["spec"]["finalizers"].as_array().map_or(true, |a| a.is_empty())
@@ -245,8 +245,8 @@ async fn finalize(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
         let result = if done {
             ctx.server.store.delete(&key, Some(kv.mod_revision)).await.map(|_| ns.clone())
         } else {
-            ctx.server.store.update(&key, objects::to_bytes(&ns)?, kv.mod_revision).await.and_then(|kv| {
-                objects::from_kv(&kv).map_err(|e| store::StoreError::Backend(e.message))
+            ctx.server.store.update(&key, objects::encode(info, &ns)?, kv.mod_revision).await.and_then(|kv| {
+                objects::decode(info, &kv).map_err(|e| store::StoreError::Backend(e.message))
             })
         };
         match result {

@@ -146,7 +146,7 @@ fn watch_error(e: StoreError) -> ApiError {
 
 /// Turn one store event into the watch events a filtered watcher sees (0 or 1).
 fn translate(info: &ResourceInfo, selectors: &Selectors, name: Option<&str>, event: Event) -> Vec<(&'static str, Value)> {
-    let decode = |kv: &store::KeyValue| objects::from_kv(kv).ok();
+    let decode = |kv: &store::KeyValue| objects::decode(info, kv).ok();
     let passes = |obj: &Value| selectors.matches(info, obj) && name.map_or(true, |n| n == objects::name_of(obj));
     match event {
         Event::Put { kv, prev } => {

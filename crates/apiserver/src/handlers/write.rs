@@ -57,10 +57,10 @@ pub async fn create_object(server: &ApiServer, info: &ResourceInfo, namespace: O
     }
     let kv = server
         .store
-        .create(&key, objects::to_bytes(&obj)?)
+        .create(&key, objects::encode(info, &obj)?)
         .await
         .map_err(|e| store_error(info, &name, e))?;
-    objects::from_kv(&kv)
+    objects::decode(info, &kv)
 }
 
 pub async fn update(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
@@ -103,7 +103,7 @@ pub async fn update_object(server: &ApiServer, info: &ResourceInfo, namespace: O
                 return Err(ApiError::conflict(info, name));
             }
         }
-        let old = render::with_type_meta(info, objects::from_kv(&kv)?);
+        let old = objects::decode(info, &kv)?;
         match write_update(server, info, &key, &old, kv.mod_revision, new.clone(), scope, dry_run).await {
             Err(WriteError::Moved) if precondition.is_none() => continue,
             Err(WriteError::Moved) => return Err(ApiError::conflict(info, name)),
@@ -148,8 +148,8 @@ async fn write_update(server: &ApiServer, info: &ResourceInfo, key: &str, old: &
             Err(e) => return Err(store_error(info, &name, e).into()),
         }
     }
-    match server.store.update(key, objects::to_bytes(&new)?, revision).await {
-        Ok(kv) => Ok(render::with_type_meta(info, objects::from_kv(&kv)?)),
+    match server.store.update(key, objects::encode(info, &new)?, revision).await {
+        Ok(kv) => Ok(objects::decode(info, &kv)?),
         Err(StoreError::Conflict { .. }) => Err(WriteError::Moved),
         Err(StoreError::NotFound { .. }) => Err(ApiError::not_found(info, &name).into()),
         Err(e) => Err(store_error(info, &name, e).into()),
@@ -260,7 +260,7 @@ pub async fn patch_object(server: &ApiServer, info: &ResourceInfo, namespace: Op
             }
             return Err(ApiError::not_found(info, name));
         };
-        let current = render::with_type_meta(info, objects::from_kv(&kv)?);
+        let current = objects::decode(info, &kv)?;
         let mut patched = apply_patch(info, &current, patch_type, body)?;
         // A resourceVersion in the patch is a precondition on the object patched.
         let requested_rv = objects::meta_str(&patched, "resourceVersion").map(String::from);
@@ -386,7 +386,7 @@ pub async fn delete_object(server: &ApiServer, info: &ResourceInfo, namespace: O
             .await
             .map_err(|e| store_error(info, name, e))?
             .ok_or_else(|| ApiError::not_found(info, name))?;
-        let current = render::with_type_meta(info, objects::from_kv(&kv)?);
+        let current = objects::decode(info, &kv)?;
         if let Some(uid) = &opts.precondition_uid {
             let actual = objects::meta_str(&current, "uid").unwrap_or("");
             if uid != actual {
@@ -421,8 +421,8 @@ pub async fn delete_object(server: &ApiServer, info: &ResourceInfo, namespace: O
             },
             DeletePlan::Mark(mut marked) => {
                 objects::set_resource_version(&mut marked, kv.mod_revision);
-                match server.store.update(&key, objects::to_bytes(&marked)?, kv.mod_revision).await {
-                    Ok(kv) => return Ok(Deleted::Pending(render::with_type_meta(info, objects::from_kv(&kv)?))),
+                match server.store.update(&key, objects::encode(info, &marked)?, kv.mod_revision).await {
+                    Ok(kv) => return Ok(Deleted::Pending(objects::decode(info, &kv)?)),
                     Err(StoreError::Conflict { .. }) => continue,
                     Err(StoreError::NotFound { .. }) => return Err(ApiError::not_found(info, name)),
                     Err(e) => return Err(store_error(info, name, e)),
