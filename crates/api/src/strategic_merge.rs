@@ -1013,3 +1013,371 @@ fn go_fmt(v: &Value) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn deploy(original: Value, patch: Value) -> Result<Value, PatchError> {
+        strategic_merge_kind("apps", "v1", "Deployment", &original, &patch)
+    }
+
+    fn web_deployment() -> Value {
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web", "labels": {"app": "web", "tier": "fe"}, "finalizers": ["a", "b"]},
+            "spec": {
+                "replicas": 1,
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {
+                        "containers": [
+                            {"name": "web", "image": "nginx:1", "args": ["-a", "-b"],
+                             "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+                             "ports": [{"containerPort": 80, "protocol": "TCP"}]},
+                            {"name": "sidecar", "image": "busybox"}
+                        ],
+                        "volumes": [{"name": "data", "emptyDir": {}}]
+                    }
+                }
+            }
+        })
+    }
+
+    fn containers(v: &Value) -> &Value {
+        &v["spec"]["template"]["spec"]["containers"]
+    }
+
+    /// Table of (name, patch, check) applied to `web_deployment()`.
+    #[test]
+    fn kubectl_patches_on_a_deployment() {
+        type Check = fn(&Value);
+        let cases: Vec<(&str, Value, Check)> = vec![
+            (
+                "apply: image change with $setElementOrder keeps server-only containers",
+                json!({"metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+                       "spec": {"template": {"spec": {"$setElementOrder/containers": [{"name": "web"}],
+                                                      "containers": [{"image": "nginx:2", "name": "web"}]}}}}),
+                |v| {
+                    assert_eq!(containers(v)[0]["image"], "nginx:2");
+                    assert_eq!(containers(v)[0]["args"], json!(["-a", "-b"]));
+                    assert_eq!(containers(v)[1]["name"], "sidecar");
+                    assert_eq!(
+                        v["metadata"]["annotations"]
+                            ["kubectl.kubernetes.io/last-applied-configuration"],
+                        "{}"
+                    );
+                    assert!(v["spec"]["template"]["spec"]
+                        .get("$setElementOrder/containers")
+                        .is_none());
+                },
+            ),
+            (
+                "set image: keyed merge without directives",
+                json!({"spec": {"template": {"spec": {"containers": [{"name": "sidecar", "image": "busybox:2"}]}}}}),
+                |v| {
+                    assert_eq!(containers(v)[0]["image"], "nginx:1");
+                    assert_eq!(containers(v)[1]["image"], "busybox:2");
+                    assert_eq!(containers(v).as_array().map(Vec::len), Some(2));
+                },
+            ),
+            (
+                "scale and label",
+                json!({"metadata": {"labels": {"tier": null, "env": "prod"}}, "spec": {"replicas": 5}}),
+                |v| {
+                    assert_eq!(v["spec"]["replicas"], 5);
+                    assert_eq!(
+                        v["metadata"]["labels"],
+                        json!({"app": "web", "env": "prod"})
+                    );
+                },
+            ),
+            (
+                "$patch: delete removes a container",
+                json!({"spec": {"template": {"spec": {"containers": [{"$patch": "delete", "name": "sidecar"}]}}}}),
+                |v| {
+                    assert_eq!(containers(v).as_array().map(Vec::len), Some(1));
+                    assert_eq!(containers(v)[0]["name"], "web");
+                },
+            ),
+            (
+                "$patch: replace replaces the whole list",
+                json!({"spec": {"template": {"spec": {"containers": [{"name": "only", "image": "x"}, {"$patch": "replace"}]}}}}),
+                |v| assert_eq!(*containers(v), json!([{"name": "only", "image": "x"}])),
+            ),
+            (
+                "$patch: replace on a map",
+                json!({"spec": {"template": {"metadata": {"labels": {"$patch": "replace", "new": "1"}}}}}),
+                |v| {
+                    assert_eq!(
+                        v["spec"]["template"]["metadata"]["labels"],
+                        json!({"new": "1"})
+                    )
+                },
+            ),
+            (
+                "$patch: delete on a map",
+                json!({"spec": {"strategy": {"$patch": "delete"}}}),
+                |v| assert_eq!(v["spec"]["strategy"], json!({})),
+            ),
+            (
+                "$retainKeys drops the rolling update parameters when switching to Recreate",
+                json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}),
+                |v| assert_eq!(v["spec"]["strategy"], json!({"type": "Recreate"})),
+            ),
+            (
+                "lists without a merge key are replaced",
+                json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "args": ["-c"]}]}}}}),
+                |v| assert_eq!(containers(v)[0]["args"], json!(["-c"])),
+            ),
+            (
+                "env merges by name, ports by containerPort",
+                json!({"spec": {"template": {"spec": {"containers": [{"name": "web",
+                    "env": [{"name": "B", "value": "3"}, {"name": "C", "value": "4"}],
+                    "ports": [{"containerPort": 443}]}]}}}}),
+                |v| {
+                    assert_eq!(
+                        containers(v)[0]["env"],
+                        json!([{"name": "A", "value": "1"}, {"name": "B", "value": "3"}, {"name": "C", "value": "4"}])
+                    );
+                    // Upstream puts patch items the live list lacks ahead of server-only
+                    // ones unless `$setElementOrder` says otherwise (mergeSortedSlice).
+                    assert_eq!(
+                        containers(v)[0]["ports"],
+                        json!([{"containerPort": 443}, {"containerPort": 80, "protocol": "TCP"}])
+                    );
+                },
+            ),
+            (
+                "finalizers merge as an ordered set",
+                json!({"metadata": {"finalizers": ["b", "c"]}}),
+                |v| assert_eq!(v["metadata"]["finalizers"], json!(["a", "b", "c"])),
+            ),
+            (
+                "$deleteFromPrimitiveList with $setElementOrder (apply removing a finalizer)",
+                json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["b"],
+                                    "$setElementOrder/finalizers": ["a", "c"], "finalizers": ["c"]}}),
+                |v| assert_eq!(v["metadata"]["finalizers"], json!(["a", "c"])),
+            ),
+            (
+                "$setElementOrder reorders a keyed list",
+                json!({"spec": {"template": {"spec": {"$setElementOrder/containers": [{"name": "sidecar"}, {"name": "web"}]}}}}),
+                |v| {
+                    assert_eq!(containers(v)[0]["name"], "sidecar");
+                    assert_eq!(containers(v)[1]["name"], "web");
+                },
+            ),
+            (
+                "apply: new container placed by $setElementOrder",
+                json!({"spec": {"template": {"spec": {
+                    "$setElementOrder/containers": [{"name": "web"}, {"name": "new"}, {"name": "sidecar"}],
+                    "containers": [{"name": "new", "image": "n"}]}}}}),
+                |v| {
+                    let names: Vec<&str> = containers(v)
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|c| c["name"].as_str())
+                        .collect();
+                    assert_eq!(names, ["web", "new", "sidecar"]);
+                },
+            ),
+            (
+                "volumes: element $retainKeys switches the volume source",
+                json!({"spec": {"template": {"spec": {"volumes": [
+                    {"$retainKeys": ["configMap", "name"], "name": "data", "configMap": {"name": "cm"}}]}}}}),
+                |v| {
+                    assert_eq!(
+                        v["spec"]["template"]["spec"]["volumes"],
+                        json!([{"name": "data", "configMap": {"name": "cm"}}])
+                    )
+                },
+            ),
+            (
+                "nulls under a new key are dropped",
+                json!({"metadata": {"annotations": {"a": null, "b": "x"}}}),
+                |v| assert_eq!(v["metadata"]["annotations"], json!({"b": "x"})),
+            ),
+            (
+                "unknown fields: maps merge, lists replace",
+                json!({"spec": {"extra": {"k": [1]}}}),
+                |v| assert_eq!(v["spec"]["extra"], json!({"k": [1]})),
+            ),
+            (
+                "deleting a list with null",
+                json!({"spec": {"template": {"spec": {"volumes": null}}}}),
+                |v| assert!(v["spec"]["template"]["spec"].get("volumes").is_none()),
+            ),
+        ];
+        for (name, patch, check) in cases {
+            let out = deploy(web_deployment(), patch).unwrap_or_else(|e| panic!("{name}: {e}"));
+            check(&out);
+        }
+    }
+
+    #[test]
+    fn keys_keep_their_position() {
+        let out = deploy(
+            web_deployment(),
+            json!({"metadata": {"name": "web"}, "apiVersion": "apps/v1"}),
+        );
+        let keys: Vec<String> = out
+            .ok()
+            .and_then(|v| v.as_object().map(|m| m.keys().cloned().collect()))
+            .unwrap_or_default();
+        assert_eq!(keys, ["apiVersion", "kind", "metadata", "spec"]);
+    }
+
+    #[test]
+    fn service_ports_merge_by_port_and_owner_references_by_uid() {
+        let svc = json!({"metadata": {"ownerReferences": [{"uid": "1", "name": "a"}]},
+                         "spec": {"ports": [{"port": 80, "targetPort": 8080}, {"port": 443}]}});
+        let patch = json!({"metadata": {"ownerReferences": [{"uid": "1", "name": "b"}, {"uid": "2", "name": "c"}]},
+                           "spec": {"ports": [{"port": 80, "targetPort": 9090}]}});
+        let out = strategic_merge_kind("", "v1", "Service", &svc, &patch).unwrap_or_default();
+        assert_eq!(
+            out["spec"]["ports"],
+            json!([{"port": 80, "targetPort": 9090}, {"port": 443}])
+        );
+        assert_eq!(
+            out["metadata"]["ownerReferences"],
+            json!([{"uid": "1", "name": "b"}, {"uid": "2", "name": "c"}])
+        );
+    }
+
+    #[test]
+    fn status_conditions_merge_by_type() {
+        let pod = json!({"status": {"conditions": [{"type": "Ready", "status": "False"}, {"type": "PodScheduled", "status": "True"}]}});
+        let patch = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        let info = crate::registry::lookup("", "v1", "pods");
+        let out = info.map(|i| strategic_merge(i, &pod, &patch));
+        assert_eq!(
+            out.and_then(Result::ok)
+                .map(|v| v["status"]["conditions"].clone()),
+            Some(
+                json!([{"type": "Ready", "status": "True"}, {"type": "PodScheduled", "status": "True"}])
+            )
+        );
+    }
+
+    #[test]
+    fn malformed_patches_are_rejected_with_upstream_messages() {
+        let cases: Vec<(Value, &str, u16)> = vec![
+            (
+                json!({"spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}}),
+                "map: map[image:x] does not contain declared merge key: name",
+                500,
+            ),
+            (
+                json!({"spec": {"strategy": {"$patch": "bogus"}}}),
+                "unknown patch type: bogus in map: map[$patch:bogus]",
+                500,
+            ),
+            (
+                json!({"spec": {"template": {"spec": {"containers": [{"$patch": "merge"}]}}}}),
+                "merging lists cannot yet be specified in the patch",
+                500,
+            ),
+            (
+                json!({"spec": {"strategy": {"$retainKeys": "type"}}}),
+                "invalid patch format of retainKeys",
+                400,
+            ),
+            (
+                json!({"spec": {"template": {"spec": {"$setElementOrder/containers": {"name": "web"}}}}}),
+                "invalid patch format of setElementOrder list",
+                400,
+            ),
+            (
+                json!({"metadata": {"$deleteFromPrimitiveList/finalizers": "a"}}),
+                "invalid patch format of primitive list",
+                400,
+            ),
+            (
+                json!({"metadata": {"finalizers": [1]}}),
+                "list element types are not identical: [[a b] [1]]",
+                500,
+            ),
+            (
+                json!({"spec": {"template": {"spec": {
+                    "$setElementOrder/containers": [{"name": "web"}],
+                    "containers": [{"name": "web"}, {"name": "other"}]}}}}),
+                "The order in patch list:",
+                500,
+            ),
+        ];
+        for (patch, message, code) in cases {
+            match deploy(web_deployment(), patch.clone()) {
+                Ok(v) => panic!("{patch} applied: {v}"),
+                Err(e) => {
+                    assert!(
+                        e.to_string().starts_with(message),
+                        "{patch}: got {e}, want {message}"
+                    );
+                    assert_eq!(e.status_code(), code, "{patch}");
+                }
+            }
+        }
+        assert_eq!(
+            deploy(web_deployment(), json!([1])),
+            Err(PatchError::BadJsonDoc)
+        );
+        let node = json!({"spec": {"podCIDRs": []}});
+        let lists_of_lists = strategic_merge_kind(
+            "",
+            "v1",
+            "Node",
+            &node,
+            &json!({"spec": {"podCIDRs": [["x"]]}}),
+        );
+        assert_eq!(lists_of_lists, Err(PatchError::NoListOfLists));
+        assert_eq!(PatchError::NoListOfLists.status_code(), 422);
+    }
+
+    #[test]
+    fn merge_keys_are_found_by_path() {
+        let m = field_patch_meta(
+            "apps",
+            "v1",
+            "Deployment",
+            &["spec", "template", "spec", "containers"],
+        );
+        assert_eq!(m.and_then(|m| m.merge_key), Some("name"));
+        let m = field_patch_meta(
+            "batch",
+            "v1",
+            "CronJob",
+            &[
+                "spec",
+                "jobTemplate",
+                "spec",
+                "template",
+                "spec",
+                "containers",
+                "ports",
+            ],
+        );
+        assert_eq!(m.and_then(|m| m.merge_key), Some("containerPort"));
+        assert_eq!(
+            field_patch_meta("", "v1", "Pod", &["spec", "tolerations"]),
+            None
+        );
+    }
+
+    #[test]
+    fn every_patch_field_exists_in_the_schemas() {
+        let defs = crate::openapi::definitions();
+        for (ty, field, _, _) in PATCH_FIELDS {
+            assert!(
+                defs.get(*ty)
+                    .and_then(|d| d.get("properties"))
+                    .and_then(|p| p.get(*field))
+                    .is_some(),
+                "{ty}.{field} is not in the schemas"
+            );
+        }
+    }
+}

@@ -495,3 +495,254 @@ fn content_hash(bytes: &[u8]) -> String {
     }
     format!("{a:016X}{b:016X}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::RESOURCES;
+
+    fn gvk_list(def: &Value) -> Vec<(String, String, String)> {
+        def.get("x-kubernetes-group-version-kind")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|g| {
+                let s = |k: &str| {
+                    g.get(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                (s("group"), s("version"), s("kind"))
+            })
+            .collect()
+    }
+
+    fn gv_doc_path(group: &str, version: &str) -> String {
+        if group.is_empty() {
+            format!("api/{version}")
+        } else {
+            format!("apis/{group}/{version}")
+        }
+    }
+
+    /// Every `$ref` in `v` names a key of `schemas` (after stripping `prefix`).
+    fn assert_refs_resolve(v: &Value, prefix: &str, schemas: &Map<String, Value>, doc: &str) {
+        match v {
+            Value::Object(m) => {
+                if let Some(r) = m.get("$ref").and_then(Value::as_str) {
+                    let name = r
+                        .strip_prefix(prefix)
+                        .unwrap_or_else(|| panic!("{doc}: bad ref {r}"));
+                    assert!(schemas.contains_key(name), "{doc}: unresolved {r}");
+                }
+                m.values()
+                    .for_each(|x| assert_refs_resolve(x, prefix, schemas, doc));
+            }
+            Value::Array(a) => a
+                .iter()
+                .for_each(|x| assert_refs_resolve(x, prefix, schemas, doc)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_kind_and_list_has_a_definition_with_its_gvk() {
+        let v2 = v2_document();
+        let defs = v2["definitions"].as_object().cloned().unwrap_or_default();
+        for r in RESOURCES {
+            for kind in [r.kind.to_string(), r.list_kind()] {
+                let name = definition_name(r.group, r.version, &kind)
+                    .unwrap_or_else(|| panic!("no definition for {kind}"));
+                let gvks = gvk_list(&defs[&name]);
+                assert!(
+                    gvks.contains(&(r.group.to_string(), r.version.to_string(), kind.clone())),
+                    "{name}: {gvks:?}"
+                );
+            }
+        }
+        assert_eq!(
+            definition_name("apps", "v1", "Deployment").as_deref(),
+            Some("io.k8s.api.apps.v1.Deployment")
+        );
+        assert_eq!(
+            definition_name("", "v1", "ConfigMapList").as_deref(),
+            Some("io.k8s.api.core.v1.ConfigMapList")
+        );
+    }
+
+    #[test]
+    fn every_ref_resolves_in_v2_and_v3() {
+        let v2 = v2_document();
+        let defs = v2["definitions"].as_object().cloned().unwrap_or_default();
+        assert_refs_resolve(&v2, "#/definitions/", &defs, "v2");
+        for p in v3_paths() {
+            let doc = v3_group_version(&p).unwrap_or_else(|| panic!("no v3 document for {p}"));
+            let schemas = doc["components"]["schemas"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            assert_refs_resolve(&doc, "#/components/schemas/", &schemas, &p);
+            assert!(!serde_json::to_string(&doc)
+                .unwrap_or_default()
+                .contains("#/definitions/"));
+        }
+    }
+
+    /// What kubectl's QueryParamVerifierV3 and its apply patcher check, for every kind.
+    #[test]
+    fn patch_operations_declare_field_validation_and_strategic_merge() {
+        for r in RESOURCES {
+            let doc = v3_group_version(&gv_doc_path(r.group, r.version)).unwrap_or_default();
+            let want = json!({"group": r.group, "kind": r.kind, "version": r.version});
+            let mut found = 0;
+            for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+                let Some(op) = item.get("patch") else {
+                    continue;
+                };
+                if op["x-kubernetes-group-version-kind"] != want {
+                    continue;
+                }
+                found += 1;
+                let names: Vec<&str> = op["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["name"].as_str())
+                    .collect();
+                assert!(names.contains(&"fieldValidation"), "{path}: {names:?}");
+                assert!(
+                    op["requestBody"]["content"]
+                        .get("application/strategic-merge-patch+json")
+                        .is_some(),
+                    "{path}"
+                );
+            }
+            assert!(
+                found >= 1,
+                "{}/{} {}: no PATCH operation",
+                r.group,
+                r.version,
+                r.kind
+            );
+            // The schema kubectl apply starts from.
+            let schemas = doc["components"]["schemas"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            let with_gvk = schemas
+                .values()
+                .filter(|s| {
+                    gvk_list(s).contains(&(
+                        r.group.to_string(),
+                        r.version.to_string(),
+                        r.kind.to_string(),
+                    ))
+                })
+                .count();
+            assert_eq!(with_gvk, 1, "{} in {}/{}", r.kind, r.group, r.version);
+        }
+    }
+
+    #[test]
+    fn pod_containers_carry_patch_extensions() {
+        let v2 = v2_document();
+        let containers =
+            &v2["definitions"]["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
+        assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
+        assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
+        let v3 = v3_group_version("api/v1").unwrap_or_default();
+        let spec = &v3["components"]["schemas"]["io.k8s.api.core.v1.PodSpec"]["properties"];
+        assert_eq!(spec["containers"]["x-kubernetes-patch-merge-key"], "name");
+        assert_eq!(
+            spec["containers"]["items"]["$ref"],
+            "#/components/schemas/io.k8s.api.core.v1.Container"
+        );
+        assert_eq!(
+            spec["volumes"]["x-kubernetes-patch-strategy"],
+            "merge,retainKeys"
+        );
+        let apps = v3_group_version("apps/v1");
+        assert!(apps.is_none(), "document paths start with apis/");
+        let apps = v3_group_version("apis/apps/v1").unwrap_or_default();
+        let strategy = &apps["components"]["schemas"]["io.k8s.api.apps.v1.DeploymentSpec"]
+            ["properties"]["strategy"];
+        assert_eq!(strategy["x-kubernetes-patch-strategy"], "retainKeys");
+    }
+
+    /// `kubectl explain deployment.spec.strategy`: the walk its template does.
+    #[test]
+    fn explain_can_walk_deployment_spec_strategy() {
+        let index = v3_index();
+        let url = index["paths"]["apis/apps/v1"]["serverRelativeURL"]
+            .as_str()
+            .unwrap_or_default();
+        let hash = v3_hash("apis/apps/v1").unwrap_or_default();
+        assert_eq!(url, format!("/openapi/v3/apis/apps/v1?hash={hash}"));
+        assert_eq!(hash.len(), 32);
+        assert!(index["paths"]["api/v1"].is_object() && index["paths"]["apis"].is_object());
+
+        let doc = v3_group_version("apis/apps/v1").unwrap_or_default();
+        let gvk = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments"]["get"]
+            ["x-kubernetes-group-version-kind"];
+        assert_eq!(
+            *gvk,
+            json!({"group": "apps", "kind": "Deployment", "version": "v1"})
+        );
+        let schemas = &doc["components"]["schemas"];
+        let resolve = |s: &Value| -> Value {
+            let r = s
+                .get("$ref")
+                .or_else(|| s["allOf"][0].get("$ref"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            schemas[r.trim_start_matches("#/components/schemas/")].clone()
+        };
+        let deployment = &schemas["io.k8s.api.apps.v1.Deployment"];
+        let spec_field = &deployment["properties"]["spec"];
+        assert!(spec_field["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("desired behavior")));
+        let spec = resolve(spec_field);
+        let strategy_field = &spec["properties"]["strategy"];
+        assert!(strategy_field["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("deployment strategy")));
+        let strategy = resolve(strategy_field);
+        assert!(strategy["description"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("DeploymentStrategy")));
+        assert!(strategy["properties"]["rollingUpdate"].is_object());
+        assert!(strategy["properties"]["type"]["description"].is_string());
+        // Upstream never marks a kind's spec required.
+        assert!(deployment.get("required").is_none());
+    }
+
+    #[test]
+    fn documents_are_built_once_and_stable() {
+        let a = v2_bytes().as_ptr();
+        assert_eq!(a, v2_bytes().as_ptr());
+        assert_eq!(v2_hash(), content_hash(v2_bytes()));
+        assert_eq!(
+            serde_json::to_vec(&v2_document()).unwrap_or_default(),
+            v2_bytes()
+        );
+        let v2: Value = serde_json::from_slice(v2_bytes()).unwrap_or_default();
+        assert_eq!(v2["swagger"], "2.0");
+        let patch =
+            &v2["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+        assert_eq!(patch["x-kubernetes-action"], "patch");
+        assert_eq!(patch["operationId"], "patchAppsV1NamespacedDeployment");
+        assert!(patch["consumes"]
+            .as_array()
+            .is_some_and(|c| c.contains(&json!("application/strategic-merge-patch+json"))));
+        let scale =
+            &v2["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}/scale"]["patch"];
+        assert_eq!(scale["x-kubernetes-group-version-kind"]["kind"], "Scale");
+        assert!(
+            v2["paths"]["/api/v1/namespaces/{namespace}/pods/{name}/eviction"]["post"].is_object()
+        );
+        assert!(v3_group_version("apis/nope/v1").is_none());
+        assert!(v3_group_version("apis/apps").is_some());
+    }
+}
