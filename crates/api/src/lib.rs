@@ -8,6 +8,7 @@ pub mod conversion;
 pub mod defaults;
 pub mod fields;
 pub mod openapi;
+pub mod protobuf;
 pub mod quantity;
 pub mod registry;
 pub mod selectors;

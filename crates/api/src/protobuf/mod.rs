@@ -1,0 +1,1 @@
+//! (being written) Kubernetes protobuf request bodies decoded into JSON objects.
