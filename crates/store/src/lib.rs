@@ -16,8 +16,11 @@
 pub mod conformance;
 pub mod etcd;
 pub mod sqlite;
+pub mod testing;
 
+use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -168,4 +171,40 @@ pub trait Store: Send + Sync + 'static {
 
     /// The oldest revision that can still be read or watched from.
     async fn compacted_revision(&self) -> Result<Revision>;
+}
+
+/// Open the datastore `skiff server` is configured with: etcd for an `http://HOST:PORT`
+/// endpoint (several may be comma-separated), otherwise the embedded SQLite file at
+/// `sqlite_path` (its directory is created if needed). Both use their default options
+/// (automatic compaction every 5 minutes).
+pub async fn open(datastore_endpoint: Option<&str>, sqlite_path: &Path) -> Result<Arc<dyn Store>> {
+    match datastore_endpoint.map(str::trim).filter(|e| !e.is_empty()) {
+        None => {
+            let path = sqlite_path.to_path_buf();
+            let store = tokio::task::spawn_blocking(move || {
+                sqlite::SqliteStore::open(&path, sqlite::SqliteOptions::default())
+            })
+            .await
+            .map_err(|e| StoreError::Backend(format!("opening sqlite store: {e}")))??;
+            Ok(store)
+        }
+        Some(e) if e.starts_with("http://") || e.starts_with("https://") => {
+            Ok(etcd::EtcdStore::connect(&[e]).await?)
+        }
+        Some(e) => Err(StoreError::Backend(format!(
+            "unsupported datastore endpoint {e:?}: expected http://HOST:PORT of etcd, or none for the embedded SQLite store"
+        ))),
+    }
+}
+
+/// The exclusive upper bound of the keys starting with `prefix`. Keys are UTF-8, which
+/// never contains byte 0xFF, so bumping the last byte cannot overflow and `[0xFF]` bounds
+/// every key (etcd would also accept `\0` for "all keys"; this form works for SQLite too).
+pub(crate) fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    match end.last_mut() {
+        Some(last) => *last += 1,
+        None => end.push(0xFF),
+    }
+    end
 }

@@ -312,16 +312,5 @@ pub(crate) fn db_err(
     move |e| StoreError::Backend(format!("sqlite: {context}: {e}"))
 }
 
-/// The exclusive upper bound of the key range with `prefix`. Keys are UTF-8, which never
-/// contains byte 0xFF, so bumping the last byte never overflows and `[0xFF]` bounds all keys.
-pub(crate) fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    match end.last_mut() {
-        Some(last) => *last += 1,
-        None => end.push(0xFF),
-    }
-    end
-}
-
 #[cfg(test)]
 mod tests;

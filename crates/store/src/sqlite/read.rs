@@ -10,7 +10,8 @@ use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Row};
 use tokio::sync::Semaphore;
 
-use super::{db_err, prefix_end, schema};
+use super::{db_err, schema};
+use crate::prefix_end;
 use crate::{Event, KeyValue, ListRequest, ListResponse, ReadAt, Result, Revision, StoreError};
 
 pub(crate) struct ReadPool {

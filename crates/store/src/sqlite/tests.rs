@@ -1,6 +1,6 @@
 //! Unit tests of SQLite-specific behaviour (the shared semantics live in `conformance`).
 
-use super::*;
+use crate::prefix_end;
 
 #[test]
 fn prefix_end_bounds_the_prefix() {
