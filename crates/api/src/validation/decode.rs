@@ -25,36 +25,47 @@ use crate::registry::ResourceInfo;
 pub struct Decoded {
     /// The object as k8s-openapi serializes it: unknown fields gone, nulls dropped.
     pub object: Value,
-    /// One entry per unknown field, already in upstream's form: `unknown field "spec.foo"`.
-    /// Input order. Use [`Decoded::strict_error`] for `fieldValidation=Strict` and each
-    /// entry as one `Warning` header for `fieldValidation=Warn`.
+    /// The path of every unknown field, in upstream's strict-decoding notation
+    /// (`spec.containers[0].foo`), in input order. [`Decoded::warnings`] words them.
     pub unknown_fields: Vec<String>,
 }
 
 impl Decoded {
-    /// The 400 message upstream returns under `fieldValidation=Strict`, or None when there
-    /// is nothing unknown.
+    /// One `unknown field "spec.foo"` per unknown field: the `Warning` headers upstream
+    /// sends under `fieldValidation=Warn`.
+    pub fn warnings(&self) -> Vec<String> {
+        self.unknown_fields
+            .iter()
+            .map(|p| format!("unknown field \"{p}\""))
+            .collect()
+    }
+
+    /// `strict decoding error: unknown field "a", unknown field "b"`: the detail upstream
+    /// puts in the 400 under `fieldValidation=Strict`, or None when nothing is unknown.
     pub fn strict_error(&self) -> Option<String> {
         strict_error_message(&self.unknown_fields)
     }
 }
 
-/// `strict decoding error: unknown field "a", unknown field "b"` for a list of entries from
-/// [`Decoded::unknown_fields`].
+/// [`Decoded::strict_error`] for a list of unknown-field paths.
 pub fn strict_error_message(unknown_fields: &[String]) -> Option<String> {
     if unknown_fields.is_empty() {
         None
     } else {
-        Some(format!(
-            "strict decoding error: {}",
-            unknown_fields.join(", ")
-        ))
+        let words: Vec<String> = unknown_fields
+            .iter()
+            .map(|p| format!("unknown field \"{p}\""))
+            .collect();
+        Some(format!("strict decoding error: {}", words.join(", ")))
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    /// The body cannot be turned into the kind: served as 400 BadRequest with this message.
+    /// The body cannot be turned into the kind: served as 400 BadRequest. The string is
+    /// the detail (`json: cannot unmarshal string into Go struct field ...`); upstream's
+    /// message is [`DecodeError::message`]: `<Kind> in version "<v>" cannot be handled as
+    /// a <Kind>: <detail>`.
     #[error("{0}")]
     BadRequest(String),
     /// No typed decoder for this group/version/kind (a programming error in the table).
@@ -62,7 +73,20 @@ pub enum DecodeError {
     UnsupportedKind(String),
 }
 
-/// Decode `obj` as the kind `info` names. See the module docs.
+impl DecodeError {
+    /// The full 400 message upstream gives for this error when decoding `kind`.
+    pub fn message(&self, kind: &str, version: &str) -> String {
+        match self {
+            DecodeError::BadRequest(d) => {
+                format!("{kind} in version \"{version}\" cannot be handled as a {kind}: {d}")
+            }
+            DecodeError::UnsupportedKind(_) => self.to_string(),
+        }
+    }
+}
+
+/// Decode `obj` as the kind `info` names. See the module docs. `apiVersion` and `kind`
+/// in the body are not checked here (the apiserver compares them with the URL first).
 pub fn decode(info: &ResourceInfo, obj: &Value) -> Result<Decoded, DecodeError> {
     decode_kind(info.group, info.version, info.kind, obj)
 }
@@ -82,7 +106,7 @@ pub fn decode_kind(
                 $( ($g, $v, $k) => {
                     static SCHEMA: OnceLock<Value> = OnceLock::new();
                     let schema = SCHEMA.get_or_init(schema_of::<$t>);
-                    decode_typed::<$t>(group, version, kind, schema, obj)
+                    decode_typed::<$t>(version, kind, schema, obj)
                 } )*
                 _ => Err(DecodeError::UnsupportedKind(format!("{group}/{version}, Kind={kind}"))),
             }
@@ -139,44 +163,18 @@ fn schema_of<T: k8s_openapi::schemars::JsonSchema>() -> Value {
 }
 
 fn decode_typed<T: DeserializeOwned + Serialize>(
-    group: &str,
     version: &str,
     kind: &str,
     schema: &Value,
     obj: &Value,
 ) -> Result<Decoded, DecodeError> {
-    let api_version = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
-    // Upstream's serializer prefixes every decoding failure this way.
-    let cannot = |why: String| {
-        DecodeError::BadRequest(format!(
-            "{kind} in version \"{version}\" cannot be handled as a {kind}: {why}"
-        ))
-    };
-    let Some(map) = obj.as_object() else {
+    let cannot = DecodeError::BadRequest;
+    let Some(_) = obj.as_object() else {
         return Err(cannot(format!(
-            "json: cannot unmarshal {} into Go value of type {}.{kind}",
-            json_kind(obj),
-            version
+            "json: cannot unmarshal {} into Go value of type {version}.{kind}",
+            json_kind(obj)
         )));
     };
-    if let Some(v) = map.get("apiVersion").and_then(Value::as_str) {
-        if v != api_version {
-            return Err(DecodeError::BadRequest(format!(
-                "the API version in the data ({v}) does not match the expected API version ({api_version})"
-            )));
-        }
-    }
-    if let Some(k) = map.get("kind").and_then(Value::as_str) {
-        if k != kind {
-            return Err(DecodeError::BadRequest(format!(
-                "the kind in the data ({k}) does not match the expected kind ({kind})"
-            )));
-        }
-    }
 
     let defs = schema
         .get("$defs")
@@ -197,11 +195,7 @@ fn decode_typed<T: DeserializeOwned + Serialize>(
         .map_err(|e| DecodeError::BadRequest(format!("cannot encode {kind}: {e}")))?;
     Ok(Decoded {
         object,
-        unknown_fields: walker
-            .unknown
-            .into_iter()
-            .map(|p| format!("unknown field \"{p}\""))
-            .collect(),
+        unknown_fields: walker.unknown,
     })
 }
 
@@ -440,12 +434,9 @@ mod tests {
         .unwrap();
         assert_eq!(
             d.unknown_fields,
-            vec![
-                "unknown field \"metadata.bogus\"",
-                "unknown field \"spec.bar\"",
-                "unknown field \"spec.containers[0].foo\"",
-            ]
+            vec!["metadata.bogus", "spec.bar", "spec.containers[0].foo"]
         );
+        assert_eq!(d.warnings()[2], "unknown field \"spec.containers[0].foo\"");
         assert_eq!(
             d.strict_error().unwrap(),
             "strict decoding error: unknown field \"metadata.bogus\", unknown field \"spec.bar\", unknown field \"spec.containers[0].foo\""
@@ -489,24 +480,10 @@ mod tests {
         ];
         for (group, kind, obj, want) in cases {
             match dec(group, kind, obj) {
-                Err(DecodeError::BadRequest(m)) => assert_eq!(m, want),
+                Err(e @ DecodeError::BadRequest(_)) => assert_eq!(e.message(kind, "v1"), want),
                 other => panic!("{kind}: expected BadRequest, got {other:?}"),
             }
         }
-    }
-
-    #[test]
-    fn mismatched_api_version_is_rejected() {
-        let e = dec(
-            "apps",
-            "Deployment",
-            json!({"apiVersion": "v1", "kind": "Deployment"}),
-        )
-        .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "the API version in the data (v1) does not match the expected API version (apps/v1)"
-        );
     }
 
     #[test]

@@ -56,6 +56,11 @@ impl CauseType {
         }
     }
 
+    /// Same as [`CauseType::reason`].
+    pub fn as_str(self) -> &'static str {
+        self.reason()
+    }
+
     /// The words that start the message (`field.ErrorType.String()` upstream).
     fn words(self) -> &'static str {
         match self {
