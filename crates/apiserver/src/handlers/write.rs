@@ -69,9 +69,26 @@ pub async fn update(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     let mut obj = pipeline::parse_body(&ctx.content_type, &ctx.body)?;
     pipeline::check_type_meta(info, &mut obj)?;
     check_name_matches(&obj, &name)?;
-    let (obj, warnings) = pipeline::decode(info, &obj, ctx.query.field_validation()?)?;
-    let updated = update_object(ctx.server, info, ctx.target.namespace.as_deref(), &name, obj, UpdateScope::Main, ctx.query.dry_run()?).await?;
-    Ok(http::object_with_warnings(200, &render::single(info, updated, ctx.rendering, Default::default()), ctx.rendering, &warnings))
+    let (mut obj, warnings) = pipeline::decode(info, &obj, ctx.query.field_validation()?)?;
+    let namespace = ctx.target.namespace.as_deref();
+    let dry_run = ctx.query.dry_run()?;
+    let result = update_object(ctx.server, info, namespace, &name, obj.clone(), UpdateScope::Main, dry_run).await;
+    let (updated, code) = match result {
+        Err(e) if e.code == 404 && allows_create_on_update(info) => {
+            obj["metadata"]["name"] = json!(name);
+            if let Some(m) = obj["metadata"].as_object_mut() {
+                m.remove("resourceVersion");
+            }
+            (create_object(ctx.server, info, namespace, obj, dry_run).await?, 201)
+        }
+        other => (other?, 200),
+    };
+    Ok(http::object_with_warnings(code, &render::single(info, updated, ctx.rendering, Default::default()), ctx.rendering, &warnings))
+}
+
+/// Kinds whose PUT creates a missing object, as upstream's strategies allow.
+fn allows_create_on_update(info: &ResourceInfo) -> bool {
+    matches!((info.group, info.kind), ("", "Endpoints") | ("", "Event") | ("events.k8s.io", "Event") | ("coordination.k8s.io", "Lease"))
 }
 
 fn check_name_matches(obj: &Value, name: &str) -> ApiResult<()> {
