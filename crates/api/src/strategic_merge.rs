@@ -1218,6 +1218,38 @@ mod tests {
         }
     }
 
+    /// The patch kubectl v1.32 `apply` computed from skiff's OpenAPI v3 document when a
+    /// manifest switched to Recreate, changed an image, dropped `env` and a container
+    /// (captured with a fake server).
+    #[test]
+    fn real_kubectl_apply_patch() {
+        let live = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default", "uid": "u1",
+                         "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+            "spec": {
+                "replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
+                    {"name": "web", "image": "nginx:1", "ports": [{"containerPort": 80}],
+                     "env": [{"name": "A", "value": "1"}], "imagePullPolicy": "IfNotPresent"},
+                    {"name": "side", "image": "busybox"}]}}
+            }
+        });
+        let patch: Value = serde_json::from_str(r#"{"metadata":{"annotations":{"kubectl.kubernetes.io/last-applied-configuration":"new\n"}},"spec":{"strategy":{"$retainKeys":["type"],"rollingUpdate":null,"type":"Recreate"},"template":{"spec":{"$setElementOrder/containers":[{"name":"web"}],"containers":[{"env":null,"image":"nginx:2","name":"web"},{"$patch":"delete","name":"side"}]}}}}"#).unwrap_or_default();
+        let out = deploy(live, patch).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
+        assert_eq!(
+            out["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "web", "image": "nginx:2", "ports": [{"containerPort": 80}], "imagePullPolicy": "IfNotPresent"}])
+        );
+        assert_eq!(
+            out["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"],
+            "new\n"
+        );
+        assert_eq!(out["metadata"]["uid"], "u1");
+    }
+
     #[test]
     fn keys_keep_their_position() {
         let out = deploy(

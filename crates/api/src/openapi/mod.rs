@@ -247,7 +247,9 @@ fn build_v3(doc_path: &str) -> Option<Value> {
     let mut schemas = Map::new();
     for name in refs {
         if let Some(d) = defs.get(&name) {
-            schemas.insert(name, to_v3_schema(d));
+            let mut schema = to_v3_schema(d);
+            v3_scalar_alternatives(&name, &mut schema);
+            schemas.insert(name, schema);
         }
     }
     Some(json!({
@@ -267,6 +269,23 @@ fn build_v3(doc_path: &str) -> Option<Value> {
         },
         "security": [{"BearerToken": []}]
     }))
+}
+
+/// OpenAPI 3 spells the two "number or string" scalars as alternatives without a `type`,
+/// as upstream does; `kubectl explain` then shows their names (`map[string]Quantity`,
+/// `<IntOrString>`) instead of `string`.
+fn v3_scalar_alternatives(name: &str, schema: &mut Value) {
+    let Value::Object(m) = schema else { return };
+    let alternatives = match name {
+        schemas::INT_OR_STRING => json!([{"type": "integer"}, {"type": "string"}]),
+        schemas::QUANTITY => json!([{"type": "string"}, {"type": "number"}]),
+        _ => return,
+    };
+    m.shift_remove("type");
+    m.insert("oneOf".into(), alternatives);
+    if name == schemas::INT_OR_STRING {
+        m.insert("x-kubernetes-int-or-string".into(), true.into());
+    }
 }
 
 /// A definition in OpenAPI 3 form: references point into `components/schemas`, and a
