@@ -44,6 +44,10 @@ pub async fn create_object(server: &ApiServer, info: &ResourceInfo, namespace: O
     let key = info.key(namespace, &name);
     let _allocation = if info.kind == "Service" && info.group.is_empty() {
         let guard = server.allocation_lock.lock().await;
+        // A name that is taken is AlreadyExists, whatever IP it asked for.
+        if server.store.get(&key).await.map_err(|e| store_error(info, &name, e))?.is_some() {
+            return Err(ApiError::already_exists(info, &name));
+        }
         admission::allocate_service(server, info, &mut obj).await?;
         Some(guard)
     } else {
