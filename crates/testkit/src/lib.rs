@@ -257,25 +257,34 @@ impl TestServer {
 
     /// A `kubectl` command bound to this server (own kubeconfig and discovery cache).
     pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
+        self.kubectl_cmd_with(&[], args)
+    }
+
+    /// Like [`kubectl_cmd`](Self::kubectl_cmd) with global flags placed before `args`
+    /// (so they never end up after a `--`).
+    fn kubectl_cmd_with(&self, flags: &[&str], args: &[&str]) -> Command {
         let mut cmd = Command::new("kubectl");
         cmd.arg("--kubeconfig")
             .arg(self.kubeconfig())
             .arg("--cache-dir")
             .arg(self.dir.path().join("kube-cache"))
+            .args(flags)
             .args(args)
             .env_remove("KUBECONFIG")
             .stdin(Stdio::null());
         cmd
     }
 
+    /// Runs kubectl to completion (each request times out after 60 s, so a hung server
+    /// fails the test instead of hanging it).
     pub fn kubectl(&self, args: &[&str]) -> Output {
-        self.kubectl_cmd(args)
-            .arg("--request-timeout=60s")
+        self.kubectl_cmd_with(&["--request-timeout=60s"], args)
             .output()
             .expect("run kubectl (is it on PATH?)")
     }
 
-    /// Runs kubectl, panics (with stderr and the server log tail) unless it succeeds; returns stdout.
+    /// Runs kubectl, panics (with stderr) unless it succeeds; returns stdout. The server log
+    /// tail is printed when the TestServer is dropped during the panic.
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
         self.expect_ok(args, out)
@@ -290,8 +299,7 @@ impl TestServer {
     /// Runs kubectl with `input` on stdin (e.g. `apply -f -`).
     pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> Output {
         let mut child = self
-            .kubectl_cmd(args)
-            .arg("--request-timeout=60s")
+            .kubectl_cmd_with(&["--request-timeout=60s"], args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -335,12 +343,11 @@ impl TestServer {
     pub fn expect_ok(&self, args: &[&str], out: Output) -> String {
         if !out.status.success() {
             panic!(
-                "kubectl {} failed ({}):\nstdout:\n{}\nstderr:\n{}\n{}",
+                "kubectl {} failed ({}):\nstdout:\n{}\nstderr:\n{}",
                 args.join(" "),
                 out.status,
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr),
-                self.log_tail(25)
             );
         }
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -771,4 +778,9 @@ pub fn describe_field(text: &str, key: &str) -> Option<String> {
     text.lines()
         .find(|l| l.starts_with(&prefix))
         .map(|l| l[prefix.len()..].trim().to_string())
+}
+
+/// The repository root (found from this crate's location: crates/testkit/../..).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// The repository's examples/ directory.
 pub fn examples_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+    testkit::repo_root().join("examples")
 }
 
 /// A plain Deployment manifest with label app=<name>.
