@@ -14,7 +14,7 @@ mod watch;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -77,6 +77,17 @@ pub(crate) struct EventBatch {
 pub(crate) struct Counters {
     pub revision: AtomicI64,
     pub compacted: AtomicI64,
+    pub commits: AtomicU64,
+    pub writes: AtomicU64,
+}
+
+/// Group-commit figures since the store was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SqliteStats {
+    /// Write transactions committed (each is one WAL fsync).
+    pub commits: u64,
+    /// Successful writes they contained.
+    pub writes: u64,
 }
 
 /// The SQLite-backed `Store`. Dropping it finishes queued writes and closes the file.
@@ -112,6 +123,7 @@ impl SqliteStore {
         let counters = Arc::new(Counters {
             revision: AtomicI64::new(revision),
             compacted: AtomicI64::new(compacted),
+            ..Default::default()
         });
         let (events, _) = broadcast::channel(opts.watch_buffer.max(16));
         let events = Arc::new(events);
@@ -149,6 +161,14 @@ impl SqliteStore {
     /// The database file this store writes.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How well group commit is batching: writes per commit = `writes / commits`.
+    pub fn stats(&self) -> SqliteStats {
+        SqliteStats {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            writes: self.counters.writes.load(Ordering::Relaxed),
+        }
     }
 
     /// Bytes used on disk by the database and its WAL (what an operator sees with `du`).

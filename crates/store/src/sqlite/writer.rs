@@ -219,6 +219,10 @@ impl Writer {
                 self.revision = next;
                 self.counters.revision.store(next, Ordering::Release);
                 if next != start {
+                    self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .writes
+                        .fetch_add((next - start) as u64, Ordering::Relaxed);
                     let events = results
                         .iter()
                         .filter_map(|r| r.as_ref().ok())
