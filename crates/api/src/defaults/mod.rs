@@ -151,6 +151,102 @@ pub fn apply_create_defaults(info: &ResourceInfo, obj: &mut Value) {
     }
 }
 
+/// What upstream's REST layer carries over from the stored object on update before
+/// validating: a Service's allocated cluster IPs, node ports (matched by port name) and
+/// health-check node port when the new object leaves them empty (`patchAllocatedValues`),
+/// so `kubectl replace` of a manifest without them does not look like a change.
+pub fn apply_update_defaults(info: &ResourceInfo, new: &mut Value, old: &Value) {
+    if info.group.is_empty() && info.kind == "Service" {
+        patch_service_allocations(new, old);
+    }
+}
+
+fn patch_service_allocations(new: &mut Value, old: &Value) {
+    let old_spec = old.get("spec").cloned().unwrap_or(Value::Null);
+    let ty = |s: &Value| {
+        s.get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")
+            .to_string()
+    };
+    let Some(spec) = ensure_obj(new, "spec") else {
+        return;
+    };
+    let (old_ty, new_ty) = (
+        ty(&old_spec),
+        spec.get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")
+            .to_string(),
+    );
+    if old_ty != "ExternalName" && new_ty != "ExternalName" {
+        let empty = |m: &Map<String, Value>, k: &str| match m.get(k) {
+            None | Some(Value::Null) => true,
+            Some(Value::String(s)) => s.is_empty(),
+            Some(Value::Array(a)) => a.is_empty(),
+            _ => false,
+        };
+        if let Some(old_spec) = old_spec.as_object() {
+            for k in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+                if empty(spec, k) && !empty(old_spec, k) {
+                    spec.insert(k.into(), old_spec[k].clone());
+                }
+            }
+        }
+    }
+    let needs_node_port = |t: &str| t == "NodePort" || t == "LoadBalancer";
+    if needs_node_port(&old_ty) && needs_node_port(&new_ty) {
+        let old_ports: Vec<(String, i64)> = old_spec
+            .get("ports")
+            .and_then(Value::as_array)
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| {
+                        (
+                            p.get("name")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_string(),
+                            p.get("nodePort").and_then(Value::as_i64).unwrap_or(0),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+            let used: Vec<i64> = ports
+                .iter()
+                .filter_map(|p| p.get("nodePort").and_then(Value::as_i64))
+                .filter(|n| *n != 0)
+                .collect();
+            for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                if p.get("nodePort").and_then(Value::as_i64).unwrap_or(0) != 0 {
+                    continue;
+                }
+                let name = p.get("name").and_then(Value::as_str).unwrap_or("");
+                if let Some((_, np)) = old_ports.iter().find(|(n, np)| n == name && *np != 0) {
+                    if !used.contains(np) {
+                        p.insert("nodePort".into(), json!(np));
+                    }
+                }
+            }
+        }
+    }
+    let hc = old_spec
+        .get("healthCheckNodePort")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    if hc != 0
+        && spec
+            .get("healthCheckNodePort")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            == 0
+    {
+        spec.insert("healthCheckNodePort".into(), json!(hc));
+    }
+}
+
 /// The Job strategy's `generateSelector`: unless `spec.manualSelector` is true, label the
 /// template with the job's name and uid (both legacy and `batch.kubernetes.io/` keys,
 /// keeping any the user set so validation can reject conflicts) and select on
@@ -888,6 +984,18 @@ mod tests {
         );
         assert_eq!(ns["spec"]["finalizers"], json!(["kubernetes"]));
         assert_eq!(ns["status"]["phase"], "Active");
+    }
+
+    #[test]
+    fn service_update_keeps_allocations() {
+        let old = json!({"spec": {"type": "NodePort", "clusterIP": "10.43.0.9", "clusterIPs": ["10.43.0.9"],
+            "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}});
+        let mut new =
+            json!({"spec": {"type": "NodePort", "ports": [{"name": "http", "port": 80}]}});
+        apply_update_defaults(info("", "Service"), &mut new, &old);
+        assert_eq!(new["spec"]["clusterIP"], "10.43.0.9");
+        assert_eq!(new["spec"]["clusterIPs"], json!(["10.43.0.9"]));
+        assert_eq!(new["spec"]["ports"][0]["nodePort"], 30080);
     }
 
     #[test]

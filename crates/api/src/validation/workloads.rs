@@ -33,7 +33,7 @@ fn go_int_or_string(v: Option<&Value>) -> BadValue {
 }
 
 /// `ValidatePositiveIntOrPercent`.
-fn validate_int_or_percent(e: &mut Errs, v: Option<&Value>, field: &str) {
+pub(crate) fn validate_int_or_percent(e: &mut Errs, v: Option<&Value>, field: &str) {
     match v {
         Some(Value::String(s)) => {
             for m in is_valid_percent(s) {
@@ -62,7 +62,7 @@ fn int_or_percent_value(v: Option<&Value>) -> i64 {
     }
 }
 
-fn not_more_than_100_percent(e: &mut Errs, v: Option<&Value>, field: &str) {
+pub(crate) fn not_more_than_100_percent(e: &mut Errs, v: Option<&Value>, field: &str) {
     if let Some(Value::String(s)) = v {
         if is_valid_percent(s).is_empty() && int_or_percent_value(v) > 100 {
             e.invalid(field, go_int_or_string(v), "must not be greater than 100%");
