@@ -159,7 +159,25 @@ fn schema_of<T: k8s_openapi::schemars::JsonSchema>() -> Value {
     let schema = k8s_openapi::schemars::generate::SchemaSettings::draft2020_12()
         .into_generator()
         .into_root_schema_for::<T>();
-    schema.to_value()
+    let mut v = schema.to_value();
+    strip_descriptions(&mut v);
+    v
+}
+
+/// Descriptions are most of a schema's size and decoding never reads them.
+fn strip_descriptions(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if m.get("description").is_some_and(Value::is_string) {
+                m.remove("description");
+            }
+            for child in m.values_mut() {
+                strip_descriptions(child);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_descriptions),
+        _ => {}
+    }
 }
 
 fn decode_typed<T: DeserializeOwned + Serialize>(
@@ -176,23 +194,36 @@ fn decode_typed<T: DeserializeOwned + Serialize>(
         )));
     };
 
+    let no_defs = Map::new();
     let defs = schema
         .get("$defs")
         .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+        .unwrap_or(&no_defs);
     let mut walker = Walker {
-        defs: &defs,
+        defs,
         unknown: Vec::new(),
         type_error: None,
+        quantities: Vec::new(),
+        ptr: String::new(),
     };
     walker.walk(schema, obj, &mut String::new(), &mut String::new(), kind);
     if let Some(e) = walker.type_error {
         return Err(cannot(e));
     }
     let typed: T = serde_json::from_value(obj.clone()).map_err(|e| cannot(e.to_string()))?;
-    let object = serde_json::to_value(&typed)
+    let mut object = serde_json::to_value(&typed)
         .map_err(|e| DecodeError::BadRequest(format!("cannot encode {kind}: {e}")))?;
+    // Upstream re-encodes every quantity in canonical form (`0.5` → `500m`).
+    for ptr in &walker.quantities {
+        if let Some(q) = object.pointer_mut(ptr) {
+            let text = match &*q {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => continue,
+            };
+            *q = Value::String(crate::quantity::canonicalize(&text));
+        }
+    }
     Ok(Decoded {
         object,
         unknown_fields: walker.unknown,
@@ -217,6 +248,16 @@ struct Walker<'a> {
     unknown: Vec<String>,
     /// The first type mismatch, as Go's json package words it (Go reports the first too).
     type_error: Option<String>,
+    /// JSON pointers of every quantity, to canonicalize after the round trip.
+    quantities: Vec<String>,
+    /// The JSON pointer of the value being walked.
+    ptr: String,
+}
+
+/// A JSON pointer from a strict-decoding path is awkward to rebuild, so the walker keeps
+/// the pointer alongside: this escapes one token.
+fn pointer_token(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
 }
 
 impl<'a> Walker<'a> {
@@ -297,6 +338,17 @@ impl<'a> Walker<'a> {
             let quantity = name.is_some_and(|n| n.ends_with("resource.Quantity"));
             if !ok && !(quantity && value.is_number()) {
                 mismatch(self, json_kind(value));
+            } else if quantity {
+                let text = match value {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                match crate::quantity::Quantity::parse(&text) {
+                    // Go's decoder stops at the first error a field's UnmarshalJSON returns.
+                    Err(e) if self.type_error.is_none() => self.type_error = Some(e.to_string()),
+                    Err(_) => {}
+                    Ok(_) => self.quantities.push(self.ptr.clone()),
+                }
             }
             return;
         }
@@ -339,7 +391,10 @@ impl<'a> Walker<'a> {
                 for (i, item) in items.iter().enumerate() {
                     let before = path.len();
                     path.push_str(&format!("[{i}]"));
+                    let pb = self.ptr.len();
+                    self.ptr.push_str(&format!("/{i}"));
                     self.walk(item_schema, item, path, go_path, go_struct);
+                    self.ptr.truncate(pb);
                     path.truncate(before);
                 }
             }
@@ -364,7 +419,11 @@ impl<'a> Walker<'a> {
                                     go_path.push('.');
                                 }
                                 go_path.push_str(key);
+                                let qb = self.ptr.len();
+                                self.ptr.push('/');
+                                self.ptr.push_str(&pointer_token(key));
                                 self.walk(child, v, path, go_path, &inner_struct);
+                                self.ptr.truncate(qb);
                             }
                             None => self.unknown.push(path.clone()),
                         }
@@ -378,7 +437,11 @@ impl<'a> Walker<'a> {
                             path.push('.');
                         }
                         path.push_str(key);
+                        let qb = self.ptr.len();
+                        self.ptr.push('/');
+                        self.ptr.push_str(&pointer_token(key));
                         self.walk(ap, v, path, go_path, go_struct);
+                        self.ptr.truncate(qb);
                         path.truncate(pb);
                     }
                 }
@@ -418,6 +481,10 @@ mod tests {
         .unwrap();
         assert_eq!(d.unknown_fields, Vec::<String>::new());
         assert_eq!(d.object["spec"]["replicas"], json!(2));
+        assert_eq!(
+            d.object["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"],
+            json!({"cpu": "500m", "memory": "1Gi"})
+        );
         assert!(d.object["spec"]["template"]["spec"]
             .get("nodeSelector")
             .is_none());
@@ -470,6 +537,12 @@ mod tests {
                 "ConfigMap",
                 json!({"metadata": {"labels": {"a": 1}}}),
                 "ConfigMap in version \"v1\" cannot be handled as a ConfigMap: json: cannot unmarshal number into Go struct field ObjectMeta.metadata.labels of type string",
+            ),
+            (
+                "",
+                "Pod",
+                json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "lots"}}}]}}),
+                "Pod in version \"v1\" cannot be handled as a Pod: quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
             ),
             (
                 "apps",

@@ -465,7 +465,9 @@ fn validate_kind(e: &mut Errs, info: &ResourceInfo, obj: &Value, old: Option<&Va
         ("autoscaling", "HorizontalPodAutoscaler") => other::validate_hpa(e, obj, info.version),
         ("storage.k8s.io", "StorageClass") => other::validate_storage_class(e, obj, old),
         ("policy", "PodDisruptionBudget") => other::validate_pdb(e, obj),
-        ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => other::validate_role(e, obj),
+        ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => {
+            other::validate_role(e, obj, info.namespaced)
+        }
         ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
             other::validate_role_binding(e, obj, old, info.kind == "RoleBinding")
         }

@@ -623,9 +623,7 @@ fn validate_policy_rule(e: &mut Errs, rule: &Value, namespaced: bool, p: &str) {
     }
 }
 
-pub(crate) fn validate_role(e: &mut Errs, obj: &Value) {
-    let namespaced = get_str(obj, &["kind"]) != Some("ClusterRole")
-        && get_str(obj, &["metadata", "namespace"]).is_some_and(|n| !n.is_empty());
+pub(crate) fn validate_role(e: &mut Errs, obj: &Value, namespaced: bool) {
     // An aggregated ClusterRole's rules are filled in by its controller.
     if let Some(agg) = get(obj, &["aggregationRule"]) {
         let sels = get_arr(agg, &["clusterRoleSelectors"]);
