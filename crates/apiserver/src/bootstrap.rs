@@ -33,6 +33,35 @@ pub async fn ensure_builtin_objects(server: &ApiServer, https_port: u16) -> Resu
         },
     });
     ignore_exists(create_object(server, services, Some("default"), svc, false).await)?;
+
+    // The endpoints of the `kubernetes` Service: this API server, as upstream's
+    // endpoint reconciler publishes them.
+    let ip = server
+        .config
+        .advertise_address
+        .rsplit_once(':')
+        .map(|(host, _)| host.trim_matches(|c| c == '[' || c == ']').to_string())
+        .unwrap_or_default();
+    if ip.parse::<std::net::IpAddr>().is_ok() {
+        let endpoints = registry::lookup("", "v1", "endpoints").ok_or_else(|| ApiError::internal("endpoints not registered"))?;
+        let ep = json!({
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+            "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": https_port, "protocol": "TCP"}]}],
+        });
+        ignore_exists(create_object(server, endpoints, Some("default"), ep, false).await)?;
+        let slices = registry::lookup("discovery.k8s.io", "v1", "endpointslices").ok_or_else(|| ApiError::internal("endpointslices not registered"))?;
+        let slice = json!({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "skiff-apiserver"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
+            "ports": [{"name": "https", "port": https_port, "protocol": "TCP"}],
+        });
+        ignore_exists(create_object(server, slices, Some("default"), slice, false).await)?;
+    }
     Ok(())
 }
 

@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod errors;
 pub mod handlers;
 pub mod http;
+pub mod metrics;
 pub mod objects;
 pub mod request;
 pub mod routes;
@@ -54,6 +55,7 @@ pub struct ApiServer {
     pub allocation_lock: tokio::sync::Mutex<()>,
     /// Set once the built-in objects exist; `/readyz` answers 200 from then on.
     pub ready: std::sync::atomic::AtomicBool,
+    pub metrics: metrics::Metrics,
 }
 
 impl ApiServer {
@@ -63,6 +65,7 @@ impl ApiServer {
             config,
             allocation_lock: tokio::sync::Mutex::new(()),
             ready: std::sync::atomic::AtomicBool::new(false),
+            metrics: metrics::Metrics::default(),
         })
     }
 }

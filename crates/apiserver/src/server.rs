@@ -114,9 +114,34 @@ async fn handle(server: Arc<ApiServer>, cert_identity: Option<Identity>, peer: S
     let started = std::time::Instant::now();
     let method = parts.method.clone();
     let uri = parts.uri.clone();
+    let (verb, resource) = metric_labels(&method, &uri);
     let resp = crate::handlers::dispatch(&server, &identity, Request::from_parts(parts, body)).await;
+    server.metrics.observe(verb, &resource, resp.status().as_u16(), started.elapsed().as_secs_f64());
     tracing::debug!(%peer, user = %identity.user, %method, %uri, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     resp
+}
+
+/// kube-apiserver's verb and resource labels for a request.
+fn metric_labels(method: &hyper::Method, uri: &hyper::Uri) -> (&'static str, String) {
+    use crate::routes::{parse, Target};
+    let target = parse(uri.path());
+    let (resource, has_name) = match &target {
+        Ok(Target::Resource(r)) => (r.info.plural.to_string(), r.name.is_some()),
+        _ => (String::new(), true),
+    };
+    let watch = uri.query().map_or(false, |q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+    let verb = match *method {
+        hyper::Method::GET if watch => "WATCH",
+        hyper::Method::GET if !has_name => "LIST",
+        hyper::Method::GET => "GET",
+        hyper::Method::POST => "POST",
+        hyper::Method::PUT => "PUT",
+        hyper::Method::PATCH => "PATCH",
+        hyper::Method::DELETE if !has_name => "DELETECOLLECTION",
+        hyper::Method::DELETE => "DELETE",
+        _ => "OTHER",
+    };
+    (verb, resource)
 }
 
 /// Helper for handlers: a request whose body has been read.

@@ -136,7 +136,7 @@ async fn non_resource(server: &Arc<ApiServer>, target: Target, accept: &str) -> 
             let bytes = api::openapi::v3_group_version_bytes(&path).ok_or_else(ApiError::not_found_path)?;
             http::raw(200, "application/json", Bytes::from_static(bytes))
         }
-        Target::Metrics => http::raw(200, "text/plain; version=0.0.4", "# skiff apiserver metrics\n"),
+        Target::Metrics => http::raw(200, "application/openmetrics-text; version=1.0.0; charset=utf-8", server.metrics.render()),
         Target::Resource(_) => unreachable!("handled by resource()"),
     })
 }

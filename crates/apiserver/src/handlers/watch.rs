@@ -71,7 +71,12 @@ pub async fn watch(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     let stream = server.store.watch(&prefix, from).await;
     let bookmarks = opts.allow_bookmarks;
     let send_initial_end = opts.send_initial_events;
+    let watches = server.metrics.watches.clone();
     tokio::spawn(async move {
+        watches.inc();
+        let _open = scopeguard(move || {
+            watches.dec();
+        });
         let mut stream = match stream {
             Ok(s) => s,
             Err(e) => {
@@ -132,6 +137,19 @@ pub async fn watch(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
         .header(header::CACHE_CONTROL, "no-cache, private")
         .body(BodyExt::boxed(body))
         .unwrap_or_else(|_| Response::new(crate::http::full(Bytes::new()))))
+}
+
+/// Runs `f` when dropped, however the watch task ends.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }
 
 fn watch_error(e: StoreError) -> ApiError {
