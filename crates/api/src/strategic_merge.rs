@@ -465,9 +465,9 @@ fn merge_map(
         return match directive.as_str() {
             Some("replace") => {
                 patch.shift_remove(DIRECTIVE);
-                // The replacement is taken as the new value; nested directives still apply
-                // to nothing, so they are resolved against an empty original.
-                merge_map(Map::new(), patch, schema)
+                // Upstream takes the rest of the patch verbatim; what its typed decoding
+                // would drop (directives, nulls) is dropped here.
+                Ok(clean_map(patch))
             }
             Some("delete") => Ok(Map::new()),
             _ => Err(PatchError::BadPatchType {
@@ -501,7 +501,7 @@ fn merge_map(
         let new_value = match (current, patch_v) {
             (Some(Value::Object(o)), Value::Object(p)) => {
                 if strategy_of(meta)?.1 == "replace" {
-                    Value::Object(merge_map(Map::new(), p, &sub)?)
+                    Value::Object(clean_map(p))
                 } else {
                     Value::Object(merge_map(o, p, &sub)?)
                 }
@@ -509,9 +509,15 @@ fn merge_map(
             (Some(Value::Array(o)), Value::Array(p)) => {
                 Value::Array(merge_list_field(o, p, &sub, meta, false)?)
             }
-            // New keys and type changes take the patch value, with its nulls dropped and its
-            // directives resolved against nothing.
-            (_, p) => fresh(p, &sub, meta)?,
+            // New keys and type changes take the patch value without its nulls, and
+            // without any map that carries a `$patch` directive (`removeDirectives`).
+            (_, p) => match remove_directives(p) {
+                Some(v) => v,
+                None => {
+                    original.shift_remove(&key);
+                    continue;
+                }
+            },
         };
         original.insert(key, new_value);
     }
@@ -540,13 +546,52 @@ fn merge_map(
     Ok(original)
 }
 
-/// A patch value with no original to merge into.
-fn fresh(patch: Value, schema: &Cursor<'_>, meta: Option<PatchMeta>) -> Result<Value, PatchError> {
-    Ok(match patch {
-        Value::Object(p) => Value::Object(merge_map(Map::new(), p, schema)?),
-        Value::Array(p) => Value::Array(merge_list_field(Vec::new(), p, schema, meta, false)?),
+fn is_directive_key(k: &str) -> bool {
+    k == DIRECTIVE
+        || k == RETAIN_KEYS
+        || k.starts_with(SET_ORDER_PREFIX)
+        || k.starts_with(DELETE_PRIMITIVE_PREFIX)
+}
+
+/// A value taken from the patch as is: upstream copies it and its typed decoding later
+/// drops the directive keys (unknown fields) and nulls (zero values); skiff stores JSON, so
+/// they are dropped here.
+fn clean(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(clean_map(m)),
+        Value::Array(a) => Value::Array(a.into_iter().map(clean).collect()),
         other => other,
-    })
+    }
+}
+
+fn clean_map(m: Map<String, Value>) -> Map<String, Value> {
+    m.into_iter()
+        .filter(|(k, v)| !v.is_null() && !is_directive_key(k))
+        .map(|(k, v)| (k, clean(v)))
+        .collect()
+}
+
+/// A patch value for a key the original lacks (`discardNullValuesFromPatch` then
+/// `removeDirectives`): maps carrying `$patch` vanish, nulls inside maps are dropped.
+/// `None` when the value itself vanishes.
+fn remove_directives(v: Value) -> Option<Value> {
+    match v {
+        Value::Object(m) => {
+            if m.contains_key(DIRECTIVE) {
+                return None;
+            }
+            Some(Value::Object(
+                m.into_iter()
+                    .filter(|(k, v)| !v.is_null() && !is_directive_key(k))
+                    .filter_map(|(k, v)| remove_directives(v).map(|v| (k, v)))
+                    .collect(),
+            ))
+        }
+        Value::Array(a) => Some(Value::Array(
+            a.into_iter().filter_map(remove_directives).collect(),
+        )),
+        other => Some(other),
+    }
 }
 
 /// (retainKeys, strategy) from a `patchStrategy` tag (`extractRetainKeysPatchStrategy`).
@@ -585,6 +630,16 @@ fn apply_retain_keys(
             None => return Err(PatchError::BadPatchFormatForRetainKeys),
         }
     }
+    // Every field the patch sets must be one the directive keeps.
+    for (k, v) in patch.iter() {
+        if v.is_null() || k.starts_with(SET_ORDER_PREFIX) || k.starts_with(DELETE_PRIMITIVE_PREFIX)
+        {
+            continue;
+        }
+        if !keep.iter().any(|x| x == k) {
+            return Err(PatchError::BadPatchFormatForRetainKeys);
+        }
+    }
     original.retain(|k, _| keep.iter().any(|x| x == k));
     Ok(())
 }
@@ -604,59 +659,64 @@ fn merge_set_element_order_lists(
         .collect();
     for key in keys {
         let field = &key[SET_ORDER_PREFIX.len()..];
-        let Some(Value::Array(order)) = patch.get(&key).cloned() else {
-            return Err(PatchError::BadPatchFormatForSetElementOrderList);
+        let order = match patch.shift_remove(&key) {
+            Some(Value::Array(order)) => order,
+            Some(other) => return Err(bad_arg_type(&other)),
+            None => continue,
         };
         let original_list = match original.get(field) {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(a)) => a.clone(),
-            Some(other) => {
-                return Err(PatchError::Invalid(format!(
-                    "expected a []interface {{}}, but received a {}",
-                    go_type(other)
-                )))
-            }
+            None | Some(Value::Null) => None,
+            Some(Value::Array(a)) => Some(a.clone()),
+            Some(other) => return Err(bad_arg_type(other)),
         };
         let patch_list = match patch.get(field) {
-            None => Vec::new(),
-            Some(Value::Array(a)) => a.clone(),
+            None => None,
+            Some(Value::Array(a)) => Some(a.clone()),
             // `field: null` next to its order directive: the deletion wins, handled later.
             Some(Value::Null) => continue,
-            Some(other) => {
-                return Err(PatchError::Invalid(format!(
-                    "expected a []interface {{}}, but received a {}",
-                    go_type(other)
-                )))
-            }
+            Some(other) => return Err(bad_arg_type(other)),
         };
         let (sub, meta) = schema.field(field);
         let merge_key = meta.and_then(|m| m.merge_key);
-        validate_patch_with_set_order_list(&patch_list, &order, merge_key)?;
-        if original_list.is_empty() && patch_list.is_empty() {
-            continue;
-        }
+        validate_patch_with_set_order_list(
+            patch_list.as_deref().unwrap_or_default(),
+            &order,
+            merge_key,
+        )?;
+        let merged = match (&original_list, patch_list) {
+            (None, None) => continue,
+            (Some(o), None) => o.clone(),
+            // A list the original lacks: taken without its directive elements.
+            (None, Some(p)) => p.into_iter().filter_map(remove_directives).collect(),
+            (Some(o), Some(p)) => merge_list_field(o.clone(), p, &sub, meta, true)?,
+        };
+        let original_list = original_list.unwrap_or_default();
         let kind_is_map = original_list
             .iter()
-            .chain(patch_list.iter())
+            .chain(merged.iter())
             .any(Value::is_object);
-        let merged = if patch_list.is_empty() {
-            original_list.clone()
-        } else {
-            merge_list_field(original_list.clone(), patch_list, &sub, meta, true)?
-        };
-        let (patch_items, server_only) = partition(&merged, &order, merge_key)?;
+        let key = if kind_is_map { merge_key } else { None };
+        let (patch_items, server_only) = partition(&merged, &order, key)?;
         let both = normalize_element_order(
             patch_items,
             server_only,
             &order,
             &original_list,
-            merge_key,
+            key,
             kind_is_map,
         )?;
         original.insert(field.to_string(), Value::Array(both));
         patch.shift_remove(field);
     }
     Ok(())
+}
+
+/// `mergepatch.ErrBadArgType` for a value that should have been a list.
+fn bad_arg_type(actual: &Value) -> PatchError {
+    PatchError::Invalid(format!(
+        "expected a []interface {{}}, but received a {}",
+        go_type(actual)
+    ))
 }
 
 /// Every non-deleting item of the patch list appears in `$setElementOrder` in the same
@@ -679,6 +739,16 @@ fn validate_patch_with_set_order_list(
     };
     let (mut pi, mut oi) = (0, 0);
     while pi < non_delete.len() && oi < order.len() {
+        if let Some(k) = merge_key {
+            for item in [non_delete[pi], &order[oi]] {
+                if item.get(k).is_none() {
+                    return Err(PatchError::NoMergeKey {
+                        map: go_fmt(item),
+                        key: k.to_string(),
+                    });
+                }
+            }
+        }
         if same_item(non_delete[pi], &order[oi], merge_key) {
             pi += 1;
         }
@@ -686,9 +756,9 @@ fn validate_patch_with_set_order_list(
     }
     if pi < non_delete.len() && oi >= order.len() {
         return Err(PatchError::Invalid(format!(
-            "The order in patch list:\n{}\n doesn't match {} list:\n{}\n",
+            "the order in patch list:\n{}\n doesn't match {} list:\n{}",
             go_fmt(&Value::Array(patch_list.to_vec())),
-            SET_ORDER_PREFIX,
+            SET_ORDER_PREFIX.trim_end_matches('/'),
             go_fmt(&Value::Array(order.to_vec()))
         )));
     }
@@ -705,15 +775,8 @@ fn merge_list_field(
 ) -> Result<Vec<Value>, PatchError> {
     let (_, strategy) = strategy_of(meta)?;
     if strategy != "merge" {
-        // Replaced lists: directives inside the elements still need resolving.
-        let items = schema.items();
-        return patch
-            .into_iter()
-            .map(|v| match v {
-                Value::Object(m) => merge_map(Map::new(), m, &items).map(Value::Object),
-                other => Ok(other),
-            })
-            .collect();
+        // Replaced lists are taken verbatim (`mergeSliceHandler`).
+        return Ok(patch.into_iter().map(clean).collect());
     }
     merge_slice(
         original,
@@ -871,7 +934,7 @@ fn merge_slice_without_special_elements(
                 };
                 original[i] = Value::Object(merge_map(o, pm.clone(), items)?);
             }
-            None => original.push(Value::Object(merge_map(Map::new(), pm.clone(), items)?)),
+            None => original.push(clean(v.clone())),
         }
     }
     Ok(original)
@@ -1030,6 +1093,7 @@ mod tests {
             "metadata": {"name": "web", "labels": {"app": "web", "tier": "fe"}, "finalizers": ["a", "b"]},
             "spec": {
                 "replicas": 1,
+                "selector": {"matchLabels": {"app": "web"}},
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
                 "template": {
                     "metadata": {"labels": {"app": "web"}},
@@ -1207,6 +1271,20 @@ mod tests {
                 |v| assert_eq!(v["spec"]["extra"], json!({"k": [1]})),
             ),
             (
+                "new values lose maps with directives; replaced lists lose directive keys",
+                json!({"spec": {"selector": {"matchExpressions": [{"$patch": "delete", "key": "x"}]},
+                                "template": {"spec": {"nodeSelector": {"$patch": "replace"},
+                                    "containers": [{"name": "web", "args": ["-x"], "envFrom": [{"$retainKeys": ["prefix"], "prefix": "P"}]}]}}}}),
+                |v| {
+                    assert_eq!(
+                        v["spec"]["selector"],
+                        json!({"matchLabels": {"app": "web"}, "matchExpressions": []})
+                    );
+                    assert!(v["spec"]["template"]["spec"].get("nodeSelector").is_none());
+                    assert_eq!(containers(v)[0]["envFrom"], json!([{"prefix": "P"}]));
+                },
+            ),
+            (
                 "deleting a list with null",
                 json!({"spec": {"template": {"spec": {"volumes": null}}}}),
                 |v| assert!(v["spec"]["template"]["spec"].get("volumes").is_none()),
@@ -1320,7 +1398,12 @@ mod tests {
             ),
             (
                 json!({"spec": {"template": {"spec": {"$setElementOrder/containers": {"name": "web"}}}}}),
-                "invalid patch format of setElementOrder list",
+                "expected a []interface {}, but received a map[string]interface {}",
+                500,
+            ),
+            (
+                json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate", "rollingUpdate": {}}}}),
+                "invalid patch format of retainKeys",
                 400,
             ),
             (
@@ -1337,7 +1420,7 @@ mod tests {
                 json!({"spec": {"template": {"spec": {
                     "$setElementOrder/containers": [{"name": "web"}],
                     "containers": [{"name": "web"}, {"name": "other"}]}}}}),
-                "The order in patch list:",
+                "the order in patch list:\n[map[name:web] map[name:other]]\n doesn't match $setElementOrder list:\n[map[name:web]]",
                 500,
             ),
         ];
