@@ -7,6 +7,7 @@
 pub mod conversion;
 pub mod defaults;
 pub mod fields;
+pub mod managed_fields;
 pub mod openapi;
 pub mod protobuf;
 pub mod quantity;
