@@ -11,13 +11,16 @@ use crate::errors::{ApiError, ApiResult};
 use crate::objects;
 use crate::request::FieldValidation;
 
-/// Decode a request body as JSON, or YAML when the client says so.
+/// Decode a request body as JSON, YAML or Kubernetes protobuf, as its content type says.
 pub fn parse_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
     let media = content_type.split(';').next().unwrap_or("").trim();
     let value: Value = match media {
         "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         })?,
+        // kubectl's typed `create` commands send Kubernetes protobuf.
+        "application/vnd.kubernetes.protobuf" => api::protobuf::decode_request(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding protobuf request body: {e}")))?,
         "application/yaml" | "application/x-yaml" | "text/yaml" => {
             serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?
         }
