@@ -1753,6 +1753,11 @@ pub fn apply(
             m.shift_remove("status");
         }
     }
+    // Manifests written by kubectl carry `creationTimestamp: null`; a null for a field the
+    // server owns must not wipe the live value (upstream restores those after the merge).
+    if let Some(meta) = config.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.retain(|k, v| !(v.is_null() && UNTRACKED_METADATA.contains(&k.as_str())));
+    }
     let mut config_set = fields_of(info, &config);
     strip_reset(info, None, &mut config_set);
 

@@ -675,3 +675,32 @@ fn set_operations() {
     let paths: Vec<String> = a.paths().iter().map(|p| p.to_string()).collect();
     assert_eq!(paths, vec![".a", ".c", ".a.b"]);
 }
+
+#[test]
+fn null_system_metadata_in_a_manifest_keeps_the_live_values() {
+    let info = configmaps();
+    let live = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "c", "uid": "u-1", "creationTimestamp": "2026-01-01T00:00:00Z", "resourceVersion": "7"},
+        "data": {"a": "1"}
+    });
+    let mut live_tracked = live.clone();
+    record_update(info, None, &mut live_tracked, "kubectl-create", None, T1);
+    let cfg = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "c", "creationTimestamp": null},
+        "data": {"a": "1", "b": "2"}
+    });
+    let out = apply(info, Some(&live_tracked), &cfg, "kubectl", false, T2).unwrap();
+    assert_eq!(out["metadata"]["creationTimestamp"], "2026-01-01T00:00:00Z");
+    assert_eq!(out["metadata"]["uid"], "u-1");
+    assert_eq!(out["data"], json!({"a": "1", "b": "2"}));
+    // Shared ownership of the unchanged key, sole ownership of the new one.
+    assert!(owns(&out, "kubectl-create", "Update", &[f("data"), f("a")]));
+    assert!(owns(&out, "kubectl", "Apply", &[f("data"), f("a")]));
+    assert!(owns(&out, "kubectl", "Apply", &[f("data"), f("b")]));
+    assert_eq!(
+        entry(&entries(&out), "kubectl", "Apply").unwrap()["fieldsV1"].to_string(),
+        r#"{"f:data":{"f:a":{},"f:b":{}}}"#
+    );
+}
