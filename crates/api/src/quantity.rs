@@ -212,12 +212,12 @@ impl Quantity {
     /// The sum, keeping this quantity's format; None on overflow.
     pub fn checked_add(&self, other: &Quantity) -> Option<Quantity> {
         let exp = self.exp.min(other.exp);
-        let a = self
-            .mantissa
-            .checked_mul(10i128.checked_pow((self.exp - exp) as u32)?)?;
-        let b = other
-            .mantissa
-            .checked_mul(10i128.checked_pow((other.exp - exp) as u32)?)?;
+        // Exponents may sit far apart; i64 keeps the difference itself from overflowing.
+        let shift = |q: &Quantity| -> Option<i128> {
+            let d = u32::try_from(q.exp as i64 - exp as i64).ok()?;
+            q.mantissa.checked_mul(10i128.checked_pow(d)?)
+        };
+        let (a, b) = (shift(self)?, shift(other)?);
         Some(Quantity {
             mantissa: a.checked_add(b)?,
             exp,
@@ -664,6 +664,7 @@ mod tests {
             Some("750m".into())
         );
         assert_eq!(Quantity::from_milli(2500).to_string(), "2500m");
+        assert!(q("1e2000000000").checked_add(&q("1e-2000000000")).is_none());
         assert_eq!(canonicalize("2Gi"), "2Gi");
         assert_eq!(canonicalize("junk"), "junk");
     }
