@@ -1328,6 +1328,39 @@ mod tests {
         assert_eq!(out["metadata"]["uid"], "u1");
     }
 
+    /// Pod and Service patches kubectl v1.32 `apply` computed from skiff's OpenAPI v3
+    /// documents (volume source switch with `$retainKeys`, mounts keyed by `mountPath`,
+    /// service ports keyed by `port`).
+    #[test]
+    fn real_kubectl_apply_patches_for_pods_and_services() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {
+            "containers": [{"name": "a", "image": "busybox", "resources": {"limits": {"cpu": "1"}},
+                            "volumeMounts": [{"name": "v", "mountPath": "/a"}]}],
+            "volumes": [{"name": "v", "emptyDir": {}}],
+            "tolerations": [{"key": "k", "operator": "Exists"}]}});
+        let patch: Value = serde_json::from_str(r#"{"spec":{"$setElementOrder/containers":[{"name":"a"}],"$setElementOrder/volumes":[{"name":"v"}],"containers":[{"$setElementOrder/volumeMounts":[{"mountPath":"/b"}],"name":"a","resources":{"limits":{"cpu":"2"}},"volumeMounts":[{"mountPath":"/b","name":"v"},{"$patch":"delete","mountPath":"/a"}]}],"tolerations":[],"volumes":[{"$retainKeys":["configMap","name"],"configMap":{"name":"c"},"emptyDir":null,"name":"v"}]}}"#).unwrap_or_default();
+        let out =
+            strategic_merge_kind("", "v1", "Pod", &pod, &patch).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            out["spec"],
+            json!({"containers": [{"name": "a", "image": "busybox", "resources": {"limits": {"cpu": "2"}},
+                                   "volumeMounts": [{"mountPath": "/b", "name": "v"}]}],
+                   "volumes": [{"name": "v", "configMap": {"name": "c"}}],
+                   "tolerations": []})
+        );
+
+        let svc = json!({"metadata": {"name": "s"}, "spec": {"selector": {"a": "b"},
+            "ports": [{"port": 80, "targetPort": 8080, "name": "http"}, {"port": 443, "name": "https"}]}});
+        let patch: Value = serde_json::from_str(r#"{"metadata":{"labels":{"lab":"val"}},"spec":{"$setElementOrder/ports":[{"port":80}],"ports":[{"port":80,"targetPort":9090},{"$patch":"delete","port":443}]}}"#).unwrap_or_default();
+        let out = strategic_merge_kind("", "v1", "Service", &svc, &patch)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            out["spec"]["ports"],
+            json!([{"port": 80, "targetPort": 9090, "name": "http"}])
+        );
+        assert_eq!(out["metadata"]["labels"], json!({"lab": "val"}));
+    }
+
     #[test]
     fn keys_keep_their_position() {
         let out = deploy(
