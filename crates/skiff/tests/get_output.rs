@@ -245,7 +245,12 @@ fn field_selectors() {
     ]);
     assert_eq!(out.trim(), "");
     let err = s.kubectl_err(&["get", "cm", "--field-selector", "data.x=1"]);
-    assert_contains(&err, "field label not supported: data.x");
+    // Upstream's wording for kinds that support only the metadata fields.
+    assert_contains(&err, "Error from server (BadRequest)");
+    assert_contains(
+        &err,
+        r#"field selector "data.x=1": "data.x" is not a known field selector: only "metadata.name", "metadata.namespace""#,
+    );
 }
 
 #[test]
