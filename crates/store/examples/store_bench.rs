@@ -3,7 +3,7 @@
 //! constant updates of a constant key set. Figures only, no assertions.
 //!
 //!     cargo run --release -p store --example store_bench -- [--seconds N] [--backend sqlite|etcd|both]
-//!         [--dir PATH] [--size-rounds N]
+//!         [--dir PATH] [--size-rounds N] [--commit-delay-us N]
 //!
 //! SQLite files go to `--dir` (default: the system temp dir; it must be a real disk, not
 //! tmpfs, for fsync to cost what it costs). etcd is a private Debian etcd-server started
@@ -23,6 +23,7 @@ struct Args {
     backend: String,
     dir: std::path::PathBuf,
     size_rounds: usize,
+    commit_delay: Option<Duration>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -31,6 +32,7 @@ fn parse_args() -> Result<Args, String> {
         backend: "both".into(),
         dir: std::env::temp_dir(),
         size_rounds: 50,
+        commit_delay: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -45,6 +47,13 @@ fn parse_args() -> Result<Args, String> {
                 args.size_rounds = value()?
                     .parse()
                     .map_err(|e| format!("--size-rounds: {e}"))?
+            }
+            "--commit-delay-us" => {
+                args.commit_delay = Some(Duration::from_micros(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--commit-delay-us: {e}"))?,
+                ))
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -354,7 +363,12 @@ async fn main() {
         let path = args
             .dir
             .join(format!("store-bench-{}.db", std::process::id()));
-        let sqlite = SqliteStore::open(&path, SqliteOptions::default()).expect("open sqlite");
+        let mut opts = SqliteOptions::default();
+        if let Some(d) = args.commit_delay {
+            opts.commit_delay = d;
+        }
+        println!("sqlite commit delay: {:?}", opts.commit_delay);
+        let sqlite = SqliteStore::open(&path, opts).expect("open sqlite");
         run_suite("sqlite", sqlite.clone(), args.seconds).await;
         let stats = sqlite.stats();
         println!(

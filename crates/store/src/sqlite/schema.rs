@@ -74,6 +74,10 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection> {
         .map_err(db_err(format!("setting journal_size_limit on {ctx}")))?;
     conn.pragma_update(None, "cache_size", -16 * 1024)
         .map_err(db_err(format!("setting cache_size on {ctx}")))?;
+    // Checkpoints copy the WAL into the database and fsync it; the checkpointer thread
+    // does that on its own connection so commits only ever wait for the WAL fsync.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(db_err(format!("disabling auto-checkpoint on {ctx}")))?;
     conn.execute_batch(SCHEMA)
         .map_err(db_err(format!("creating schema in {ctx}")))?;
     let version: Option<i64> = conn
@@ -114,6 +118,25 @@ pub(crate) fn open_reader(path: &Path) -> Result<Connection> {
     conn.pragma_update(None, "cache_size", -8 * 1024)
         .map_err(db_err(format!("setting cache_size on {ctx}")))?;
     conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Open the connection the checkpointer thread uses.
+pub(crate) fn open_checkpointer(path: &Path) -> Result<Connection> {
+    let ctx = path.display().to_string();
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db_err(format!("opening {ctx} for checkpoints")))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(db_err(format!("setting busy timeout on {ctx}")))?;
+    // The checkpoint's own fsync of the database file must be FULL too: the WAL may be
+    // reset only after the database pages are durable.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(db_err(format!("setting synchronous=FULL on {ctx}")))?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(db_err(format!("disabling auto-checkpoint on {ctx}")))?;
     Ok(conn)
 }
 

@@ -5,7 +5,9 @@
 //! inside ONE immediate transaction, commits once (one WAL fsync for the whole batch),
 //! and only then answers the callers and publishes the batch's events. A request whose
 //! compare-and-swap fails consumes no revision and leaves the rest of the batch alone;
-//! a request that fails in SQLite is rolled back to its savepoint.
+//! an SQLite (I/O-level) error fails the whole batch, which is rolled back.
+//! WAL checkpoints run on a separate thread and connection, so a commit only ever waits
+//! for its own WAL fsync.
 //!
 //! Compaction runs on the same thread in chunks of `COMPACT_CHUNK` revisions, each its
 //! own short transaction, interleaved with write batches so it never stalls writers.
@@ -18,7 +20,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use tokio::sync::{broadcast, oneshot};
 
 use super::{db_err, Counters, EventBatch};
 use crate::{Event, KeyValue, Result, Revision, StoreError};
@@ -81,6 +86,9 @@ struct Writer {
     events: Arc<broadcast::Sender<Arc<EventBatch>>>,
     counters: Arc<Counters>,
     max_batch: usize,
+    commit_delay: Duration,
+    /// Writes in the previous commit: more than one means concurrent writers.
+    last_batch: usize,
     revision: Revision,
     compacted: Revision,
     compaction: Option<Compaction>,
@@ -91,10 +99,11 @@ struct Writer {
 pub(crate) fn spawn(
     conn: Connection,
     path: PathBuf,
-    rx: mpsc::UnboundedReceiver<Job>,
+    rx: mpsc::Receiver<Job>,
     events: Arc<broadcast::Sender<Arc<EventBatch>>>,
     counters: Arc<Counters>,
     max_batch: usize,
+    commit_delay: Duration,
 ) -> Result<JoinHandle<()>> {
     let writer = Writer {
         conn,
@@ -104,6 +113,8 @@ pub(crate) fn spawn(
         events,
         counters,
         max_batch,
+        commit_delay,
+        last_batch: 0,
         compaction: None,
         last_tick: None,
     };
@@ -115,7 +126,7 @@ pub(crate) fn spawn(
 
 /// Ticks automatic compaction every `every` until the returned sender is dropped.
 pub(crate) fn spawn_compactor(
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::Sender<Job>,
     every: Duration,
     retain: Revision,
 ) -> Result<(std::sync::mpsc::Sender<()>, JoinHandle<()>)> {
@@ -136,26 +147,78 @@ pub(crate) fn spawn_compactor(
     Ok((stop, handle))
 }
 
+/// How often the checkpointer copies the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Runs PASSIVE checkpoints on its own connection until the returned sender is dropped,
+/// so the database-file fsync of a checkpoint never lands on a commit's latency.
+pub(crate) fn spawn_checkpointer(
+    path: PathBuf,
+) -> Result<(std::sync::mpsc::Sender<()>, JoinHandle<()>)> {
+    let conn = super::schema::open_checkpointer(&path)?;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let handle = std::thread::Builder::new()
+        .name("store-sqlite-checkpointer".into())
+        .spawn(move || {
+            let mut failing = false;
+            loop {
+                match stopped.recv_timeout(CHECKPOINT_EVERY) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => break,
+                }
+                // PASSIVE never blocks the writer or readers; what it cannot copy now
+                // it copies next time.
+                let r: rusqlite::Result<(i64, i64, i64)> =
+                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    });
+                match r {
+                    Ok(_) => failing = false,
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, path = %path.display(), "sqlite checkpoint failed");
+                    }
+                    Err(_) => {}
+                }
+            }
+            // A last full checkpoint so a clean shutdown leaves a small WAL.
+            let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        })
+        .map_err(|e| StoreError::Backend(format!("spawning sqlite checkpointer thread: {e}")))?;
+    Ok((stop, handle))
+}
+
 impl Writer {
-    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
+    fn run(mut self, rx: mpsc::Receiver<Job>) {
         let mut shutdown = false;
         while !shutdown {
             let mut jobs = Vec::new();
             // Block for work only when no compaction is pending; otherwise poll so the
             // compaction advances between write batches.
             if self.compaction.is_none() {
-                match rx.blocking_recv() {
-                    Some(job) => jobs.push(job),
-                    None => break,
+                match rx.recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
                 }
             }
-            while jobs.len() < self.max_batch {
-                match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
-                        shutdown = true;
+            shutdown |= self.drain(&rx, &mut jobs);
+            if self.last_batch > 1 && !self.commit_delay.is_zero() && !shutdown {
+                let deadline = Instant::now() + self.commit_delay;
+                while jobs.len() < self.max_batch {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
                         break;
+                    }
+                    match rx.recv_timeout(left) {
+                        Ok(job) => {
+                            jobs.push(job);
+                            shutdown |= self.drain(&rx, &mut jobs);
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => break,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            shutdown = true;
+                            break;
+                        }
                     }
                 }
             }
@@ -168,6 +231,7 @@ impl Writer {
                     Job::Shutdown => shutdown = true,
                 }
             }
+            self.last_batch = writes.len();
             if !writes.is_empty() {
                 self.commit_batch(writes);
             }
@@ -186,22 +250,40 @@ impl Writer {
         }
     }
 
+    /// Take whatever is queued, up to `max_batch`; true if every sender is gone.
+    fn drain(&self, rx: &mpsc::Receiver<Job>, jobs: &mut Vec<Job>) -> bool {
+        while jobs.len() < self.max_batch {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(mpsc::TryRecvError::Empty) => return false,
+                Err(mpsc::TryRecvError::Disconnected) => return true,
+            }
+        }
+        false
+    }
+
     fn commit_batch(&mut self, writes: Vec<(WriteKind, oneshot::Sender<Result<Outcome>>)>) {
         let start = self.revision;
         let ctx = self.path.display().to_string();
         let applied = (|| -> Result<(Revision, Vec<Result<Outcome>>)> {
-            let mut tx = self
+            let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_err(format!("starting write transaction on {ctx}")))?;
             let mut next = start;
             let mut results = Vec::with_capacity(writes.len());
             for (kind, _) in &writes {
-                let result = apply(&mut tx, next + 1, kind);
-                if result.is_ok() {
-                    next += 1;
+                match apply(&tx, next + 1, kind) {
+                    Ok(outcome) => {
+                        next += 1;
+                        results.push(Ok(outcome));
+                    }
+                    // An I/O-level failure: dropping `tx` rolls the whole batch back.
+                    Err(e @ StoreError::Backend(_)) => return Err(e),
+                    // An expected outcome (AlreadyExists, NotFound, Conflict) of this
+                    // request alone.
+                    Err(e) => results.push(Err(e)),
                 }
-                results.push(result);
             }
             if next != start {
                 tx.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'revision'")
@@ -365,7 +447,7 @@ fn current(tx: &Transaction<'_>, key: &str) -> Result<Option<KeyValue>> {
 }
 
 /// Apply one write at revision `rev` (only consumed if this returns Ok).
-fn apply(tx: &mut Transaction<'_>, rev: Revision, kind: &WriteKind) -> Result<Outcome> {
+fn apply(tx: &Transaction<'_>, rev: Revision, kind: &WriteKind) -> Result<Outcome> {
     let (key, value, deleted, prev) = match kind {
         WriteKind::Create { key, value } => {
             if current(tx, key)?.is_some() {
@@ -405,10 +487,10 @@ fn apply(tx: &mut Transaction<'_>, rev: Revision, kind: &WriteKind) -> Result<Ou
     let create_revision = prev.as_ref().map_or(rev, |p| p.create_revision);
     let prev_revision = prev.as_ref().map_or(0, |p| p.mod_revision);
     let ctx = || format!("writing key {key:?} at revision {rev}");
-    // The savepoint makes the two statements one unit: if the second fails, the
-    // first is undone and the rest of the batch is unaffected.
-    let sp = tx.savepoint().map_err(db_err(ctx()))?;
-    sp.prepare_cached(
+    // No savepoint: nothing here can fail for a reason specific to this request (the
+    // revision is unique by construction), so an error is an I/O-level failure and the
+    // caller rolls back the whole batch.
+    tx.prepare_cached(
         "INSERT INTO kv (revision, key, value, create_revision, prev_revision, deleted)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
@@ -424,17 +506,16 @@ fn apply(tx: &mut Transaction<'_>, rev: Revision, kind: &WriteKind) -> Result<Ou
     })
     .map_err(db_err(ctx()))?;
     if deleted {
-        sp.prepare_cached("DELETE FROM current WHERE key = ?1")
+        tx.prepare_cached("DELETE FROM current WHERE key = ?1")
             .and_then(|mut s| s.execute([key.as_bytes()]))
     } else {
-        sp.prepare_cached(
+        tx.prepare_cached(
             "INSERT INTO current (key, revision) VALUES (?1, ?2)
              ON CONFLICT (key) DO UPDATE SET revision = excluded.revision",
         )
         .and_then(|mut s| s.execute((key.as_bytes(), rev)))
     }
     .map_err(db_err(ctx()))?;
-    sp.commit().map_err(db_err(ctx()))?;
     Ok(match prev {
         Some(prev) if deleted => Outcome::Deleted {
             prev,
