@@ -158,6 +158,66 @@ pub fn apply_create_defaults(info: &ResourceInfo, obj: &mut Value) {
 pub fn apply_update_defaults(info: &ResourceInfo, new: &mut Value, old: &Value) {
     if info.group.is_empty() && info.kind == "Service" {
         patch_service_allocations(new, old);
+        drop_type_dependent_fields(new, old);
+    }
+}
+
+/// Upstream's `dropTypeDependentFields`: when a Service changes to a type that no longer
+/// uses a value the system may have filled in (cluster IPs for ExternalName, node ports
+/// for ClusterIP, ...), and the client left the old value untouched, wipe it.
+fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
+    let old_spec = old.get("spec").cloned().unwrap_or(Value::Null);
+    let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let ty = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+    let (old_ty, new_ty) = (ty(old_spec.get("type")), ty(spec.get("type")));
+    let same = |spec: &Map<String, Value>, k: &str| spec.get(k) == old_spec.get(k);
+    if old_ty != "ExternalName" && new_ty == "ExternalName" {
+        if same(spec, "clusterIP") && same(spec, "clusterIPs") {
+            spec.remove("clusterIP");
+            spec.remove("clusterIPs");
+        }
+        for k in ["ipFamilies", "ipFamilyPolicy", "internalTrafficPolicy"] {
+            if same(spec, k) {
+                spec.remove(k);
+            }
+        }
+    }
+    let needs_node_port = |t: &str| t == "NodePort" || t == "LoadBalancer";
+    if needs_node_port(&old_ty) && !needs_node_port(&new_ty) {
+        let node_ports = |ports: Option<&Value>| -> Vec<i64> {
+            ports
+                .and_then(Value::as_array)
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| p.get("nodePort").and_then(Value::as_i64).unwrap_or(0))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        if node_ports(spec.get("ports")) == node_ports(old_spec.get("ports")) {
+            if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+                for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                    p.remove("nodePort");
+                }
+            }
+        }
+    }
+    let externally_accessible = |t: &str| t == "NodePort" || t == "LoadBalancer";
+    if externally_accessible(&old_ty) && !externally_accessible(&new_ty) {
+        if same(spec, "externalTrafficPolicy") {
+            spec.remove("externalTrafficPolicy");
+        }
+        if same(spec, "healthCheckNodePort") {
+            spec.remove("healthCheckNodePort");
+        }
+    }
+    if old_ty == "LoadBalancer"
+        && new_ty != "LoadBalancer"
+        && same(spec, "allocateLoadBalancerNodePorts")
+    {
+        spec.remove("allocateLoadBalancerNodePorts");
     }
 }
 
@@ -996,6 +1056,19 @@ mod tests {
         assert_eq!(new["spec"]["clusterIP"], "10.43.0.9");
         assert_eq!(new["spec"]["clusterIPs"], json!(["10.43.0.9"]));
         assert_eq!(new["spec"]["ports"][0]["nodePort"], 30080);
+
+        // NodePort → ClusterIP: the allocated node port goes, the cluster IP stays.
+        let mut back = old.clone();
+        back["spec"]["type"] = json!("ClusterIP");
+        apply_update_defaults(info("", "Service"), &mut back, &old);
+        assert!(back["spec"]["ports"][0].get("nodePort").is_none());
+        assert_eq!(back["spec"]["clusterIP"], "10.43.0.9");
+        // → ExternalName: the cluster IPs go too.
+        let mut ext = old.clone();
+        ext["spec"]["type"] = json!("ExternalName");
+        ext["spec"]["externalName"] = json!("example.com");
+        apply_update_defaults(info("", "Service"), &mut ext, &old);
+        assert!(ext["spec"].get("clusterIP").is_none() && ext["spec"].get("clusterIPs").is_none());
     }
 
     #[test]

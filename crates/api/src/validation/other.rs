@@ -842,8 +842,12 @@ mod tests {
             vec!["spec.maxReplicas: Invalid value: 2: must be greater than or equal to `minReplicas`"]
         );
         assert_eq!(
-            check("policy", "PodDisruptionBudget", json!({"spec": {"minAvailable": "150%"}})),
-            vec!["spec.minAvailable: Invalid value: intstr.IntOrString{Type:1, IntVal:0, StrVal:\"150%\"}: must not be greater than 100%"]
+            check(
+                "policy",
+                "PodDisruptionBudget",
+                json!({"spec": {"minAvailable": "150%"}})
+            ),
+            vec!["spec.minAvailable: Invalid value: \"150%\": must not be greater than 100%"]
         );
         assert_eq!(
             check(

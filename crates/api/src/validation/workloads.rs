@@ -19,17 +19,14 @@ fn selector_value(sel: Option<&Value>) -> BadValue {
     BadValue::Go(go_label_selector(sel))
 }
 
-/// Go's `%#v` of a dereferenced `*intstr.IntOrString`, as upstream prints it.
+/// An IntOrString as current upstream prints it in causes: the number, or the quoted
+/// string (older releases printed the whole `intstr.IntOrString{...}` struct).
 fn go_int_or_string(v: Option<&Value>) -> BadValue {
-    let (ty, i, s) = match v {
-        Some(Value::Number(n)) => (0, n.as_i64().unwrap_or(0), String::new()),
-        Some(Value::String(s)) => (1, 0, s.clone()),
-        _ => (0, 0, String::new()),
-    };
-    BadValue::Go(format!(
-        "intstr.IntOrString{{Type:{ty}, IntVal:{i}, StrVal:{}}}",
-        super::go_quote(&s)
-    ))
+    match v {
+        Some(Value::Number(n)) => BadValue::Int(n.as_i64().unwrap_or(0)),
+        Some(Value::String(s)) => BadValue::Str(s.clone()),
+        _ => BadValue::Int(0),
+    }
 }
 
 /// `ValidatePositiveIntOrPercent`.
@@ -169,7 +166,7 @@ pub(crate) fn validate_deployment(e: &mut Errs, obj: &Value, old: Option<&Value>
                 if int_or_percent_value(mu) == 0 && int_or_percent_value(ms) == 0 {
                     e.invalid(
                         &format!("{p}.maxUnavailable"),
-                        go_int_or_string(mu),
+                        int_or_percent_value(mu),
                         "may not be 0 when `maxSurge` is 0",
                     );
                 }
@@ -893,14 +890,14 @@ mod tests {
             (
                 json!({"selector": {"matchLabels": {"app": "x"}}, "template": template(json!({"app": "x"})),
                     "strategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": "0%"}}}),
-                vec!["spec.strategy.rollingUpdate.maxUnavailable: Invalid value: intstr.IntOrString{Type:1, IntVal:0, StrVal:\"0%\"}: may not be 0 when `maxSurge` is 0"],
+                vec!["spec.strategy.rollingUpdate.maxUnavailable: Invalid value: 0: may not be 0 when `maxSurge` is 0"],
             ),
             (
                 json!({"selector": {"matchLabels": {"app": "x"}}, "template": template(json!({"app": "x"})),
                     "strategy": {"rollingUpdate": {"maxSurge": "abc", "maxUnavailable": "200%"}}}),
                 vec![
-                    "spec.strategy.rollingUpdate.maxSurge: Invalid value: intstr.IntOrString{Type:1, IntVal:0, StrVal:\"abc\"}: a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')",
-                    "spec.strategy.rollingUpdate.maxUnavailable: Invalid value: intstr.IntOrString{Type:1, IntVal:0, StrVal:\"200%\"}: must not be greater than 100%",
+                    "spec.strategy.rollingUpdate.maxSurge: Invalid value: \"abc\": a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')",
+                    "spec.strategy.rollingUpdate.maxUnavailable: Invalid value: \"200%\": must not be greater than 100%",
                 ],
             ),
         ];
