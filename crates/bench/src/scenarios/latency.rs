@@ -84,6 +84,25 @@ fn row(op: &str, t0: Instant, samples: Vec<Sample>, cpu: crate::procs::CpuUse) -
     if let Some(e) = errors.first() {
         eprintln!("  {op}: {} errors, first: {e}", errors.len());
     }
+    // Where the slow requests were: seconds (from the start) whose worst request took
+    // over 50 ms, with that worst latency.
+    let mut worst: std::collections::BTreeMap<u64, Duration> = Default::default();
+    for s in &samples {
+        let at = (s.done - s.latency).saturating_duration_since(t0).as_secs();
+        let w = worst.entry(at).or_default();
+        *w = (*w).max(s.latency);
+    }
+    let stalls: Vec<String> = worst
+        .iter()
+        .filter(|(_, w)| **w > Duration::from_millis(50))
+        .map(|(sec, w)| format!("{sec}s:{}ms", w.as_millis()))
+        .collect();
+    if !stalls.is_empty() {
+        eprintln!(
+            "  {op}: seconds with a request over 50 ms: {}",
+            stalls.join(" ")
+        );
+    }
     let ok = samples.len() - errors.len();
     let last = samples.iter().map(|s| s.done).max().unwrap_or(t0);
     let lag = summarize(samples.iter().map(|s| s.start_lag).collect());
