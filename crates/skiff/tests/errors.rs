@@ -95,9 +95,10 @@ fn invalid_name() {
 #[test]
 fn invalid_service_port_and_pod_without_containers() {
     let s = testkit::server!();
+    // (Without targetPort it defaults to port, and upstream reports both fields.)
     let err = s.kubectl_stdin_err(
         &["apply", "-f", "-"],
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: s\nspec:\n  ports:\n  - port: 70000\n",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: s\nspec:\n  ports:\n  - port: 70000\n    targetPort: 8080\n",
     );
     assert_contains(
         &err,
