@@ -118,6 +118,20 @@ fn invalid_service_port_and_pod_without_containers() {
 }
 
 #[test]
+fn several_invalid_fields_are_listed_one_per_line() {
+    let s = testkit::server!();
+    // targetPort defaults to port, so both are out of range.
+    let err = s.kubectl_stdin_err(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: s\nspec:\n  ports:\n  - port: 70000\n",
+    );
+    assert_contains(
+        &err,
+        "The Service \"s\" is invalid: \n* spec.ports[0].port: Invalid value: 70000: must be between 1 and 65535, inclusive\n* spec.ports[0].targetPort: Invalid value: 70000: must be between 1 and 65535, inclusive",
+    );
+}
+
+#[test]
 fn invalid_status_has_causes_with_field_paths() {
     let s = testkit::server!();
     let (code, body) = s.https(
