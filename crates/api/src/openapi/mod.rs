@@ -137,11 +137,17 @@ pub fn v2_bytes() -> &'static [u8] {
     &v2_cached().bytes
 }
 
-/// The media type client-go asks `/openapi/v2` for (and the only one kubectl accepts there).
-pub const V2_PROTOBUF_CONTENT_TYPE: &str =
-    "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+/// The media type client-go puts in `Accept` for `/openapi/v2` (the only one kubectl asks
+/// for there).
+pub const V2_PROTOBUF_ACCEPT: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
 
-/// `/openapi/v2` as gnostic's `openapi.v2.Document` protobuf, for [`V2_PROTOBUF_CONTENT_TYPE`].
+/// The `Content-Type` to answer it with. Not the `@` spelling: Go's `mime.ParseMediaType`
+/// rejects it and client-go then fails with "mime: unexpected content after media subtype".
+pub const V2_PROTOBUF_CONTENT_TYPE: &str =
+    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+/// `/openapi/v2` as gnostic's `openapi.v2.Document` protobuf, served when `Accept` names
+/// [`V2_PROTOBUF_ACCEPT`] (or `...spec.v2.v1.0+protobuf`), with [`V2_PROTOBUF_CONTENT_TYPE`].
 pub fn v2_protobuf_bytes() -> &'static [u8] {
     static V2PB: OnceLock<Vec<u8>> = OnceLock::new();
     V2PB.get_or_init(|| {
@@ -786,50 +792,5 @@ mod tests {
         );
         assert!(v3_group_version("apis/nope/v1").is_none());
         assert!(v3_group_version("apis/apps").is_some());
-    }
-}
-#[cfg(test)]
-mod dump_tmp {
-    #[test]
-    #[ignore]
-    fn dump() {
-        let dir = std::path::Path::new("/tmp/oapi");
-        let _ = std::fs::create_dir_all(dir.join("openapi/v3/apis"));
-        let _ = std::fs::create_dir_all(dir.join("openapi/v3/api"));
-        let t = std::time::Instant::now();
-        let _ = super::v2_bytes();
-        eprintln!(
-            "v2 built in {:?}, {} bytes",
-            t.elapsed(),
-            super::v2_bytes().len()
-        );
-        let t = std::time::Instant::now();
-        let _ = super::v3_index_bytes();
-        eprintln!("v3 built in {:?}", t.elapsed());
-        let _ = std::fs::write(dir.join("v2.json"), super::v2_bytes());
-        let _ = std::fs::write(dir.join("v2.pb"), super::v2_protobuf_bytes());
-        let _ = std::fs::write(dir.join("v3index.json"), super::v3_index_bytes());
-        for p in super::v3_paths() {
-            let f = dir.join(format!("v3_{}.json", p.replace('/', "_")));
-            let _ = std::fs::write(f, super::v3_group_version_bytes(&p).unwrap_or_default());
-        }
-        let mut disc = serde_json::Map::new();
-        for g in crate::registry::groups() {
-            for v in &g.versions {
-                let rs: Vec<serde_json::Value> = crate::registry::resources_in(g.name, v).map(|r| serde_json::json!({
-                    "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
-                    "verbs": crate::registry::RESOURCE_VERBS, "shortNames": r.short_names})).collect();
-                let gv = if g.name.is_empty() {
-                    v.to_string()
-                } else {
-                    format!("{}/{}", g.name, v)
-                };
-                disc.insert(gv, serde_json::Value::Array(rs));
-            }
-        }
-        let _ = std::fs::write(
-            dir.join("discovery.json"),
-            serde_json::to_vec(&disc).unwrap_or_default(),
-        );
     }
 }
