@@ -164,7 +164,7 @@ fn secret_bytes_are_base64() {
 
 #[test]
 fn deployment_with_a_pod_template() {
-    let labels = |p: Pb| p.entry(1, "app", "web");
+    let labels = |p: Pb| p.entry(11, "app", "web");
     let quantity = |q: &str| Pb::new().str(1, q);
     let resources = Pb::new()
         .msg(1, Pb::new().str(1, "cpu").msg(2, quantity("500m")))
@@ -371,9 +371,13 @@ fn errors() {
     );
     assert!(e.to_string().contains("Widget"), "{e}");
 
-    // Truncated: cut the body short inside the raw message.
+    // Truncated anywhere inside typeMeta or raw, or inside a trailing field. (A cut at a
+    // field boundary is a shorter valid message; the wire format cannot tell.)
     let full = body("v1", "Namespace", ns());
-    for cut in 5..full.len() {
+    let n = full.len(); // ends with contentEncoding "" and contentType "": 1a 00 22 00
+    let type_meta = Pb::new().msg(1, Pb::new().str(1, "v1").str(2, "Namespace"));
+    let boundaries = [4 + type_meta.0.len(), n - 4, n - 2];
+    for cut in (4..n).filter(|c| !boundaries.contains(c)) {
         assert!(
             decode_request(&full[..cut]).is_err(),
             "cut at {cut} decoded"
