@@ -37,6 +37,9 @@ CREATE TABLE IF NOT EXISTS meta (
 INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0), ('compacted', 0);
 ";
 
+/// WAL size (in pages) at which the writer checkpoints itself; 2,000 pages is 8 MiB.
+const WRITER_AUTOCHECKPOINT_PAGES: i64 = 2000;
+
 /// Readers wait this long for a checkpoint or recovery instead of failing at once.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -74,10 +77,15 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection> {
         .map_err(db_err(format!("setting journal_size_limit on {ctx}")))?;
     conn.pragma_update(None, "cache_size", -16 * 1024)
         .map_err(db_err(format!("setting cache_size on {ctx}")))?;
-    // Checkpoints copy the WAL into the database and fsync it; the checkpointer thread
-    // does that on its own connection so commits only ever wait for the WAL fsync.
-    conn.pragma_update(None, "wal_autocheckpoint", 0)
-        .map_err(db_err(format!("disabling auto-checkpoint on {ctx}")))?;
+    // Checkpoints copy the WAL into the database and fsync it. The checkpointer thread
+    // does the bulk of that on its own connection, off the commit path; but only a
+    // checkpoint that finishes while no new frame is appended lets the next transaction
+    // restart the WAL from its beginning, and under a steady write load only the writer
+    // itself can find such a moment. So the writer still checkpoints once the WAL holds
+    // this many pages; by then most frames are already copied and it costs little more
+    // than the database fsync. Without it the WAL grows without bound.
+    conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
+        .map_err(db_err(format!("setting wal_autocheckpoint on {ctx}")))?;
     conn.execute_batch(SCHEMA)
         .map_err(db_err(format!("creating schema in {ctx}")))?;
     let version: Option<i64> = conn

@@ -6,8 +6,9 @@
 //! and only then answers the callers and publishes the batch's events. A request whose
 //! compare-and-swap fails consumes no revision and leaves the rest of the batch alone;
 //! an SQLite (I/O-level) error fails the whole batch, which is rolled back.
-//! WAL checkpoints run on a separate thread and connection, so a commit only ever waits
-//! for its own WAL fsync.
+//! WAL checkpoints mostly run on a separate thread and connection, so a commit usually
+//! waits only for its own WAL fsync (see `schema::open_writer` for the exception that
+//! keeps the WAL bounded).
 //!
 //! Compaction runs on the same thread in chunks of `COMPACT_CHUNK` revisions, each its
 //! own short transaction, interleaved with write batches so it never stalls writers.
