@@ -835,25 +835,57 @@ pub(crate) fn validate_resource_quota(e: &mut Errs, obj: &Value) {
     }
 }
 
+/// `legacyValidateEvent`: old-style events (no `eventTime`) only need their namespace
+/// to agree with the involved object's; new-style ones need the reporting fields.
 pub(crate) fn validate_event(e: &mut Errs, obj: &Value) {
     let ns = get_str(obj, &["metadata", "namespace"]).unwrap_or("");
     let ins = get_str(obj, &["involvedObject", "namespace"]).unwrap_or("");
-    let ok = if ins.is_empty() {
-        ns.is_empty() || ns == "default"
-    } else {
-        ns == ins
-    };
-    if !ok {
+    if get(obj, &["eventTime"]).is_none() {
+        let ok = if ins.is_empty() {
+            ns.is_empty() || ns == "default"
+        } else {
+            ns == ins
+        };
+        if !ok {
+            e.invalid(
+                "involvedObject.namespace",
+                ins,
+                "does not match event.namespace",
+            );
+        }
+        return;
+    }
+    if ins.is_empty() && ns != "default" && ns != "kube-system" {
         e.invalid(
             "involvedObject.namespace",
             ins,
             "does not match event.namespace",
         );
     }
-    if let Some(t) = get_str(obj, &["type"]).filter(|t| !t.is_empty()) {
-        if t != "Normal" && t != "Warning" {
-            e.invalid("type", "", &format!("has invalid value: {t}"));
+    validate_reporting_fields(e, obj, "source");
+}
+
+/// The reporting fields every new-style event needs (`reportingController` is called
+/// `source` when the request came through core/v1).
+pub(crate) fn validate_reporting_fields(e: &mut Errs, obj: &Value, controller_field: &str) {
+    let rc = get_str(obj, &["reportingController"]).unwrap_or("");
+    if rc.is_empty() {
+        e.required(controller_field, "");
+    }
+    let msgs = is_qualified_name(rc);
+    e.invalid_each(controller_field, rc, msgs);
+    for (f, limit) in [("reportingInstance", 128), ("action", 128), ("reason", 128)] {
+        let v = get_str(obj, &[f]).unwrap_or("");
+        if v.is_empty() {
+            e.required(f, "");
         }
+        if v.len() > limit {
+            e.invalid(f, "", &format!("can have at most {limit} characters"));
+        }
+    }
+    let ty = get_str(obj, &["type"]).unwrap_or("");
+    if ty != "Normal" && ty != "Warning" {
+        e.invalid("type", "", &format!("has invalid value: {ty}"));
     }
 }
 
@@ -961,6 +993,34 @@ mod tests {
         assert_eq!(
             lines(&validate_update(info("", "Secret"), &new, &old)),
             vec!["data: Forbidden: field is immutable when `immutable` is set"]
+        );
+    }
+
+    #[test]
+    fn events() {
+        assert_eq!(
+            check(
+                "Event",
+                json!({"involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+                "reason": "Started", "type": "Whatever"})
+            ),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            check("Event", json!({"involvedObject": {"kind": "Pod", "name": "p", "namespace": "other"}})),
+            vec!["involvedObject.namespace: Invalid value: \"other\": does not match event.namespace"]
+        );
+        // Upstream also runs the qualified-name check on the empty controller.
+        let got = check(
+            "Event",
+            json!({"eventTime": "2026-01-01T00:00:00.000000Z",
+                "involvedObject": {"namespace": "default"}, "type": "Normal",
+                "reportingInstance": "n1", "action": "Pull", "reason": "Pulled"}),
+        );
+        assert_eq!(got[0], "source: Required value");
+        assert_eq!(
+            got[1],
+            "source: Invalid value: \"\": name part must be non-empty"
         );
     }
 

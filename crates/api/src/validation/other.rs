@@ -718,41 +718,38 @@ pub(crate) fn validate_role_binding(
     }
 }
 
+/// events.k8s.io/v1 Events: the legacy rules plus the strict ones of the new API.
 pub(crate) fn validate_events_event(e: &mut Errs, obj: &Value) {
-    if get(obj, &["eventTime"]).is_none() {
-        e.required("eventTime", "");
-    }
-    let ty = get_str(obj, &["type"]).unwrap_or("");
-    if ty != "Normal" && ty != "Warning" {
-        e.invalid("type", "", &format!("has invalid value: {ty}"));
-    }
-    let rc = get_str(obj, &["reportingController"]).unwrap_or("");
-    if rc.is_empty() {
-        e.required("reportingController", "");
-    }
-    let msgs = is_qualified_name(rc);
-    e.invalid_each("reportingController", rc, msgs);
-    for (f, limit) in [("reportingInstance", 128), ("action", 128), ("reason", 128)] {
-        let v = get_str(obj, &[f]).unwrap_or("");
-        if v.is_empty() {
-            e.required(f, "");
+    let ns = get_str(obj, &["metadata", "namespace"]).unwrap_or("");
+    let rns = get_str(obj, &["regarding", "namespace"]).unwrap_or("");
+    match get(obj, &["eventTime"]) {
+        None => {
+            let ok = if rns.is_empty() {
+                ns.is_empty() || ns == "default"
+            } else {
+                ns == rns
+            };
+            if !ok {
+                e.invalid("regarding.namespace", rns, "does not match event.namespace");
+            }
+            e.required("eventTime", "");
+            let ty = get_str(obj, &["type"]).unwrap_or("");
+            if ty != "Normal" && ty != "Warning" {
+                e.invalid("type", "", &format!("has invalid value: {ty}"));
+            }
         }
-        if v.len() > limit {
-            e.invalid(f, "", &format!("can have at most {limit} characters"));
+        Some(_) => {
+            if rns.is_empty() && ns != "default" && ns != "kube-system" {
+                e.invalid("regarding.namespace", rns, "does not match event.namespace");
+            }
+            super::core::validate_reporting_fields(e, obj, "reportingController");
         }
+    }
+    if get(obj, &["deprecatedFirstTimestamp"]).is_some() {
+        e.invalid("deprecatedFirstTimestamp", "", "needs to be unset");
     }
     if get_str(obj, &["note"]).is_some_and(|n| n.len() > 1024) {
         e.invalid("note", "", "can have at most 1024 characters");
-    }
-    let ns = get_str(obj, &["metadata", "namespace"]).unwrap_or("");
-    let rns = get_str(obj, &["regarding", "namespace"]).unwrap_or("");
-    let ok = if rns.is_empty() {
-        ns.is_empty() || ns == "default"
-    } else {
-        ns == rns
-    };
-    if !ok {
-        e.invalid("regarding.namespace", rns, "does not match event.namespace");
     }
 }
 
