@@ -23,7 +23,7 @@ use std::sync::OnceLock;
 use serde_json::{json, Map, Value};
 
 use crate::registry::{ResourceInfo, Subresource};
-use crate::strategic_merge::patch_meta;
+use crate::strategic_merge::PATCH_FIELDS;
 
 // ---------------------------------------------------------------------------------------
 // Paths and sets.
@@ -236,10 +236,12 @@ impl FieldSet {
     }
 
     /// Removes every member of `other` (members only, like upstream's `Difference`).
-    pub fn subtract(&mut self, other: &FieldSet) {
+    /// Returns whether anything was removed.
+    pub fn subtract(&mut self, other: &FieldSet) -> bool {
         if self.is_empty() || other.is_empty() {
-            return;
+            return false;
         }
+        let before = self.members.len();
         if self.members.len() <= other.members.len() {
             self.members.retain(|m| !other.members.contains(m));
         } else {
@@ -247,14 +249,16 @@ impl FieldSet {
                 self.members.remove(m);
             }
         }
+        let mut removed = self.members.len() != before;
         for (pe, sub) in &other.children {
             if let Some(mine) = self.children.get_mut(pe) {
-                mine.subtract(sub);
+                removed |= mine.subtract(sub);
                 if mine.is_empty() {
                     self.children.remove(pe);
                 }
             }
         }
+        removed
     }
 
     pub fn intersection(&self, other: &FieldSet) -> FieldSet {
@@ -739,13 +743,31 @@ static ZERO_FIELDS: &[(&str, &[&str], &[&str])] = &[
     ("io.k8s.api.core.v1.LimitRangeSpec", &[], &["limits"]),
 ];
 
-fn explicit_rules() -> &'static HashMap<(&'static str, &'static str), Rule> {
+/// Every list and map rule, by (type, field): the patch strategies of
+/// `strategic_merge::PATCH_FIELDS` (merge with a key: associative list; merge without a
+/// key: set), overridden by the explicit markers above. Built once, so a field costs one
+/// lookup on every write.
+fn rules() -> &'static HashMap<(&'static str, &'static str), Rule> {
     static RULES: OnceLock<HashMap<(&'static str, &'static str), Rule>> = OnceLock::new();
     RULES.get_or_init(|| {
-        EXPLICIT_RULES
-            .iter()
-            .map(|(t, f, r)| ((*t, *f), *r))
-            .collect()
+        let mut m = HashMap::new();
+        for (t, f, strategy, key) in PATCH_FIELDS {
+            if !strategy.split(',').any(|s| s == "merge") {
+                continue;
+            }
+            let rule = if key.is_empty() {
+                Rule::Set
+            } else {
+                // One leaked one-element slice per table entry, at most once per process.
+                let keys: &'static [&'static str] = Box::leak(vec![*key].into_boxed_slice());
+                Rule::Map(keys, &[])
+            };
+            m.insert((*t, *f), rule);
+        }
+        for (t, f, r) in EXPLICIT_RULES {
+            m.insert((*t, *f), *r);
+        }
+        m
     })
 }
 
@@ -959,30 +981,7 @@ impl Ty {
 
 /// The rule of a list or map field: explicit markers first, then the patch strategy.
 fn field_rule(def: &str, field: &str) -> Option<Rule> {
-    if let Some(r) = explicit_rules().get(&(def, field)) {
-        return Some(*r);
-    }
-    let meta = patch_meta(def, field)?;
-    if !meta.strategy.split(',').any(|s| s == "merge") {
-        return None;
-    }
-    Some(match meta.merge_key {
-        Some(key) => Rule::Map(merge_key_slice(key), &[]),
-        None => Rule::Set,
-    })
-}
-
-/// `&'static [&'static str]` for a single merge key from the patch table.
-fn merge_key_slice(key: &'static str) -> &'static [&'static str] {
-    static KEYS: OnceLock<std::sync::Mutex<HashMap<&'static str, &'static [&'static str]>>> =
-        OnceLock::new();
-    let m = KEYS.get_or_init(Default::default);
-    let mut m = match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    };
-    m.entry(key)
-        .or_insert_with(|| Box::leak(vec![key].into_boxed_slice()))
+    rules().get(&(def, field)).copied()
 }
 
 /// The path element of a list item.
@@ -1301,6 +1300,9 @@ struct Entry {
     time: Option<String>,
     subresource: Option<String>,
     fields: FieldSet,
+    /// The entry as it was read, re-emitted as is while nothing about it changes: most
+    /// writes touch one entry, and encoding the others again is most of the cost.
+    raw: Option<Value>,
 }
 
 impl Entry {
@@ -1347,6 +1349,9 @@ impl Entry {
     }
 
     fn to_json(&self) -> Value {
+        if let Some(raw) = &self.raw {
+            return raw.clone();
+        }
         let mut m = Map::new();
         m.insert("manager".into(), self.manager.clone().into());
         m.insert("operation".into(), self.operation.clone().into());
@@ -1385,6 +1390,7 @@ impl Entry {
             time: s("time"),
             subresource: s("subresource").filter(|x| !x.is_empty()),
             fields,
+            raw: Some(v.clone()),
         })
     }
 }
@@ -1413,7 +1419,10 @@ fn decode_entries(obj: Option<&Value>) -> Vec<Entry> {
                 e.subresource.as_deref(),
             )
         }) {
-            Some(x) => x.fields.union_with(&e.fields),
+            Some(x) => {
+                x.fields.union_with(&e.fields);
+                x.raw = None;
+            }
             None => out.push(e),
         }
     }
@@ -1455,6 +1464,7 @@ fn cap_update_managers(entries: &mut Vec<Entry>) {
                 bucket.subresource = None;
                 bucket.fields.union_with(&fields);
                 bucket.time = time;
+                bucket.raw = None;
                 drop.push(i);
                 length -= 1;
             }
@@ -1539,9 +1549,8 @@ pub fn record_update(
     subresource: Option<&str>,
     now_rfc3339: &str,
 ) {
-    let sent = managed_fields_of(new).cloned();
     if subresource.is_none() {
-        if let Some(Value::Array(list)) = &sent {
+        if let Some(Value::Array(list)) = managed_fields_of(new) {
             if list.len() == 1 && list[0].as_object().is_some_and(Map::is_empty) {
                 if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
                     m.shift_remove("managedFields");
@@ -1550,27 +1559,43 @@ pub fn record_update(
             }
         }
     }
-    let from_request = if subresource.is_none() {
-        decode_entries(Some(new))
-    } else {
-        Vec::new()
+    let sent = match new.get_mut("metadata").and_then(Value::as_object_mut) {
+        Some(m) => m.shift_remove("managedFields"),
+        None => None,
+    };
+
+    let mut cmp = compare_objects(info, old, new);
+    cmp.strip(info, subresource);
+    let live_list = old.and_then(managed_fields_of);
+    if cmp.is_empty() && (subresource.is_some() || sent.is_none() || sent.as_ref() == live_list) {
+        // Nothing tracked changed and ownership was not rewritten: keep it as it was.
+        if let (Some(list), Some(m)) = (
+            live_list,
+            new.get_mut("metadata").and_then(Value::as_object_mut),
+        ) {
+            m.insert("managedFields".into(), list.clone());
+        }
+        return;
+    }
+
+    let from_request = match (subresource, &sent) {
+        (None, Some(list)) => decode_entries(Some(&json!({"metadata": {"managedFields": list}}))),
+        _ => Vec::new(),
     };
     let mut entries = if from_request.is_empty() {
         decode_entries(old)
     } else {
         from_request
     };
-    if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.shift_remove("managedFields");
-    }
 
-    let mut cmp = compare_objects(info, old, new);
-    cmp.strip(info, subresource);
     if !cmp.is_empty() {
         let changed = cmp.changed();
         for e in entries.iter_mut() {
-            e.fields.subtract(&changed);
-            e.fields.subtract(&cmp.removed);
+            let a = e.fields.subtract(&changed);
+            let b = e.fields.subtract(&cmp.removed);
+            if a || b {
+                e.raw = None;
+            }
         }
         let mut mine = changed;
         mine.subtract(&cmp.removed);
@@ -1583,6 +1608,7 @@ pub fn record_update(
                 Some(e) => {
                     e.fields.union_with(&mine);
                     e.time = Some(now_rfc3339.to_string());
+                    e.raw = None;
                 }
                 None => entries.push(Entry {
                     manager: manager.to_string(),
@@ -1591,6 +1617,7 @@ pub fn record_update(
                     time: Some(now_rfc3339.to_string()),
                     subresource: subresource.map(str::to_string),
                     fields: mine,
+                    raw: None,
                 }),
             }
         }
@@ -1744,6 +1771,7 @@ pub fn apply(
             time: Some(now_rfc3339.to_string()),
             subresource: None,
             fields,
+            raw: None,
         });
     }
 
@@ -1772,6 +1800,7 @@ pub fn apply(
         Some(i) => {
             entries[i].fields = config_set.clone();
             entries[i].api_version = api_version.clone();
+            entries[i].raw = None;
             i
         }
         None => {
@@ -1782,6 +1811,7 @@ pub fn apply(
                 time: None,
                 subresource: None,
                 fields: config_set.clone(),
+                raw: None,
             });
             entries.len() - 1
         }
@@ -1839,10 +1869,11 @@ pub fn apply(
     }
     for (i, set) in &conflicts {
         entries[*i].fields.subtract(set);
+        entries[*i].raw = None;
     }
     for (i, e) in entries.iter_mut().enumerate() {
-        if i != mine {
-            e.fields.subtract(&cmp.removed);
+        if i != mine && e.fields.subtract(&cmp.removed) {
+            e.raw = None;
         }
     }
     // Upstream stamps the applier's time when the apply changed the object.
