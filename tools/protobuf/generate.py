@@ -365,7 +365,8 @@ def main():
 
     warnings = []
     body = []
-    for name in order:
+    from_go = from_openapi = 0
+    for name in sorted(order, key=lambda n: canon[n]):
         msg = messages[name]
         pkg = msg["pkg"]
         go_pkg = pkg.replace(".", "/").replace("k8s/io/", "k8s.io/", 1)
@@ -387,6 +388,7 @@ def main():
             json, inline, omit_zero = None, False, False
             gf = go_struct.get(f["tag"]) if go_struct else None
             if gf:
+                from_go += 1
                 tag, kind, go_field = gf
                 m = re.search(r'json:"([^"]*)"', tag)
                 opts = m.group(1).split(",") if m else ["-"]
@@ -401,6 +403,7 @@ def main():
             elif special == "array":
                 json = "items"
             elif oa and norm(f["rust"]) in oa[1]:
+                from_openapi += 1
                 json = oa[1][norm(f["rust"])]
             elif oa and f["type"] in messages and all(
                     norm(x["rust"]) in oa[1] for x in messages[f["type"]]["fields"]):
@@ -442,7 +445,8 @@ def main():
         fh.write("\n".join(head + body) + "\n")
     for w in warnings:
         print("warning:", w, file=sys.stderr)
-    print("wrote %s: %d kinds, %d messages" % (os.path.relpath(args.out, ROOT), len(kinds), len(order)))
+    print("wrote %s: %d kinds, %d messages; fields named from kubectl's Go tags: %d, from k8s-openapi: %d, guessed: %d"
+          % (os.path.relpath(args.out, ROOT), len(kinds), len(order), from_go, from_openapi, len(warnings)))
 
 
 def kubectl_version(path):
