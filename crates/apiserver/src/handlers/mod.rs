@@ -34,6 +34,8 @@ pub struct Ctx<'a> {
     pub rendering: Rendering,
     pub content_type: String,
     pub body: Bytes,
+    /// Who owns the fields this request writes (`fieldManager`, else the User-Agent).
+    pub manager: String,
 }
 
 pub async fn dispatch(server: &Arc<ApiServer>, who: &Identity, req: Request<Bytes>) -> Response<Body> {
@@ -57,8 +59,10 @@ async fn dispatch_inner(server: &Arc<ApiServer>, who: &Identity, req: Request<By
                 .unwrap_or("")
                 .to_string();
             let query = Query::parse(req.uri().query());
+            let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+            let manager = api::managed_fields::field_manager(query.get("fieldManager"), user_agent);
             let body = req.into_body();
-            let ctx = Ctx { server, who, target, query, rendering, content_type, body };
+            let ctx = Ctx { server, who, target, query, rendering, content_type, body, manager };
             resource(ctx, method).await
         }
         other => {
@@ -130,7 +134,14 @@ async fn non_resource(server: &Arc<ApiServer>, target: Target, accept: &str) -> 
         }
         Target::Group(name) => json(discovery::group(&name).ok_or_else(ApiError::not_found_path)?),
         Target::ResourceList { group, version } => json(discovery::resource_list(&group, &version)),
-        Target::OpenApiV2 => http::raw(200, "application/json", Bytes::from_static(api::openapi::v2_bytes())),
+        Target::OpenApiV2 => {
+            // kubectl asks for v2 only as protobuf (and cannot read JSON there).
+            if accept.contains("protobuf") {
+                http::raw(200, api::openapi::V2_PROTOBUF_CONTENT_TYPE, Bytes::from_static(api::openapi::v2_protobuf_bytes()))
+            } else {
+                http::raw(200, "application/json", Bytes::from_static(api::openapi::v2_bytes()))
+            }
+        }
         Target::OpenApiV3Index => http::raw(200, "application/json", Bytes::from_static(api::openapi::v3_index_bytes())),
         Target::OpenApiV3(path) => {
             let bytes = api::openapi::v3_group_version_bytes(&path).ok_or_else(ApiError::not_found_path)?;

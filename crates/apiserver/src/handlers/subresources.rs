@@ -54,7 +54,7 @@ async fn status_update(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     let mut obj = pipeline::parse_body(&ctx.content_type, &ctx.body)?;
     pipeline::check_type_meta(info, &mut obj)?;
     let (obj, warnings) = pipeline::decode(info, &obj, ctx.query.field_validation()?)?;
-    let updated = write::update_object(ctx.server, info, ctx.target.namespace.as_deref(), &name, obj, UpdateScope::Status, ctx.query.dry_run()?).await?;
+    let updated = write::update_object(ctx.server, info, ctx.target.namespace.as_deref(), &name, obj, UpdateScope::Status, ctx.query.dry_run()?, Some(&ctx.manager)).await?;
     Ok(http::object_with_warnings(200, &render::with_type_meta(info, updated), ctx.rendering, &warnings))
 }
 
@@ -62,7 +62,7 @@ async fn status_patch(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     let info = ctx.target.info;
     let name = ctx.target.name.clone().unwrap_or_default();
     let patch_type = PatchType::from_content_type(&ctx.content_type)?;
-    let (obj, warnings, code) = write::patch_object(ctx.server, info, ctx.target.namespace.as_deref(), &name, patch_type, &ctx.body, &ctx.query, UpdateScope::Status).await?;
+    let (obj, warnings, code) = write::patch_object(ctx.server, info, ctx.target.namespace.as_deref(), &name, patch_type, &ctx.body, &ctx.query, UpdateScope::Status, &ctx.manager).await?;
     Ok(http::object_with_warnings(code, &render::with_type_meta(info, obj), ctx.rendering, &warnings))
 }
 
@@ -126,7 +126,7 @@ async fn scale_write(ctx: Ctx<'_>, method: Method) -> ApiResult<Response<Body>> 
         let mut next = current.clone();
         next["spec"]["replicas"] = json!(replicas);
         // Pin the write to the revision the scale was computed from.
-        match write::update_object(ctx.server, info, ns.as_deref(), &name, next, UpdateScope::Main, dry_run).await {
+        match write::update_object(ctx.server, info, ns.as_deref(), &name, next, UpdateScope::Main, dry_run, Some(&ctx.manager)).await {
             Ok(updated) => return Ok(http::object(200, &scale_of(&updated)?, ctx.rendering)),
             Err(e) if e.code == 409 && e.reason == "Conflict" && objects::meta_str(&new_scale, "resourceVersion").map_or(true, str::is_empty) => continue,
             Err(e) => return Err(e),

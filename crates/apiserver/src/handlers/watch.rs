@@ -218,7 +218,10 @@ impl EventEncoder {
             Rendering::PartialMetadata => render::partial_metadata(&obj),
             _ => render::with_type_meta(self.info, obj),
         };
-        self.line(&json!({"type": kind, "object": object}))
+        let mut ev = serde_json::Map::with_capacity(2);
+        ev.insert("type".into(), Value::String(kind.to_string()));
+        ev.insert("object".into(), object);
+        self.line(&Value::Object(ev))
     }
 
     fn bookmark(&self, rev: i64, initial_events_end: bool) -> Bytes {

@@ -16,7 +16,7 @@ use crate::admission;
 use crate::errors::{store_error, ApiError, ApiResult};
 use crate::http::{self, Body};
 use crate::objects;
-use crate::request::{FieldValidation, ListOptions, Query};
+use crate::request::{ListOptions, Query};
 use crate::ApiServer;
 
 /// How many times a patch is re-applied when the object moved underneath it.
@@ -27,16 +27,21 @@ pub async fn create(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     let mut obj = pipeline::parse_body(&ctx.content_type, &ctx.body)?;
     pipeline::check_type_meta(info, &mut obj)?;
     let (obj, warnings) = pipeline::decode(info, &obj, ctx.query.field_validation()?)?;
-    let created = create_object(ctx.server, info, ctx.target.namespace.as_deref(), obj, ctx.query.dry_run()?).await?;
+    let created = create_object(ctx.server, info, ctx.target.namespace.as_deref(), obj, ctx.query.dry_run()?, Some(&ctx.manager)).await?;
     Ok(http::object_with_warnings(201, &render::single(info, created, ctx.rendering, Default::default()), ctx.rendering, &warnings))
 }
 
 /// Create an already decoded object: metadata, defaults, validation, admission, store.
-pub async fn create_object(server: &ApiServer, info: &ResourceInfo, namespace: Option<&str>, mut obj: Value, dry_run: bool) -> ApiResult<Value> {
+/// `manager` takes ownership of every field (None: the caller recorded ownership, as
+/// server-side apply does).
+pub async fn create_object(server: &ApiServer, info: &ResourceInfo, namespace: Option<&str>, mut obj: Value, dry_run: bool, manager: Option<&str>) -> ApiResult<Value> {
     pipeline::prepare_for_create(info, &mut obj, namespace)?;
     api::defaults::apply_defaults(info, &mut obj);
     api::defaults::apply_create_defaults(info, &mut obj);
     pipeline::validate_create(info, &obj)?;
+    if let Some(manager) = manager {
+        api::managed_fields::record_update(info, None, &mut obj, manager, None, &objects::now_rfc3339());
+    }
     let name = objects::name_of(&obj).to_string();
     if let Some(ns) = namespace.filter(|_| info.namespaced) {
         admission::check_namespace_for_create(server, info, ns).await?;
@@ -76,14 +81,15 @@ pub async fn update(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     let (mut obj, warnings) = pipeline::decode(info, &obj, ctx.query.field_validation()?)?;
     let namespace = ctx.target.namespace.as_deref();
     let dry_run = ctx.query.dry_run()?;
-    let result = update_object(ctx.server, info, namespace, &name, obj.clone(), UpdateScope::Main, dry_run).await;
+    let manager = Some(ctx.manager.as_str());
+    let result = update_object(ctx.server, info, namespace, &name, obj.clone(), UpdateScope::Main, dry_run, manager).await;
     let (updated, code) = match result {
         Err(e) if e.code == 404 && allows_create_on_update(info) => {
             obj["metadata"]["name"] = json!(name);
             if let Some(m) = obj["metadata"].as_object_mut() {
                 m.remove("resourceVersion");
             }
-            (create_object(ctx.server, info, namespace, obj, dry_run).await?, 201)
+            (create_object(ctx.server, info, namespace, obj, dry_run, manager).await?, 201)
         }
         other => (other?, 200),
     };
@@ -106,7 +112,8 @@ fn check_name_matches(obj: &Value, name: &str) -> ApiResult<()> {
 
 /// Replace an object. The new object's resourceVersion, when set, is a precondition;
 /// without one the update is unconditional (as upstream allows for built-in kinds).
-pub async fn update_object(server: &ApiServer, info: &ResourceInfo, namespace: Option<&str>, name: &str, new: Value, scope: UpdateScope, dry_run: bool) -> ApiResult<Value> {
+#[allow(clippy::too_many_arguments)]
+pub async fn update_object(server: &ApiServer, info: &ResourceInfo, namespace: Option<&str>, name: &str, new: Value, scope: UpdateScope, dry_run: bool, manager: Option<&str>) -> ApiResult<Value> {
     let precondition = match objects::meta_str(&new, "resourceVersion").filter(|rv| !rv.is_empty()) {
         Some(rv) => Some(objects::parse_resource_version(rv)?),
         None => None,
@@ -125,7 +132,7 @@ pub async fn update_object(server: &ApiServer, info: &ResourceInfo, namespace: O
             }
         }
         let old = objects::decode(info, &kv)?;
-        match write_update(server, info, &key, &old, kv.mod_revision, new.clone(), scope, dry_run).await {
+        match write_update(server, info, &key, &old, kv.mod_revision, new.clone(), scope, dry_run, manager).await {
             Err(WriteError::Moved) if precondition.is_none() => continue,
             Err(WriteError::Moved) => return Err(ApiError::conflict(info, name)),
             Err(WriteError::Api(e)) => return Err(e),
@@ -148,11 +155,18 @@ impl From<ApiError> for WriteError {
 
 /// Prepare, validate and CAS-write `new` over `old` (read at `revision`).
 #[allow(clippy::too_many_arguments)]
-async fn write_update(server: &ApiServer, info: &ResourceInfo, key: &str, old: &Value, revision: i64, mut new: Value, scope: UpdateScope, dry_run: bool) -> Result<Value, WriteError> {
+async fn write_update(server: &ApiServer, info: &ResourceInfo, key: &str, old: &Value, revision: i64, mut new: Value, scope: UpdateScope, dry_run: bool, manager: Option<&str>) -> Result<Value, WriteError> {
     let name = objects::name_of(old).to_string();
     pipeline::prepare_for_update(info, &mut new, old, scope)?;
     api::defaults::apply_defaults(info, &mut new);
     pipeline::validate_update(info, &new, old)?;
+    if let Some(manager) = manager {
+        let subresource = match scope {
+            UpdateScope::Main => None,
+            UpdateScope::Status => Some("status"),
+        };
+        api::managed_fields::record_update(info, Some(old), &mut new, manager, subresource, &objects::now_rfc3339());
+    }
     objects::set_resource_version(&mut new, revision);
     if objects::same_content(&new, old) {
         return Ok(old.clone());
@@ -226,15 +240,13 @@ pub fn apply_patch(info: &ResourceInfo, current: &Value, patch_type: PatchType, 
                 return Err(ApiError::bad_request("strategic merge patch must be a JSON object"));
             }
             api::strategic_merge::strategic_merge(info, current, &patch)
-                .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))
+                .map_err(patch_error)
         }
         PatchType::Apply => {
-            let applied: Value = serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
-            if !applied.is_object() {
-                return Err(ApiError::bad_request("apply patch must be an object"));
-            }
-            api::strategic_merge::strategic_merge(info, current, &applied)
-                .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))
+            let mut applied: Value = serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+            pipeline::check_type_meta(info, &mut applied)?;
+            api::managed_fields::apply(info, Some(current), &applied, "before-first-apply", true, &objects::now_rfc3339())
+                .map_err(apply_conflict)
         }
     }
 }
@@ -252,6 +264,7 @@ pub async fn patch(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
         &ctx.body,
         &ctx.query,
         UpdateScope::Main,
+        &ctx.manager,
     )
     .await?;
     Ok(http::object_with_warnings(code, &render::single(info, obj, ctx.rendering, Default::default()), ctx.rendering, &warnings))
@@ -260,7 +273,11 @@ pub async fn patch(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
 /// Patch an object (main resource or status), re-reading and re-applying on conflicts.
 /// Returns the result, warnings and the HTTP code (201 when an apply created it).
 #[allow(clippy::too_many_arguments)]
-pub async fn patch_object(server: &ApiServer, info: &ResourceInfo, namespace: Option<&str>, name: &str, patch_type: PatchType, body: &[u8], query: &Query, scope: UpdateScope) -> ApiResult<(Value, Vec<String>, u16)> {
+pub async fn patch_object(server: &ApiServer, info: &ResourceInfo, namespace: Option<&str>, name: &str, patch_type: PatchType, body: &[u8], query: &Query, scope: UpdateScope, manager: &str) -> ApiResult<(Value, Vec<String>, u16)> {
+    let force = query.bool("force")?;
+    if force && patch_type != PatchType::Apply {
+        return Err(ApiError::bad_request("force: Invalid value: true: may not be specified for non-apply patch"));
+    }
     let dry_run = query.dry_run()?;
     let validation = query.field_validation()?;
     if patch_type == PatchType::Apply && query.non_empty("fieldManager").is_none() {
@@ -271,18 +288,28 @@ pub async fn patch_object(server: &ApiServer, info: &ResourceInfo, namespace: Op
         let kv = server.store.get(&key).await.map_err(|e| store_error(info, name, e))?;
         let Some(kv) = kv else {
             if patch_type == PatchType::Apply && scope == UpdateScope::Main {
-                let mut obj: Value = serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
-                pipeline::check_type_meta(info, &mut obj)?;
-                check_name_matches(&obj, name)?;
-                obj["metadata"]["name"] = json!(name);
-                let (obj, warnings) = pipeline::decode(info, &obj, validation_for_apply(validation))?;
-                let created = create_object(server, info, namespace, obj, dry_run).await?;
+                let mut applied: Value = serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+                pipeline::check_type_meta(info, &mut applied)?;
+                check_name_matches(&applied, name)?;
+                applied["metadata"]["name"] = json!(name);
+                let merged = api::managed_fields::apply(info, None, &applied, manager, force, &objects::now_rfc3339())
+                    .map_err(apply_conflict)?;
+                let (obj, warnings) = pipeline::decode(info, &merged, validation)?;
+                let created = create_object(server, info, namespace, obj, dry_run, None).await?;
                 return Ok((created, warnings, 201));
             }
             return Err(ApiError::not_found(info, name));
         };
         let current = objects::decode(info, &kv)?;
-        let mut patched = apply_patch(info, &current, patch_type, body)?;
+        let mut patched = match patch_type {
+            PatchType::Apply => {
+                let mut applied: Value = serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+                pipeline::check_type_meta(info, &mut applied)?;
+                api::managed_fields::apply(info, Some(&current), &applied, manager, force, &objects::now_rfc3339())
+                    .map_err(apply_conflict)?
+            }
+            _ => apply_patch(info, &current, patch_type, body)?,
+        };
         // A resourceVersion in the patch is a precondition on the object patched.
         let requested_rv = objects::meta_str(&patched, "resourceVersion").map(String::from);
         if let Some(rv) = requested_rv.filter(|rv| !rv.is_empty()) {
@@ -292,9 +319,10 @@ pub async fn patch_object(server: &ApiServer, info: &ResourceInfo, namespace: Op
         }
         pipeline::check_type_meta(info, &mut patched)?;
         check_name_matches(&patched, name)?;
-        let validation = if patch_type == PatchType::Apply { validation_for_apply(validation) } else { validation };
         let (decoded, warnings) = pipeline::decode(info, &patched, validation)?;
-        match write_update(server, info, &key, &current, kv.mod_revision, decoded, scope, dry_run).await {
+        // Apply recorded ownership itself; other patches are Update operations.
+        let owner = if patch_type == PatchType::Apply { None } else { Some(manager) };
+        match write_update(server, info, &key, &current, kv.mod_revision, decoded, scope, dry_run, owner).await {
             Ok(v) => return Ok((v, warnings, 200)),
             Err(WriteError::Moved) => continue,
             Err(WriteError::Api(e)) => return Err(e),
@@ -303,9 +331,19 @@ pub async fn patch_object(server: &ApiServer, info: &ResourceInfo, namespace: Op
     Err(ApiError::conflict(info, name))
 }
 
-/// Server-side apply validates strictly unless told otherwise, as upstream.
-fn validation_for_apply(v: FieldValidation) -> FieldValidation {
-    v
+/// A strategic merge patch that cannot be applied, with upstream's code for the failure.
+fn patch_error(e: api::strategic_merge::PatchError) -> ApiError {
+    match e.status_code() {
+        400 => ApiError::bad_request(e.to_string()),
+        422 => ApiError::new(422, "Invalid", e.to_string()),
+        _ => ApiError::internal(e.to_string()),
+    }
+}
+
+/// A server-side apply conflict, served as upstream's 409.
+fn apply_conflict(c: api::managed_fields::ApplyConflicts) -> ApiError {
+    let status = c.status();
+    ApiError::new(409, "Conflict", c.message()).with_details(status["details"].clone())
 }
 
 /// Options of a delete, from the query and the DeleteOptions body.
