@@ -25,7 +25,7 @@ fn namespaces() -> &'static ResourceInfo {
 }
 
 /// Refuse new objects in a namespace that does not exist or is terminating.
-pub async fn check_namespace_for_create(server: &ApiServer, info: &ResourceInfo, namespace: &str) -> ApiResult<()> {
+pub async fn check_namespace_for_create(server: &ApiServer, info: &ResourceInfo, namespace: &str, name: &str) -> ApiResult<()> {
     if !info.namespaced {
         return Ok(());
     }
@@ -43,9 +43,10 @@ pub async fn check_namespace_for_create(server: &ApiServer, info: &ResourceInfo,
     if terminating && info.kind != "Event" {
         let qualified = crate::errors::qualified_resource(info);
         return Err(ApiError::forbidden(format!(
-            "{qualified} is forbidden: unable to create new content in namespace {namespace} because it is being terminated"
+            "{qualified} \"{name}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated"
         ))
         .with_details(json!({
+            "name": name,
             "kind": info.plural,
             "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {namespace} is being terminated"), "field": "metadata.namespace"}],
         })));

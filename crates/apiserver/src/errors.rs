@@ -116,7 +116,11 @@ impl ApiError {
             .iter()
             .map(|c| json!({"reason": c.reason.as_str(), "message": c.message, "field": c.field}))
             .collect();
-        let mut d = details(info, name);
+        // Unlike NotFound and friends, Invalid names the kind, not the resource.
+        let mut d = json!({"name": name, "kind": info.kind});
+        if !info.group.is_empty() {
+            d["group"] = json!(info.group);
+        }
         d["causes"] = Value::Array(causes_json);
         Self::new(422, "Invalid", message).with_details(d)
     }

@@ -44,7 +44,7 @@ pub async fn create_object(server: &ApiServer, info: &ResourceInfo, namespace: O
     }
     let name = objects::name_of(&obj).to_string();
     if let Some(ns) = namespace.filter(|_| info.namespaced) {
-        admission::check_namespace_for_create(server, info, ns).await?;
+        admission::check_namespace_for_create(server, info, ns, &name).await?;
     }
     let key = info.key(namespace, &name);
     let _allocation = if info.kind == "Service" && info.group.is_empty() {
@@ -280,8 +280,15 @@ pub async fn patch_object(server: &ApiServer, info: &ResourceInfo, namespace: Op
     }
     let dry_run = query.dry_run()?;
     let validation = query.field_validation()?;
-    if patch_type == PatchType::Apply && query.non_empty("fieldManager").is_none() {
-        return Err(ApiError::bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"));
+    if patch_type == PatchType::Apply {
+        if query.non_empty("fieldManager").is_none() {
+            return Err(ApiError::new(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch")
+                .with_details(json!({"group": "meta.k8s.io", "kind": "PatchOptions", "causes": [{"reason": "FieldValueRequired", "message": "Required value: is required for apply patch", "field": "fieldManager"}]})));
+        }
+        let applied: Value = serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+        if applied["metadata"]["managedFields"].as_array().map_or(false, |a| !a.is_empty()) {
+            return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+        }
     }
     let key = info.key(namespace, name);
     for _ in 0..PATCH_RETRIES {
