@@ -159,6 +159,10 @@ async fn write_update(server: &ApiServer, info: &ResourceInfo, key: &str, old: &
     let name = objects::name_of(old).to_string();
     pipeline::prepare_for_update(info, &mut new, old, scope)?;
     api::defaults::apply_defaults(info, &mut new);
+    if scope == UpdateScope::Main {
+        // Keeps what the server allocated (a Service's cluster IP and node ports).
+        api::defaults::apply_update_defaults(info, &mut new, old);
+    }
     pipeline::validate_update(info, &new, old)?;
     if let Some(manager) = manager {
         let subresource = match scope {
