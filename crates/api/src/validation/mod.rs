@@ -17,7 +17,6 @@ mod other;
 mod pod;
 mod workloads;
 
-use std::fmt::Write as _;
 
 use serde::{Serialize, Serializer};
 use serde_json::Value;
@@ -186,25 +185,9 @@ impl From<&Value> for BadValue {
     }
 }
 
-/// Go's `strconv.Quote` for the characters that occur in practice.
+/// Go's `strconv.Quote`, as upstream messages quote values.
 pub(crate) fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    crate::selectors::go_quote(s)
 }
 
 /// Go's `%#v` of a `map[string]string` (keys sorted, as fmt prints maps).
