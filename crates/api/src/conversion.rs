@@ -46,7 +46,9 @@ fn put(m: &mut Map<String, Value>, key: &str, v: Option<Value>) {
 }
 
 fn event_v1_to_core(obj: Value) -> Value {
-    let Value::Object(mut m) = obj else { return obj };
+    let Value::Object(mut m) = obj else {
+        return obj;
+    };
     let mut out = Map::new();
     out.insert("apiVersion".into(), json!("v1"));
     out.insert("kind".into(), json!("Event"));
@@ -59,17 +61,35 @@ fn event_v1_to_core(obj: Value) -> Value {
     put(&mut out, "action", take(&mut m, "action"));
     put(&mut out, "eventTime", take(&mut m, "eventTime"));
     put(&mut out, "series", take(&mut m, "series"));
-    put(&mut out, "reportingComponent", take(&mut m, "reportingController"));
-    put(&mut out, "reportingInstance", take(&mut m, "reportingInstance"));
+    put(
+        &mut out,
+        "reportingComponent",
+        take(&mut m, "reportingController"),
+    );
+    put(
+        &mut out,
+        "reportingInstance",
+        take(&mut m, "reportingInstance"),
+    );
     put(&mut out, "source", take(&mut m, "deprecatedSource"));
-    put(&mut out, "firstTimestamp", take(&mut m, "deprecatedFirstTimestamp"));
-    put(&mut out, "lastTimestamp", take(&mut m, "deprecatedLastTimestamp"));
+    put(
+        &mut out,
+        "firstTimestamp",
+        take(&mut m, "deprecatedFirstTimestamp"),
+    );
+    put(
+        &mut out,
+        "lastTimestamp",
+        take(&mut m, "deprecatedLastTimestamp"),
+    );
     put(&mut out, "count", take(&mut m, "deprecatedCount"));
     Value::Object(out)
 }
 
 fn event_core_to_v1(obj: Value) -> Value {
-    let Value::Object(mut m) = obj else { return obj };
+    let Value::Object(mut m) = obj else {
+        return obj;
+    };
     let mut out = Map::new();
     out.insert("apiVersion".into(), json!("events.k8s.io/v1"));
     out.insert("kind".into(), json!("Event"));
@@ -90,8 +110,16 @@ fn event_core_to_v1(obj: Value) -> Value {
     put(&mut out, "reportingController", reporting_controller);
     put(&mut out, "reportingInstance", reporting_instance);
     put(&mut out, "deprecatedSource", source);
-    put(&mut out, "deprecatedFirstTimestamp", take(&mut m, "firstTimestamp"));
-    put(&mut out, "deprecatedLastTimestamp", take(&mut m, "lastTimestamp"));
+    put(
+        &mut out,
+        "deprecatedFirstTimestamp",
+        take(&mut m, "firstTimestamp"),
+    );
+    put(
+        &mut out,
+        "deprecatedLastTimestamp",
+        take(&mut m, "lastTimestamp"),
+    );
     put(&mut out, "deprecatedCount", take(&mut m, "count"));
     Value::Object(out)
 }
@@ -99,7 +127,10 @@ fn event_core_to_v1(obj: Value) -> Value {
 fn hpa_v1_to_v2(mut obj: Value) -> Value {
     obj["apiVersion"] = json!("autoscaling/v2");
     if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
-        if let Some(target) = spec.remove("targetCPUUtilizationPercentage").filter(|v| !v.is_null()) {
+        if let Some(target) = spec
+            .remove("targetCPUUtilizationPercentage")
+            .filter(|v| !v.is_null())
+        {
             spec.insert(
                 "metrics".into(),
                 json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": target}}}]),
@@ -107,7 +138,10 @@ fn hpa_v1_to_v2(mut obj: Value) -> Value {
         }
     }
     if let Some(status) = obj.get_mut("status").and_then(Value::as_object_mut) {
-        if let Some(current) = status.remove("currentCPUUtilizationPercentage").filter(|v| !v.is_null()) {
+        if let Some(current) = status
+            .remove("currentCPUUtilizationPercentage")
+            .filter(|v| !v.is_null())
+        {
             status.insert(
                 "currentMetrics".into(),
                 json!([{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": current}}}]),
@@ -124,9 +158,14 @@ fn hpa_v2_to_v1(mut obj: Value) -> Value {
         let metrics = spec.remove("metrics");
         spec.remove("behavior");
         let cpu = metrics.as_ref().and_then(Value::as_array).and_then(|ms| {
-            ms.iter().find(|m| m["type"] == "Resource" && m["resource"]["name"] == "cpu").cloned()
+            ms.iter()
+                .find(|m| m["type"] == "Resource" && m["resource"]["name"] == "cpu")
+                .cloned()
         });
-        if let Some(pct) = cpu.as_ref().and_then(|m| m["resource"]["target"]["averageUtilization"].as_i64()) {
+        if let Some(pct) = cpu
+            .as_ref()
+            .and_then(|m| m["resource"]["target"]["averageUtilization"].as_i64())
+        {
             spec.insert("targetCPUUtilizationPercentage".into(), json!(pct));
         }
     }
@@ -134,9 +173,14 @@ fn hpa_v2_to_v1(mut obj: Value) -> Value {
         let metrics = status.remove("currentMetrics");
         status.remove("conditions");
         let cpu = metrics.as_ref().and_then(Value::as_array).and_then(|ms| {
-            ms.iter().find(|m| m["type"] == "Resource" && m["resource"]["name"] == "cpu").cloned()
+            ms.iter()
+                .find(|m| m["type"] == "Resource" && m["resource"]["name"] == "cpu")
+                .cloned()
         });
-        if let Some(pct) = cpu.as_ref().and_then(|m| m["resource"]["current"]["averageUtilization"].as_i64()) {
+        if let Some(pct) = cpu
+            .as_ref()
+            .and_then(|m| m["resource"]["current"]["averageUtilization"].as_i64())
+        {
             status.insert("currentCPUUtilizationPercentage".into(), json!(pct));
         }
     }
@@ -172,7 +216,13 @@ mod tests {
         let v1 = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "h"},
             "spec": {"maxReplicas": 5, "scaleTargetRef": {"kind": "Deployment", "name": "web"}, "targetCPUUtilizationPercentage": 70}});
         let stored = to_storage(info, v1.clone());
-        assert_eq!(stored["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 70);
-        assert_eq!(from_storage(info, stored)["spec"]["targetCPUUtilizationPercentage"], 70);
+        assert_eq!(
+            stored["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+            70
+        );
+        assert_eq!(
+            from_storage(info, stored)["spec"]["targetCPUUtilizationPercentage"],
+            70
+        );
     }
 }

@@ -95,7 +95,9 @@ impl ResourceInfo {
     /// The store key of one object, e.g. `/registry/pods/default/web-0`.
     pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
         match namespace {
-            Some(ns) if self.namespaced => format!("/registry/{}/{}/{}", self.storage_prefix, ns, name),
+            Some(ns) if self.namespaced => {
+                format!("/registry/{}/{}/{}", self.storage_prefix, ns, name)
+            }
             _ => format!("/registry/{}/{}", self.storage_prefix, name),
         }
     }
@@ -196,25 +198,37 @@ pub fn groups() -> Vec<GroupInfo> {
                     g.versions.push(r.version);
                 }
             }
-            None => out.push(GroupInfo { name: r.group, versions: vec![r.version] }),
+            None => out.push(GroupInfo {
+                name: r.group,
+                versions: vec![r.version],
+            }),
         }
     }
     out
 }
 
 /// All resources served at one group/version, in table order.
-pub fn resources_in<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'static ResourceInfo> + 'a {
-    RESOURCES.iter().filter(move |r| r.group == group && r.version == version)
+pub fn resources_in<'a>(
+    group: &'a str,
+    version: &'a str,
+) -> impl Iterator<Item = &'static ResourceInfo> + 'a {
+    RESOURCES
+        .iter()
+        .filter(move |r| r.group == group && r.version == version)
 }
 
 /// The resource served at `group/version/plural`.
 pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 /// The resource for a kind at `group/version`.
 pub fn lookup_kind(group: &str, version: &str, kind: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.kind == kind)
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.kind == kind)
 }
 
 /// Split an `apiVersion` string into (group, version).
@@ -247,7 +261,10 @@ mod tests {
     #[test]
     fn keys_follow_the_upstream_layout() {
         let pods = lookup("", "v1", "pods").unwrap();
-        assert_eq!(pods.key(Some("default"), "web"), "/registry/pods/default/web");
+        assert_eq!(
+            pods.key(Some("default"), "web"),
+            "/registry/pods/default/web"
+        );
         assert_eq!(pods.collection_prefix(None), "/registry/pods/");
         let nodes = lookup("", "v1", "nodes").unwrap();
         assert_eq!(nodes.key(None, "n1"), "/registry/minions/n1");
@@ -255,7 +272,10 @@ mod tests {
 
     #[test]
     fn autoscaling_prefers_v2() {
-        let g = groups().into_iter().find(|g| g.name == "autoscaling").unwrap();
+        let g = groups()
+            .into_iter()
+            .find(|g| g.name == "autoscaling")
+            .unwrap();
         assert_eq!(g.versions, vec!["v2", "v1"]);
     }
 }

@@ -16,7 +16,8 @@ use crate::objects;
 use crate::ApiServer;
 
 /// Namespaces that exist from the first start and may not be deleted.
-pub const BUILTIN_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const BUILTIN_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
 /// Of those, the ones upstream refuses to delete.
 pub const UNDELETABLE_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
 
@@ -25,7 +26,12 @@ fn namespaces() -> &'static ResourceInfo {
 }
 
 /// Refuse new objects in a namespace that does not exist or is terminating.
-pub async fn check_namespace_for_create(server: &ApiServer, info: &ResourceInfo, namespace: &str, name: &str) -> ApiResult<()> {
+pub async fn check_namespace_for_create(
+    server: &ApiServer,
+    info: &ResourceInfo,
+    namespace: &str,
+    name: &str,
+) -> ApiResult<()> {
     if !info.namespaced {
         return Ok(());
     }
@@ -35,7 +41,9 @@ pub async fn check_namespace_for_create(server: &ApiServer, info: &ResourceInfo,
         .get(&key)
         .await
         .map_err(|e| ApiError::internal(format!("reading namespace {namespace}: {e}")))?;
-    let Some(kv) = kv else { return Err(ApiError::namespace_not_found(namespace)) };
+    let Some(kv) = kv else {
+        return Err(ApiError::namespace_not_found(namespace));
+    };
     let ns = objects::decode(namespaces(), &kv)?;
     let terminating = objects::is_deleting(&ns) || ns["status"]["phase"] == "Terminating";
     // Upstream lets events be written into a terminating namespace, so controllers can
@@ -73,10 +81,16 @@ struct Taken {
 async fn taken(server: &ApiServer, info: &ResourceInfo) -> ApiResult<Taken> {
     let list = server
         .store
-        .list(ListRequest { prefix: info.collection_prefix(None), ..Default::default() })
+        .list(ListRequest {
+            prefix: info.collection_prefix(None),
+            ..Default::default()
+        })
         .await
         .map_err(|e| ApiError::internal(format!("listing services for allocation: {e}")))?;
-    let mut t = Taken { ips: HashSet::new(), node_ports: HashSet::new() };
+    let mut t = Taken {
+        ips: HashSet::new(),
+        node_ports: HashSet::new(),
+    };
     for kv in &list.items {
         let svc: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
         for ip in service_ips(&svc) {
@@ -93,7 +107,10 @@ async fn taken(server: &ApiServer, info: &ResourceInfo) -> ApiResult<Taken> {
 
 fn service_ips(svc: &Value) -> Vec<Ipv4Addr> {
     let mut out = Vec::new();
-    if let Some(ip) = svc["spec"]["clusterIP"].as_str().and_then(|s| s.parse().ok()) {
+    if let Some(ip) = svc["spec"]["clusterIP"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+    {
         out.push(ip);
     }
     for ip in svc["spec"]["clusterIPs"].as_array().into_iter().flatten() {
@@ -105,14 +122,25 @@ fn service_ips(svc: &Value) -> Vec<Ipv4Addr> {
 }
 
 fn in_range(ip: Ipv4Addr, (base, prefix): (Ipv4Addr, u8)) -> bool {
-    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix as u32) };
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix as u32)
+    };
     u32::from(ip) & mask == u32::from(base) & mask
 }
 
 /// Give a new Service its cluster IP and node ports, or refuse the ones it asked for.
 /// The caller holds `server.allocation_lock` until the Service is stored.
-pub async fn allocate_service(server: &ApiServer, info: &ResourceInfo, svc: &mut Value) -> ApiResult<()> {
-    let svc_type = svc["spec"]["type"].as_str().unwrap_or("ClusterIP").to_string();
+pub async fn allocate_service(
+    server: &ApiServer,
+    info: &ResourceInfo,
+    svc: &mut Value,
+) -> ApiResult<()> {
+    let svc_type = svc["spec"]["type"]
+        .as_str()
+        .unwrap_or("ClusterIP")
+        .to_string();
     if svc_type == "ExternalName" {
         return Ok(());
     }
@@ -125,7 +153,11 @@ pub async fn allocate_service(server: &ApiServer, info: &ResourceInfo, svc: &mut
         }
         Some(ip) if !ip.is_empty() => {
             let parsed: Ipv4Addr = ip.parse().map_err(|_| {
-                invalid_service(svc, "spec.clusterIPs[0]", &format!("Invalid value: \"{ip}\": must be a valid IP address"))
+                invalid_service(
+                    svc,
+                    "spec.clusterIPs[0]",
+                    &format!("Invalid value: \"{ip}\": must be a valid IP address"),
+                )
             })?;
             if !in_range(parsed, cidr) {
                 return Err(invalid_service(
@@ -162,7 +194,12 @@ pub async fn allocate_service(server: &ApiServer, info: &ResourceInfo, svc: &mut
 
 fn invalid_service(svc: &Value, field: &str, message: &str) -> ApiError {
     let name = objects::name_of(svc).to_string();
-    ApiError::new(422, "Invalid", format!("Service \"{name}\" is invalid: {field}: {message}")).with_details(json!({
+    ApiError::new(
+        422,
+        "Invalid",
+        format!("Service \"{name}\" is invalid: {field}: {message}"),
+    )
+    .with_details(json!({
         "name": name,
         "kind": "Service",
         "causes": [{"reason": "FieldValueInvalid", "message": message, "field": field}],
@@ -188,7 +225,9 @@ fn free_ip((base, prefix): (Ipv4Addr, u8), taken: &HashSet<Ipv4Addr>) -> Option<
 fn allocate_node_ports(server: &ApiServer, svc: &mut Value, taken: &HashSet<u16>) -> ApiResult<()> {
     let (lo, hi) = server.config.node_port_range;
     let mut used: HashSet<u16> = taken.clone();
-    let Some(ports) = svc["spec"]["ports"].as_array_mut() else { return Ok(()) };
+    let Some(ports) = svc["spec"]["ports"].as_array_mut() else {
+        return Ok(());
+    };
     for (i, p) in ports.iter_mut().enumerate() {
         match p["nodePort"].as_u64() {
             Some(np) => {
@@ -215,7 +254,9 @@ fn allocate_node_ports(server: &ApiServer, svc: &mut Value, taken: &HashSet<u16>
                 let port = (0..span)
                     .map(|k| lo + ((start + k) % span) as u16)
                     .find(|p| !used.contains(p))
-                    .ok_or_else(|| ApiError::internal("failed to allocate a nodePort: range is full"))?;
+                    .ok_or_else(|| {
+                        ApiError::internal("failed to allocate a nodePort: range is full")
+                    })?;
                 used.insert(port);
                 p["nodePort"] = json!(port);
             }

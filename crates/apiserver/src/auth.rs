@@ -25,7 +25,12 @@ pub struct TokenUser {
 pub fn identity_from_certificate(der: &[u8]) -> Option<Identity> {
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     let subject = cert.subject();
-    let user = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let user = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
     let groups = subject
         .iter_organization()
         .filter_map(|o| o.as_str().ok().map(String::from))
@@ -35,14 +40,20 @@ pub fn identity_from_certificate(der: &[u8]) -> Option<Identity> {
 
 /// The identity for an `Authorization` header value, if it carries a known bearer token.
 pub fn identity_from_bearer(header: &str, tokens: &[TokenUser]) -> Option<Identity> {
-    let token = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer "))?.trim();
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))?
+        .trim();
     if token.is_empty() {
         return None;
     }
     tokens
         .iter()
         .find(|t| constant_time_eq(t.token.as_bytes(), token.as_bytes()))
-        .map(|t| Identity { user: t.user.clone(), groups: t.groups.clone() })
+        .map(|t| Identity {
+            user: t.user.clone(),
+            groups: t.groups.clone(),
+        })
 }
 
 /// Compare secrets without leaking where they differ through timing.
@@ -59,8 +70,15 @@ mod tests {
 
     #[test]
     fn bearer_tokens_must_match_exactly() {
-        let tokens = vec![TokenUser { token: "s3cret".into(), user: "admin".into(), groups: vec!["system:masters".into()] }];
-        assert_eq!(identity_from_bearer("Bearer s3cret", &tokens).unwrap().user, "admin");
+        let tokens = vec![TokenUser {
+            token: "s3cret".into(),
+            user: "admin".into(),
+            groups: vec!["system:masters".into()],
+        }];
+        assert_eq!(
+            identity_from_bearer("Bearer s3cret", &tokens).unwrap().user,
+            "admin"
+        );
         assert!(identity_from_bearer("Bearer s3cre", &tokens).is_none());
         assert!(identity_from_bearer("Basic s3cret", &tokens).is_none());
         assert!(identity_from_bearer("Bearer ", &tokens).is_none());

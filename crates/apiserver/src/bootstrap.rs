@@ -15,12 +15,14 @@ const MANAGER: &str = "kube-apiserver";
 
 /// Create what is missing; objects that exist are left as they are.
 pub async fn ensure_builtin_objects(server: &ApiServer, https_port: u16) -> Result<(), ApiError> {
-    let namespaces = registry::lookup("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces not registered"))?;
+    let namespaces = registry::lookup("", "v1", "namespaces")
+        .ok_or_else(|| ApiError::internal("namespaces not registered"))?;
     for ns in BUILTIN_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         ignore_exists(create_object(server, namespaces, None, obj, false, Some(MANAGER)).await)?;
     }
-    let services = registry::lookup("", "v1", "services").ok_or_else(|| ApiError::internal("services not registered"))?;
+    let services = registry::lookup("", "v1", "services")
+        .ok_or_else(|| ApiError::internal("services not registered"))?;
     let svc = json!({
         "apiVersion": "v1",
         "kind": "Service",
@@ -35,7 +37,9 @@ pub async fn ensure_builtin_objects(server: &ApiServer, https_port: u16) -> Resu
             "sessionAffinity": "None",
         },
     });
-    ignore_exists(create_object(server, services, Some("default"), svc, false, Some(MANAGER)).await)?;
+    ignore_exists(
+        create_object(server, services, Some("default"), svc, false, Some(MANAGER)).await,
+    )?;
 
     // The endpoints of the `kubernetes` Service: this API server, as upstream's
     // endpoint reconciler publishes them.
@@ -46,15 +50,19 @@ pub async fn ensure_builtin_objects(server: &ApiServer, https_port: u16) -> Resu
         .map(|(host, _)| host.trim_matches(|c| c == '[' || c == ']').to_string())
         .unwrap_or_default();
     if ip.parse::<std::net::IpAddr>().is_ok() {
-        let endpoints = registry::lookup("", "v1", "endpoints").ok_or_else(|| ApiError::internal("endpoints not registered"))?;
+        let endpoints = registry::lookup("", "v1", "endpoints")
+            .ok_or_else(|| ApiError::internal("endpoints not registered"))?;
         let ep = json!({
             "apiVersion": "v1",
             "kind": "Endpoints",
             "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
             "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": https_port, "protocol": "TCP"}]}],
         });
-        ignore_exists(create_object(server, endpoints, Some("default"), ep, false, Some(MANAGER)).await)?;
-        let slices = registry::lookup("discovery.k8s.io", "v1", "endpointslices").ok_or_else(|| ApiError::internal("endpointslices not registered"))?;
+        ignore_exists(
+            create_object(server, endpoints, Some("default"), ep, false, Some(MANAGER)).await,
+        )?;
+        let slices = registry::lookup("discovery.k8s.io", "v1", "endpointslices")
+            .ok_or_else(|| ApiError::internal("endpointslices not registered"))?;
         let slice = json!({
             "apiVersion": "discovery.k8s.io/v1",
             "kind": "EndpointSlice",
@@ -63,7 +71,9 @@ pub async fn ensure_builtin_objects(server: &ApiServer, https_port: u16) -> Resu
             "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
             "ports": [{"name": "https", "port": https_port, "protocol": "TCP"}],
         });
-        ignore_exists(create_object(server, slices, Some("default"), slice, false, Some(MANAGER)).await)?;
+        ignore_exists(
+            create_object(server, slices, Some("default"), slice, false, Some(MANAGER)).await,
+        )?;
     }
     Ok(())
 }

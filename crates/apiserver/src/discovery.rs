@@ -8,13 +8,17 @@ use api::registry::{self, ResourceInfo, RESOURCE_VERBS};
 
 /// The media type of aggregated discovery; kubectl only uses the aggregated answer when
 /// the response carries exactly this content type.
-pub const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_V2: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 /// Whether the Accept header asks for aggregated discovery (v2).
 pub fn wants_aggregated(accept: &str) -> bool {
     accept.split(',').any(|part| {
         let p: String = part.chars().filter(|c| !c.is_whitespace()).collect();
-        p.contains("g=apidiscovery.k8s.io") && p.contains("v=v2") && !p.contains("v=v2beta1") && p.contains("as=APIGroupDiscoveryList")
+        p.contains("g=apidiscovery.k8s.io")
+            && p.contains("v=v2")
+            && !p.contains("v=v2beta1")
+            && p.contains("as=APIGroupDiscoveryList")
     })
 }
 
@@ -48,7 +52,9 @@ pub fn group_list() -> Value {
 }
 
 pub fn group(name: &str) -> Option<Value> {
-    let g = registry::groups().into_iter().find(|g| g.name == name && !name.is_empty())?;
+    let g = registry::groups()
+        .into_iter()
+        .find(|g| g.name == name && !name.is_empty())?;
     let mut v = group_json(g.name, &g.versions);
     v["kind"] = json!("APIGroup");
     v["apiVersion"] = json!("v1");
@@ -92,7 +98,11 @@ pub fn resource_list(group: &str, version: &str) -> Value {
             resources.push(e);
         }
     }
-    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources})
 }
 
@@ -110,11 +120,23 @@ fn subresources_of(r: &ResourceInfo) -> Vec<SubInfo> {
         .iter()
         .map(|s| {
             let (group, version, kind) = s.kind(r);
-            SubInfo { name: s.name(), group, version, kind, verbs: s.verbs() }
+            SubInfo {
+                name: s.name(),
+                group,
+                version,
+                kind,
+                verbs: s.verbs(),
+            }
         })
         .collect();
     if r.group.is_empty() && r.plural == "namespaces" {
-        out.push(SubInfo { name: "finalize", group: "", version: "v1", kind: "Namespace", verbs: &["update"] });
+        out.push(SubInfo {
+            name: "finalize",
+            group: "",
+            version: "v1",
+            kind: "Namespace",
+            verbs: &["update"],
+        });
     }
     out
 }
@@ -165,7 +187,9 @@ pub fn aggregated(core: bool) -> Value {
                 json!({"version": v, "resources": resources, "freshness": "Current"})
             })
             .collect();
-        items.push(json!({"metadata": {"name": g.name, "creationTimestamp": null}, "versions": versions}));
+        items.push(
+            json!({"metadata": {"name": g.name, "creationTimestamp": null}, "versions": versions}),
+        );
     }
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }
@@ -184,15 +208,23 @@ mod tests {
     #[test]
     fn aggregated_lists_subresources() {
         let doc = aggregated(false);
-        let apps = doc["items"].as_array().unwrap().iter().find(|g| g["metadata"]["name"] == "apps").unwrap();
+        let apps = doc["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["metadata"]["name"] == "apps")
+            .unwrap();
         let deploy = apps["versions"][0]["resources"]
             .as_array()
             .unwrap()
             .iter()
             .find(|r| r["resource"] == "deployments")
             .unwrap();
-        assert!(deploy["subresources"].as_array().unwrap().iter().any(|s| s["subresource"] == "scale"
-            && s["responseKind"]["kind"] == "Scale"));
+        assert!(deploy["subresources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["subresource"] == "scale" && s["responseKind"]["kind"] == "Scale"));
         let core = aggregated(true);
         assert_eq!(core["items"].as_array().unwrap().len(), 1);
     }
@@ -200,7 +232,11 @@ mod tests {
     #[test]
     fn legacy_list_has_pods_status() {
         let l = resource_list("", "v1");
-        assert!(l["resources"].as_array().unwrap().iter().any(|r| r["name"] == "pods/status"));
+        assert!(l["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "pods/status"));
         assert_eq!(l["groupVersion"], "v1");
     }
 }

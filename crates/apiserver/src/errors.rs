@@ -21,7 +21,12 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), details: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -42,7 +47,11 @@ impl ApiError {
     }
 
     pub fn not_found_path() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
@@ -58,11 +67,19 @@ impl ApiError {
     }
 
     pub fn too_large(limit: usize) -> Self {
-        Self::new(413, "RequestEntityTooLarge", format!("Request entity too large: limit is {limit}"))
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {limit}"),
+        )
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", message.into()),
+        )
     }
 
     pub fn timeout(message: impl Into<String>) -> Self {
@@ -71,19 +88,31 @@ impl ApiError {
 
     /// `pods "web" not found`.
     pub fn not_found(info: &ResourceInfo, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{}\" not found", qualified_resource(info), name))
-            .with_details(details(info, name))
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{}\" not found", qualified_resource(info), name),
+        )
+        .with_details(details(info, name))
     }
 
     /// `namespaces "nope" not found`, for a missing namespace on create.
     pub fn namespace_not_found(namespace: &str) -> Self {
-        Self::new(404, "NotFound", format!("namespaces \"{namespace}\" not found"))
-            .with_details(json!({"name": namespace, "kind": "namespaces"}))
+        Self::new(
+            404,
+            "NotFound",
+            format!("namespaces \"{namespace}\" not found"),
+        )
+        .with_details(json!({"name": namespace, "kind": "namespaces"}))
     }
 
     pub fn already_exists(info: &ResourceInfo, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{} \"{}\" already exists", qualified_resource(info), name))
-            .with_details(details(info, name))
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{}\" already exists", qualified_resource(info), name),
+        )
+        .with_details(details(info, name))
     }
 
     pub fn conflict(info: &ResourceInfo, name: &str) -> Self {
@@ -100,8 +129,17 @@ impl ApiError {
     }
 
     pub fn conflict_message(info: &ResourceInfo, name: &str, why: &str) -> Self {
-        Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {} \"{}\": {}", qualified_resource(info), name, why))
-            .with_details(details(info, name))
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{}\": {}",
+                qualified_resource(info),
+                name,
+                why
+            ),
+        )
+        .with_details(details(info, name))
     }
 
     /// 410 Gone for a compacted resourceVersion, worded as upstream.

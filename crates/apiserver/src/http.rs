@@ -22,13 +22,21 @@ pub fn object(code: u16, value: &Value, rendering: Rendering) -> Response<Body> 
     object_with_warnings(code, value, rendering, &[])
 }
 
-pub fn object_with_warnings(code: u16, value: &Value, rendering: Rendering, warnings: &[String]) -> Response<Body> {
+pub fn object_with_warnings(
+    code: u16,
+    value: &Value,
+    rendering: Rendering,
+    warnings: &[String],
+) -> Response<Body> {
     let (content_type, bytes) = match rendering {
         Rendering::Yaml => match serde_yaml::to_string(value) {
             Ok(s) => ("application/yaml", Bytes::from(s)),
             Err(e) => return error(&ApiError::internal(format!("encoding YAML: {e}"))),
         },
-        _ => ("application/json", Bytes::from(serde_json::to_vec(value).unwrap_or_default())),
+        _ => (
+            "application/json",
+            Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
+        ),
     };
     let mut builder = Response::builder()
         .status(StatusCode::from_u16(code).unwrap_or(StatusCode::OK))
@@ -38,7 +46,9 @@ pub fn object_with_warnings(code: u16, value: &Value, rendering: Rendering, warn
         let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
         builder = builder.header("Warning", format!("299 - \"{escaped}\""));
     }
-    builder.body(full(bytes)).unwrap_or_else(|_| Response::new(full(Bytes::new())))
+    builder
+        .body(full(bytes))
+        .unwrap_or_else(|_| Response::new(full(Bytes::new())))
 }
 
 /// A raw body with the given content type (OpenAPI, health checks, discovery v2).
@@ -53,7 +63,10 @@ pub fn raw(code: u16, content_type: &str, bytes: impl Into<Bytes>) -> Response<B
 pub fn error(err: &ApiError) -> Response<Body> {
     let mut resp = object(err.code, &err.to_status(), Rendering::Json);
     if err.code == 401 {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"kubernetes-master\""));
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Basic realm=\"kubernetes-master\""),
+        );
     }
     resp
 }

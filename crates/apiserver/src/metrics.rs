@@ -29,20 +29,45 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::default();
         let requests = Family::<Labels, Counter>::default();
-        let latency = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let latency =
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         let watches = Gauge::<i64, AtomicI64>::default();
-        registry.register("apiserver_request", "Requests by verb, resource and HTTP code", requests.clone());
-        registry.register("apiserver_request_duration_seconds", "Request latency by verb and resource", latency.clone());
-        registry.register("apiserver_longrunning_requests", "Open watch streams", watches.clone());
-        Metrics { registry, requests, latency, watches }
+        registry.register(
+            "apiserver_request",
+            "Requests by verb, resource and HTTP code",
+            requests.clone(),
+        );
+        registry.register(
+            "apiserver_request_duration_seconds",
+            "Request latency by verb and resource",
+            latency.clone(),
+        );
+        registry.register(
+            "apiserver_longrunning_requests",
+            "Open watch streams",
+            watches.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            watches,
+        }
     }
 }
 
 impl Metrics {
     pub fn observe(&self, verb: &str, resource: &str, code: u16, seconds: f64) {
-        let labels: Labels = vec![("verb", verb.to_string()), ("resource", resource.to_string()), ("code", code.to_string())];
+        let labels: Labels = vec![
+            ("verb", verb.to_string()),
+            ("resource", resource.to_string()),
+            ("code", code.to_string()),
+        ];
         self.requests.get_or_create(&labels).inc();
-        let labels: Labels = vec![("verb", verb.to_string()), ("resource", resource.to_string())];
+        let labels: Labels = vec![
+            ("verb", verb.to_string()),
+            ("resource", resource.to_string()),
+        ];
         self.latency.get_or_create(&labels).observe(seconds);
     }
 
@@ -65,6 +90,9 @@ mod tests {
         m.observe("GET", "pods", 200, 0.001);
         m.observe("GET", "pods", 200, 0.002);
         let text = m.render();
-        assert!(text.contains("apiserver_request_total{verb=\"GET\",resource=\"pods\",code=\"200\"} 2"), "{text}");
+        assert!(
+            text.contains("apiserver_request_total{verb=\"GET\",resource=\"pods\",code=\"200\"} 2"),
+            "{text}"
+        );
     }
 }

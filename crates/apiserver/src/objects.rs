@@ -75,7 +75,9 @@ pub fn now_rfc3339() -> String {
 }
 
 pub fn rfc3339_after(seconds: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::seconds(seconds)).format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    (chrono::Utc::now() + chrono::Duration::seconds(seconds))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// Kinds whose metadata.generation tracks spec changes.
@@ -102,7 +104,9 @@ pub fn spec_part(obj: &Value) -> Value {
     match obj {
         Value::Object(m) => Value::Object(
             m.iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind"))
+                .filter(|(k, _)| {
+                    !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind")
+                })
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         ),
@@ -128,12 +132,18 @@ pub fn finalizers(obj: &Value) -> Vec<String> {
     obj.get("metadata")
         .and_then(|m| m.get("finalizers"))
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|f| f.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 pub fn is_deleting(obj: &Value) -> bool {
-    obj.get("metadata").and_then(|m| m.get("deletionTimestamp")).map_or(false, |v| !v.is_null())
+    obj.get("metadata")
+        .and_then(|m| m.get("deletionTimestamp"))
+        .map_or(false, |v| !v.is_null())
 }
 
 /// A random suffix for generateName: 5 characters from upstream's alphabet (no vowels,
@@ -142,7 +152,9 @@ pub fn random_suffix() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::thread_rng();
-    (0..5).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 #[cfg(test)]
@@ -155,7 +167,12 @@ mod tests {
         let cms = api::registry::lookup("", "v1", "configmaps").unwrap();
         let bytes = encode(cms, &obj).unwrap();
         assert!(!String::from_utf8_lossy(&bytes).contains("resourceVersion"));
-        let kv = KeyValue { key: "/k".into(), value: bytes, create_revision: 3, mod_revision: 9 };
+        let kv = KeyValue {
+            key: "/k".into(),
+            value: bytes,
+            create_revision: 3,
+            mod_revision: 9,
+        };
         let back = decode(cms, &kv).unwrap();
         assert_eq!(back["metadata"]["resourceVersion"], "9");
         assert_eq!(back["kind"], "ConfigMap");

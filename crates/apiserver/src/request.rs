@@ -35,7 +35,9 @@ impl Query {
             None | Some("") => Ok(false),
             Some("true") | Some("1") | Some("True") => Ok(true),
             Some("false") | Some("0") | Some("False") => Ok(false),
-            Some(other) => Err(ApiError::bad_request(format!("invalid boolean value for {key}: {other:?}"))),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "invalid boolean value for {key}: {other:?}"
+            ))),
         }
     }
 
@@ -93,12 +95,17 @@ pub enum Rendering {
 
 /// Pick the rendering from the Accept header: the first acceptable entry wins.
 pub fn negotiate(accept: Option<&str>) -> ApiResult<Rendering> {
-    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else { return Ok(Rendering::Json) };
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return Ok(Rendering::Json);
+    };
     for entry in accept.split(',') {
         let mut parts = entry.split(';').map(str::trim);
         let media = parts.next().unwrap_or("");
         let params: HashMap<&str, &str> = parts.filter_map(|p| p.split_once('=')).collect();
-        let json_like = matches!(media, "application/json" | "*/*" | "application/*" | "application/vnd.kubernetes.protobuf");
+        let json_like = matches!(
+            media,
+            "application/json" | "*/*" | "application/*" | "application/vnd.kubernetes.protobuf"
+        );
         if let Some(as_) = params.get("as") {
             let is_meta_group = params.get("g").map_or(false, |g| *g == "meta.k8s.io");
             let version_ok = params.get("v").map_or(false, |v| *v == "v1");
@@ -165,7 +172,9 @@ impl ListOptions {
             Some("None") => IncludeObject::None,
             Some("Object") => IncludeObject::Object,
             Some(other) => {
-                return Err(ApiError::bad_request(format!("includeObject: unsupported value {other:?}")))
+                return Err(ApiError::bad_request(format!(
+                    "includeObject: unsupported value {other:?}"
+                )))
             }
         };
         let opts = ListOptions {
@@ -198,7 +207,12 @@ impl ListOptions {
                 ));
             }
         }
-        if opts.continue_token.is_some() && opts.resource_version.as_deref().map_or(false, |rv| rv != "0") {
+        if opts.continue_token.is_some()
+            && opts
+                .resource_version
+                .as_deref()
+                .map_or(false, |rv| rv != "0")
+        {
             return Err(ApiError::bad_request(
                 "specifying resource version is not allowed when using continue",
             ));
@@ -215,14 +229,23 @@ mod tests {
     fn kubectl_get_asks_for_tables() {
         let a = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
         assert_eq!(negotiate(Some(a)).unwrap(), Rendering::Table);
-        assert_eq!(negotiate(Some("application/json")).unwrap(), Rendering::Json);
+        assert_eq!(
+            negotiate(Some("application/json")).unwrap(),
+            Rendering::Json
+        );
         assert_eq!(negotiate(None).unwrap(), Rendering::Json);
         assert_eq!(
-            negotiate(Some("application/vnd.kubernetes.protobuf, application/json")).unwrap(),
+            negotiate(Some(
+                "application/vnd.kubernetes.protobuf, application/json"
+            ))
+            .unwrap(),
             Rendering::Json
         );
         assert_eq!(
-            negotiate(Some("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1")).unwrap(),
+            negotiate(Some(
+                "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+            ))
+            .unwrap(),
             Rendering::PartialMetadata
         );
         assert!(negotiate(Some("text/html")).is_err());

@@ -16,7 +16,10 @@ pub enum Target {
     /// `/apis/<group>`
     Group(String),
     /// `/api/v1`, `/apis/<group>/<version>`
-    ResourceList { group: String, version: String },
+    ResourceList {
+        group: String,
+        version: String,
+    },
     OpenApiV2,
     OpenApiV3Index,
     /// `/openapi/v3/<path>`, e.g. `apis/apps/v1`.
@@ -85,7 +88,10 @@ pub fn parse(path: &str) -> Result<Target, RouteError> {
     let (group, version, rest) = match segments.as_slice() {
         ["api", version, rest @ ..] => ("", *version, rest),
         ["apis", group] => {
-            if registry::groups().iter().any(|g| g.name == *group && !group.is_empty()) {
+            if registry::groups()
+                .iter()
+                .any(|g| g.name == *group && !group.is_empty())
+            {
                 return Ok(Target::Group(group.to_string()));
             }
             return Err(RouteError::NotFound);
@@ -93,16 +99,26 @@ pub fn parse(path: &str) -> Result<Target, RouteError> {
         ["apis", group, version, rest @ ..] => (*group, *version, rest),
         _ => return Err(RouteError::NotFound),
     };
-    if !registry::groups().iter().any(|g| g.name == group && g.versions.contains(&version)) {
+    if !registry::groups()
+        .iter()
+        .any(|g| g.name == group && g.versions.contains(&version))
+    {
         return Err(RouteError::NotFound);
     }
     if rest.is_empty() {
-        return Ok(Target::ResourceList { group: group.to_string(), version: version.to_string() });
+        return Ok(Target::ResourceList {
+            group: group.to_string(),
+            version: version.to_string(),
+        });
     }
     resource_target(group, version, rest).map(Target::Resource)
 }
 
-fn resource_target(group: &str, version: &str, rest: &[&str]) -> Result<ResourceTarget, RouteError> {
+fn resource_target(
+    group: &str,
+    version: &str,
+    rest: &[&str],
+) -> Result<ResourceTarget, RouteError> {
     // Namespaced form: namespaces/<ns>/<plural>[/<name>[/<sub>]]. Note that
     // `namespaces/<name>[/status|finalize]` is the Namespace resource itself.
     let namespaced_form = match rest {
@@ -123,7 +139,8 @@ fn resource_target(group: &str, version: &str, rest: &[&str]) -> Result<Resource
         [] => (None, None),
         [name] => (Some(name.to_string()), None),
         [name, sub] => {
-            let sub = if info.plural == "namespaces" && info.group.is_empty() && *sub == "finalize" {
+            let sub = if info.plural == "namespaces" && info.group.is_empty() && *sub == "finalize"
+            {
                 SubTarget::Finalize
             } else {
                 let known = info
@@ -137,7 +154,12 @@ fn resource_target(group: &str, version: &str, rest: &[&str]) -> Result<Resource
         }
         _ => return Err(RouteError::NotFound),
     };
-    Ok(ResourceTarget { info, namespace, name, subresource })
+    Ok(ResourceTarget {
+        info,
+        namespace,
+        name,
+        subresource,
+    })
 }
 
 #[cfg(test)]
@@ -198,9 +220,15 @@ mod tests {
         assert_eq!(parse("/apis/apps"), Ok(Target::Group("apps".into())));
         assert_eq!(
             parse("/apis/apps/v1"),
-            Ok(Target::ResourceList { group: "apps".into(), version: "v1".into() })
+            Ok(Target::ResourceList {
+                group: "apps".into(),
+                version: "v1".into()
+            })
         );
-        assert_eq!(parse("/openapi/v3/apis/apps/v1"), Ok(Target::OpenApiV3("apis/apps/v1".into())));
+        assert_eq!(
+            parse("/openapi/v3/apis/apps/v1"),
+            Ok(Target::OpenApiV3("apis/apps/v1".into()))
+        );
         assert_eq!(parse("/readyz"), Ok(Target::Health("readyz")));
     }
 }

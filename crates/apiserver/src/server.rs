@@ -35,7 +35,9 @@ pub fn tls_config(material: TlsMaterial) -> Result<rustls::ServerConfig, String>
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for ca in material.client_ca {
-        roots.add(ca).map_err(|e| format!("adding client CA: {e}"))?;
+        roots
+            .add(ca)
+            .map_err(|e| format!("adding client CA: {e}"))?;
     }
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
@@ -52,7 +54,11 @@ pub fn tls_config(material: TlsMaterial) -> Result<rustls::ServerConfig, String>
 }
 
 /// Accept connections until the listener fails; each connection is served on its own task.
-pub async fn serve(server: Arc<ApiServer>, listener: TcpListener, tls: rustls::ServerConfig) -> std::io::Result<()> {
+pub async fn serve(
+    server: Arc<ApiServer>,
+    listener: TcpListener,
+    tls: rustls::ServerConfig,
+) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     loop {
         let (tcp, peer) = listener.accept().await?;
@@ -91,7 +97,12 @@ async fn serve_connection(
     Ok(())
 }
 
-async fn handle(server: Arc<ApiServer>, cert_identity: Option<Identity>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    server: Arc<ApiServer>,
+    cert_identity: Option<Identity>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let identity = cert_identity.or_else(|| {
         req.headers()
             .get(hyper::header::AUTHORIZATION)
@@ -105,7 +116,9 @@ async fn handle(server: Arc<ApiServer>, cert_identity: Option<Identity>, peer: S
     let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 return http::error(&ApiError::too_large(MAX_REQUEST_BODY));
             }
             return http::error(&ApiError::bad_request(format!("reading request body: {e}")));
@@ -115,8 +128,14 @@ async fn handle(server: Arc<ApiServer>, cert_identity: Option<Identity>, peer: S
     let method = parts.method.clone();
     let uri = parts.uri.clone();
     let (verb, resource) = metric_labels(&method, &uri);
-    let resp = crate::handlers::dispatch(&server, &identity, Request::from_parts(parts, body)).await;
-    server.metrics.observe(verb, &resource, resp.status().as_u16(), started.elapsed().as_secs_f64());
+    let resp =
+        crate::handlers::dispatch(&server, &identity, Request::from_parts(parts, body)).await;
+    server.metrics.observe(
+        verb,
+        &resource,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     tracing::debug!(%peer, user = %identity.user, %method, %uri, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     resp
 }
@@ -129,7 +148,9 @@ fn metric_labels(method: &hyper::Method, uri: &hyper::Uri) -> (&'static str, Str
         Ok(Target::Resource(r)) => (r.info.plural.to_string(), r.name.is_some()),
         _ => (String::new(), true),
     };
-    let watch = uri.query().map_or(false, |q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+    let watch = uri.query().map_or(false, |q| {
+        q.split('&').any(|p| p == "watch=true" || p == "watch=1")
+    });
     let verb = match *method {
         hyper::Method::GET if watch => "WATCH",
         hyper::Method::GET if !has_name => "LIST",

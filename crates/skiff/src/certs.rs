@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
 /// Paths of one certificate and its key.
@@ -28,7 +28,10 @@ pub struct ClusterCerts {
 }
 
 fn paths(dir: &Path, name: &str) -> CertPaths {
-    CertPaths { cert: dir.join(format!("{name}.crt")), key: dir.join(format!("{name}.key")) }
+    CertPaths {
+        cert: dir.join(format!("{name}.crt")),
+        key: dir.join(format!("{name}.key")),
+    }
 }
 
 /// Load or create the CA and the certificates signed by it. The serving certificate is
@@ -41,35 +44,69 @@ pub fn ensure(tls_dir: &Path, serving_names: &[String]) -> Result<ClusterCerts> 
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name = dn("skiff-server-ca", None);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params.not_before = rcgen::date_time_ymd(2024, 1, 1);
         params.not_after = rcgen::date_time_ymd(2124, 1, 1);
         let cert = params.self_signed(&key).context("self-signing CA")?;
         write_private(&ca.key, &key.serialize_pem())?;
-        fs::write(&ca.cert, cert.pem()).with_context(|| format!("writing {}", ca.cert.display()))?;
+        fs::write(&ca.cert, cert.pem())
+            .with_context(|| format!("writing {}", ca.cert.display()))?;
     }
-    let ca_key_pem = fs::read_to_string(&ca.key).with_context(|| format!("reading {}", ca.key.display()))?;
-    let ca_cert_pem = fs::read_to_string(&ca.cert).with_context(|| format!("reading {}", ca.cert.display()))?;
+    let ca_key_pem =
+        fs::read_to_string(&ca.key).with_context(|| format!("reading {}", ca.key.display()))?;
+    let ca_cert_pem =
+        fs::read_to_string(&ca.cert).with_context(|| format!("reading {}", ca.cert.display()))?;
     let ca_key = KeyPair::from_pem(&ca_key_pem).context("parsing CA key")?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key).context("parsing CA certificate")?;
+    let issuer =
+        Issuer::from_ca_cert_pem(&ca_cert_pem, ca_key).context("parsing CA certificate")?;
 
     let serving = paths(tls_dir, "serving-kube-apiserver");
     let names_file = tls_dir.join("serving-kube-apiserver.names");
     let wanted = serving_names.join(",");
     let current = fs::read_to_string(&names_file).unwrap_or_default();
     if !serving.cert.exists() || current != wanted {
-        issue(&issuer, &serving, "kube-apiserver", None, serving_names, ExtendedKeyUsagePurpose::ServerAuth)?;
+        issue(
+            &issuer,
+            &serving,
+            "kube-apiserver",
+            None,
+            serving_names,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )?;
         fs::write(&names_file, &wanted)?;
     }
     let admin = paths(tls_dir, "client-admin");
     if !admin.cert.exists() {
-        issue(&issuer, &admin, "system:admin", Some("system:masters"), &[], ExtendedKeyUsagePurpose::ClientAuth)?;
+        issue(
+            &issuer,
+            &admin,
+            "system:admin",
+            Some("system:masters"),
+            &[],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )?;
     }
     let controller = paths(tls_dir, "client-controller");
     if !controller.cert.exists() {
-        issue(&issuer, &controller, "system:kube-controller-manager", None, &[], ExtendedKeyUsagePurpose::ClientAuth)?;
+        issue(
+            &issuer,
+            &controller,
+            "system:kube-controller-manager",
+            None,
+            &[],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )?;
     }
-    Ok(ClusterCerts { ca, serving, admin, controller })
+    Ok(ClusterCerts {
+        ca,
+        serving,
+        admin,
+        controller,
+    })
 }
 
 fn dn(common_name: &str, organization: Option<&str>) -> DistinguishedName {
@@ -81,7 +118,14 @@ fn dn(common_name: &str, organization: Option<&str>) -> DistinguishedName {
     dn
 }
 
-fn issue(issuer: &Issuer<'_, KeyPair>, out: &CertPaths, cn: &str, org: Option<&str>, names: &[String], usage: ExtendedKeyUsagePurpose) -> Result<()> {
+fn issue(
+    issuer: &Issuer<'_, KeyPair>,
+    out: &CertPaths,
+    cn: &str,
+    org: Option<&str>,
+    names: &[String],
+    usage: ExtendedKeyUsagePurpose,
+) -> Result<()> {
     let key = KeyPair::generate().with_context(|| format!("generating key for {cn}"))?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = dn(cn, org);
@@ -93,11 +137,16 @@ fn issue(issuer: &Issuer<'_, KeyPair>, out: &CertPaths, cn: &str, org: Option<&s
         })
         .collect::<Result<_, _>>()
         .with_context(|| format!("subject names for {cn}"))?;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![usage];
     params.not_before = rcgen::date_time_ymd(2024, 1, 1);
     params.not_after = rcgen::date_time_ymd(2124, 1, 1);
-    let cert = params.signed_by(&key, issuer).with_context(|| format!("signing certificate for {cn}"))?;
+    let cert = params
+        .signed_by(&key, issuer)
+        .with_context(|| format!("signing certificate for {cn}"))?;
     write_private(&out.key, &key.serialize_pem())?;
     fs::write(&out.cert, cert.pem()).with_context(|| format!("writing {}", out.cert.display()))?;
     Ok(())
@@ -122,12 +171,22 @@ pub fn write_private(path: &Path, contents: &str) -> Result<()> {
 }
 
 /// Read PEM certificates and a private key for rustls.
-pub fn load_rustls(cert: &Path, key: &Path) -> Result<(Vec<rustls::pki_types::CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>)> {
-    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(fs::File::open(cert).with_context(|| format!("opening {}", cert.display()))?))
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("parsing {}", cert.display()))?;
-    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(fs::File::open(key).with_context(|| format!("opening {}", key.display()))?))
-        .with_context(|| format!("parsing {}", key.display()))?
-        .with_context(|| format!("no private key in {}", key.display()))?;
+pub fn load_rustls(
+    cert: &Path,
+    key: &Path,
+) -> Result<(
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+)> {
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        fs::File::open(cert).with_context(|| format!("opening {}", cert.display()))?,
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .with_context(|| format!("parsing {}", cert.display()))?;
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        fs::File::open(key).with_context(|| format!("opening {}", key.display()))?,
+    ))
+    .with_context(|| format!("parsing {}", key.display()))?
+    .with_context(|| format!("no private key in {}", key.display()))?;
     Ok((certs, key))
 }

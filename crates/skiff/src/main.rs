@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "skiff", version, about = "A lightweight Kubernetes distribution in one binary")]
+#[command(
+    name = "skiff",
+    version,
+    about = "A lightweight Kubernetes distribution in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -106,7 +110,10 @@ fn main() -> std::process::ExitCode {
     match cli.command {
         Command::Server(args) => {
             init_logging(args.debug);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("skiff: starting the async runtime: {e}");
@@ -122,7 +129,9 @@ fn main() -> std::process::ExitCode {
             }
         }
         Command::Agent(_) => {
-            eprintln!("skiff agent: the node agent is not built yet; run `skiff server --disable-agent`");
+            eprintln!(
+                "skiff agent: the node agent is not built yet; run `skiff server --disable-agent`"
+            );
             std::process::ExitCode::from(2)
         }
     }
@@ -132,5 +141,8 @@ fn init_logging(debug: bool) {
     let default = if debug { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},kube_runtime=warn,kube_client=warn,hyper=warn,h2=warn,tower=warn,rustls=warn")));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }

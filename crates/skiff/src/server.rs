@@ -20,15 +20,23 @@ fn default_data_dir() -> PathBuf {
     if unsafe { libc::geteuid() } == 0 {
         PathBuf::from("/var/lib/skiff")
     } else {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
         home.join(".skiff")
     }
 }
 
 fn parse_cidr(s: &str, flag: &str) -> Result<(Ipv4Addr, u8)> {
-    let (ip, prefix) = s.split_once('/').with_context(|| format!("{flag} {s:?}: expected ADDRESS/PREFIX"))?;
-    let ip: Ipv4Addr = ip.parse().with_context(|| format!("{flag} {s:?}: bad address"))?;
-    let prefix: u8 = prefix.parse().with_context(|| format!("{flag} {s:?}: bad prefix length"))?;
+    let (ip, prefix) = s
+        .split_once('/')
+        .with_context(|| format!("{flag} {s:?}: expected ADDRESS/PREFIX"))?;
+    let ip: Ipv4Addr = ip
+        .parse()
+        .with_context(|| format!("{flag} {s:?}: bad address"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .with_context(|| format!("{flag} {s:?}: bad prefix length"))?;
     if prefix > 30 {
         bail!("{flag} {s:?}: the range is too small");
     }
@@ -36,9 +44,17 @@ fn parse_cidr(s: &str, flag: &str) -> Result<(Ipv4Addr, u8)> {
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16)> {
-    let (lo, hi) = s.split_once('-').with_context(|| format!("--service-node-port-range {s:?}: expected LOW-HIGH"))?;
-    let lo: u16 = lo.trim().parse().context("--service-node-port-range: bad low port")?;
-    let hi: u16 = hi.trim().parse().context("--service-node-port-range: bad high port")?;
+    let (lo, hi) = s
+        .split_once('-')
+        .with_context(|| format!("--service-node-port-range {s:?}: expected LOW-HIGH"))?;
+    let lo: u16 = lo
+        .trim()
+        .parse()
+        .context("--service-node-port-range: bad low port")?;
+    let hi: u16 = hi
+        .trim()
+        .parse()
+        .context("--service-node-port-range: bad high port")?;
     if lo > hi {
         bail!("--service-node-port-range {s:?}: low port above high port");
     }
@@ -55,7 +71,8 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let started = Instant::now();
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let server_dir = data_dir.join("server");
-    std::fs::create_dir_all(&server_dir).with_context(|| format!("creating data dir {}", server_dir.display()))?;
+    std::fs::create_dir_all(&server_dir)
+        .with_context(|| format!("creating data dir {}", server_dir.display()))?;
     let service_cidr = parse_cidr(&args.service_cidr, "--service-cidr")?;
     parse_cidr(&args.cluster_cidr, "--cluster-cidr")?;
     let node_port_range = parse_port_range(&args.service_node_port_range)?;
@@ -74,10 +91,13 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     };
     certs::write_private(&token_path, &format!("{token}\n"))?;
 
-    let advertise: IpAddr = args
-        .advertise_address
-        .or(args.node_ip)
-        .unwrap_or_else(|| if args.bind_address.is_unspecified() { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { args.bind_address });
+    let advertise: IpAddr = args.advertise_address.or(args.node_ip).unwrap_or_else(|| {
+        if args.bind_address.is_unspecified() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            args.bind_address
+        }
+    });
     let kubernetes_ip = Ipv4Addr::from(u32::from(service_cidr.0) + 1);
     let mut names: Vec<String> = vec![
         "localhost".into(),
@@ -106,8 +126,11 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             .with_context(|| format!("connecting to datastore {endpoint}"))?,
         None => {
             let db_dir = server_dir.join("db");
-            std::fs::create_dir_all(&db_dir).with_context(|| format!("creating {}", db_dir.display()))?;
-            store::open(None, &db_dir.join("state.db")).await.context("opening the embedded datastore")?
+            std::fs::create_dir_all(&db_dir)
+                .with_context(|| format!("creating {}", db_dir.display()))?;
+            store::open(None, &db_dir.join("state.db"))
+                .await
+                .context("opening the embedded datastore")?
         }
     };
 
@@ -116,15 +139,23 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         advertise_address: format!("{advertise}:{port}"),
         service_cidr,
         node_port_range,
-        tokens: vec![TokenUser { token: token.clone(), user: "system:admin".into(), groups: vec!["system:masters".into()] }],
+        tokens: vec![TokenUser {
+            token: token.clone(),
+            user: "system:admin".into(),
+            groups: vec!["system:masters".into()],
+        }],
         git_version: format!("v1.37.0+skiff{}", env!("CARGO_PKG_VERSION")),
     };
     let api = ApiServer::new(store, config);
 
     let (cert_chain, key) = certs::load_rustls(&certs.serving.cert, &certs.serving.key)?;
     let (client_ca, _) = certs::load_rustls(&certs.ca.cert, &certs.ca.key)?;
-    let tls = apiserver::server::tls_config(TlsMaterial { cert_chain, key, client_ca })
-        .map_err(|e| anyhow::anyhow!("TLS configuration: {e}"))?;
+    let tls = apiserver::server::tls_config(TlsMaterial {
+        cert_chain,
+        key,
+        client_ca,
+    })
+    .map_err(|e| anyhow::anyhow!("TLS configuration: {e}"))?;
     let listener = tokio::net::TcpListener::bind((args.bind_address, port))
         .await
         .with_context(|| format!("listening on {}:{port}", args.bind_address))?;
@@ -134,12 +165,29 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("creating built-in objects: {e}"))?;
 
-    let url = format!("https://{}:{port}", if advertise.is_ipv6() { format!("[{advertise}]") } else { advertise.to_string() });
-    let kubeconfig_path = args.write_kubeconfig.clone().unwrap_or_else(|| data_dir.join("kubeconfig.yaml"));
-    kubeconfig::write(&kubeconfig_path, &url, &certs.ca.cert, &certs.admin).context("writing the admin kubeconfig")?;
+    let url = format!(
+        "https://{}:{port}",
+        if advertise.is_ipv6() {
+            format!("[{advertise}]")
+        } else {
+            advertise.to_string()
+        }
+    );
+    let kubeconfig_path = args
+        .write_kubeconfig
+        .clone()
+        .unwrap_or_else(|| data_dir.join("kubeconfig.yaml"));
+    kubeconfig::write(&kubeconfig_path, &url, &certs.ca.cert, &certs.admin)
+        .context("writing the admin kubeconfig")?;
     let controller_kubeconfig = server_dir.join("cred").join("controller.kubeconfig");
     let local_url = format!("https://127.0.0.1:{port}");
-    kubeconfig::write(&controller_kubeconfig, &local_url, &certs.ca.cert, &certs.controller).context("writing the controller kubeconfig")?;
+    kubeconfig::write(
+        &controller_kubeconfig,
+        &local_url,
+        &certs.ca.cert,
+        &certs.controller,
+    )
+    .context("writing the controller kubeconfig")?;
 
     api.ready.store(true, Ordering::Release);
     tracing::info!(
@@ -151,7 +199,8 @@ pub async fn run(args: ServerArgs) -> Result<()> {
 
     let controllers = tokio::spawn(run_controllers(controller_kubeconfig));
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing SIGTERM handler")?;
     tokio::select! {
         r = serving => {
             match r {
@@ -180,9 +229,11 @@ async fn run_controllers(kubeconfig_path: PathBuf) {
 }
 
 async fn client_from(path: &std::path::Path) -> Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-        .await
-        .context("loading controller kubeconfig")?;
+    let kc = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .context("loading controller kubeconfig")?;
     kube::Client::try_from(config).context("building controller client")
 }

@@ -199,7 +199,10 @@ fn apply_examples_directory() {
         if l.starts_with("secret/") {
             assert_eq!(l, "secret/web-credentials configured");
         } else {
-            assert!(l.ends_with(" unchanged"), "second apply of examples/: {l}\n{out}");
+            assert!(
+                l.ends_with(" unchanged"),
+                "second apply of examples/: {l}\n{out}"
+            );
         }
     }
     let out = s.kubectl_ok(&["get", "deploy,rs,ds,job,cronjob,svc,ing", "-o", "name"]);

@@ -17,7 +17,6 @@ mod other;
 mod pod;
 mod workloads;
 
-
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 

@@ -38,16 +38,28 @@ pub struct Ctx<'a> {
     pub manager: String,
 }
 
-pub async fn dispatch(server: &Arc<ApiServer>, who: &Identity, req: Request<Bytes>) -> Response<Body> {
+pub async fn dispatch(
+    server: &Arc<ApiServer>,
+    who: &Identity,
+    req: Request<Bytes>,
+) -> Response<Body> {
     match dispatch_inner(server, who, req).await {
         Ok(resp) => resp,
         Err(e) => http::error(&e),
     }
 }
 
-async fn dispatch_inner(server: &Arc<ApiServer>, who: &Identity, req: Request<Bytes>) -> ApiResult<Response<Body>> {
+async fn dispatch_inner(
+    server: &Arc<ApiServer>,
+    who: &Identity,
+    req: Request<Bytes>,
+) -> ApiResult<Response<Body>> {
     let target = routes::parse(req.uri().path()).map_err(|_| ApiError::not_found_path())?;
-    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).map(String::from);
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
     let method = req.method().clone();
     match target {
         Target::Resource(target) => {
@@ -59,15 +71,29 @@ async fn dispatch_inner(server: &Arc<ApiServer>, who: &Identity, req: Request<By
                 .unwrap_or("")
                 .to_string();
             let query = Query::parse(req.uri().query());
-            let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok());
+            let user_agent = req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok());
             let manager = api::managed_fields::field_manager(query.get("fieldManager"), user_agent);
             let body = req.into_body();
-            let ctx = Ctx { server, who, target, query, rendering, content_type, body, manager };
+            let ctx = Ctx {
+                server,
+                who,
+                target,
+                query,
+                rendering,
+                content_type,
+                body,
+                manager,
+            };
             resource(ctx, method).await
         }
         other => {
             if method != Method::GET && method != Method::HEAD {
-                return Err(ApiError::method_not_allowed(format!("{method} is not supported on this path")));
+                return Err(ApiError::method_not_allowed(format!(
+                    "{method} is not supported on this path"
+                )));
             }
             non_resource(server, other, accept.as_deref().unwrap_or("")).await
         }
@@ -91,20 +117,28 @@ async fn resource(ctx: Ctx<'_>, method: Method) -> ApiResult<Response<Body>> {
         (Method::DELETE, true, None) => write::delete(ctx).await,
         (Method::DELETE, false, None) => write::delete_collection(ctx).await,
         (method, true, Some(sub)) => subresources::handle(ctx, method, sub).await,
-        (method, _, _) => {
-            Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource ({method})")))
-        }
+        (method, _, _) => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method})"
+        ))),
     }
 }
 
-async fn non_resource(server: &Arc<ApiServer>, target: Target, accept: &str) -> ApiResult<Response<Body>> {
+async fn non_resource(
+    server: &Arc<ApiServer>,
+    target: Target,
+    accept: &str,
+) -> ApiResult<Response<Body>> {
     let json = |v: serde_json::Value| http::object(200, &v, Rendering::Json);
     Ok(match target {
         Target::Health(_) => {
             if server.ready.load(std::sync::atomic::Ordering::Acquire) {
                 http::raw(200, "text/plain; charset=utf-8", "ok")
             } else {
-                http::raw(500, "text/plain; charset=utf-8", "[-]poststarthook/skiff-bootstrap failed: not finished\nreadyz check failed")
+                http::raw(
+                    500,
+                    "text/plain; charset=utf-8",
+                    "[-]poststarthook/skiff-bootstrap failed: not finished\nreadyz check failed",
+                )
             }
         }
         Target::Version => json(serde_json::json!({
@@ -137,23 +171,44 @@ async fn non_resource(server: &Arc<ApiServer>, target: Target, accept: &str) -> 
         Target::OpenApiV2 => {
             // kubectl asks for v2 only as protobuf (and cannot read JSON there).
             if accept.contains("protobuf") {
-                http::raw(200, api::openapi::V2_PROTOBUF_CONTENT_TYPE, Bytes::from_static(api::openapi::v2_protobuf_bytes()))
+                http::raw(
+                    200,
+                    api::openapi::V2_PROTOBUF_CONTENT_TYPE,
+                    Bytes::from_static(api::openapi::v2_protobuf_bytes()),
+                )
             } else {
-                http::raw(200, "application/json", Bytes::from_static(api::openapi::v2_bytes()))
+                http::raw(
+                    200,
+                    "application/json",
+                    Bytes::from_static(api::openapi::v2_bytes()),
+                )
             }
         }
-        Target::OpenApiV3Index => http::raw(200, "application/json", Bytes::from_static(api::openapi::v3_index_bytes())),
+        Target::OpenApiV3Index => http::raw(
+            200,
+            "application/json",
+            Bytes::from_static(api::openapi::v3_index_bytes()),
+        ),
         Target::OpenApiV3(path) => {
-            let bytes = api::openapi::v3_group_version_bytes(&path).ok_or_else(ApiError::not_found_path)?;
+            let bytes =
+                api::openapi::v3_group_version_bytes(&path).ok_or_else(ApiError::not_found_path)?;
             http::raw(200, "application/json", Bytes::from_static(bytes))
         }
-        Target::Metrics => http::raw(200, "application/openmetrics-text; version=1.0.0; charset=utf-8", server.metrics.render()),
+        Target::Metrics => http::raw(
+            200,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            server.metrics.render(),
+        ),
         Target::Resource(_) => unreachable!("handled by resource()"),
     })
 }
 
 fn aggregated(doc: serde_json::Value) -> Response<Body> {
-    http::raw(200, discovery::AGGREGATED_V2, serde_json::to_vec(&doc).unwrap_or_default())
+    http::raw(
+        200,
+        discovery::AGGREGATED_V2,
+        serde_json::to_vec(&doc).unwrap_or_default(),
+    )
 }
 
 /// The sub-target of a request, for verbs that must refuse subresources.

@@ -19,15 +19,19 @@ pub fn parse_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         })?,
         // kubectl's typed `create` commands send Kubernetes protobuf.
-        "application/vnd.kubernetes.protobuf" => api::protobuf::decode_request(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding protobuf request body: {e}")))?,
-        "application/yaml" | "application/x-yaml" | "text/yaml" => {
-            serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?
+        "application/vnd.kubernetes.protobuf" => {
+            api::protobuf::decode_request(body).map_err(|e| {
+                ApiError::bad_request(format!("error decoding protobuf request body: {e}"))
+            })?
         }
+        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?,
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     if !value.is_object() {
-        return Err(ApiError::bad_request("couldn't get version/kind; json parse error: expected an object"));
+        return Err(ApiError::bad_request(
+            "couldn't get version/kind; json parse error: expected an object",
+        ));
     }
     Ok(value)
 }
@@ -59,7 +63,11 @@ pub fn check_type_meta(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
 
 /// Decode against the kind's schema. Unknown fields fail (Strict), become warnings
 /// (Warn), or are dropped (Ignore), as upstream's fieldValidation.
-pub fn decode(info: &ResourceInfo, obj: &Value, validation: FieldValidation) -> ApiResult<(Value, Vec<String>)> {
+pub fn decode(
+    info: &ResourceInfo,
+    obj: &Value,
+    validation: FieldValidation,
+) -> ApiResult<(Value, Vec<String>)> {
     let cannot_handle = |detail: String| {
         ApiError::bad_request(format!(
             "{} in version \"{}\" cannot be handled as a {}: {detail}",
@@ -67,18 +75,27 @@ pub fn decode(info: &ResourceInfo, obj: &Value, validation: FieldValidation) -> 
         ))
     };
     let decoded = api::validation::decode(info, obj).map_err(|e| cannot_handle(e.to_string()))?;
-    let unknown: Vec<String> = decoded.unknown_fields.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+    let unknown: Vec<String> = decoded
+        .unknown_fields
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
     match validation {
-        FieldValidation::Strict if !unknown.is_empty() => {
-            Err(cannot_handle(format!("strict decoding error: {}", unknown.join(", "))))
-        }
+        FieldValidation::Strict if !unknown.is_empty() => Err(cannot_handle(format!(
+            "strict decoding error: {}",
+            unknown.join(", ")
+        ))),
         FieldValidation::Warn => Ok((decoded.object, unknown)),
         _ => Ok((decoded.object, Vec::new())),
     }
 }
 
 /// System metadata of a new object: name from generateName, uid, timestamps, generation.
-pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value, namespace: Option<&str>) -> ApiResult<()> {
+pub fn prepare_for_create(
+    info: &ResourceInfo,
+    obj: &mut Value,
+    namespace: Option<&str>,
+) -> ApiResult<()> {
     if let Some(url_ns) = namespace {
         match objects::meta_str(obj, "namespace") {
             Some(ns) if !ns.is_empty() && ns != url_ns => {
@@ -91,13 +108,23 @@ pub fn prepare_for_create(info: &ResourceInfo, obj: &mut Value, namespace: Optio
     }
     let rv_set = objects::meta_str(obj, "resourceVersion").map_or(false, |rv| !rv.is_empty());
     if rv_set {
-        return Err(ApiError::internal("resourceVersion should not be set on objects to be created"));
+        return Err(ApiError::internal(
+            "resourceVersion should not be set on objects to be created",
+        ));
     }
     let tracks = objects::tracks_generation(info);
-    let meta = objects::metadata_mut(obj).ok_or_else(|| ApiError::bad_request("object has no metadata"))?;
-    let name_empty = meta.get("name").and_then(Value::as_str).map_or(true, str::is_empty);
+    let meta = objects::metadata_mut(obj)
+        .ok_or_else(|| ApiError::bad_request("object has no metadata"))?;
+    let name_empty = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .map_or(true, str::is_empty);
     if name_empty {
-        if let Some(prefix) = meta.get("generateName").and_then(Value::as_str).filter(|p| !p.is_empty()) {
+        if let Some(prefix) = meta
+            .get("generateName")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())
+        {
             let name = format!("{prefix}{}", objects::random_suffix());
             meta.insert("name".into(), json!(name));
         }
@@ -140,7 +167,12 @@ pub enum UpdateScope {
 }
 
 /// Carry over what an update may not change, and bump generation on spec changes.
-pub fn prepare_for_update(info: &ResourceInfo, new: &mut Value, old: &Value, scope: UpdateScope) -> ApiResult<()> {
+pub fn prepare_for_update(
+    info: &ResourceInfo,
+    new: &mut Value,
+    old: &Value,
+    scope: UpdateScope,
+) -> ApiResult<()> {
     let name = objects::name_of(old).to_string();
     if let Some(uid) = objects::meta_str(new, "uid").filter(|u| !u.is_empty()) {
         let old_uid = objects::meta_str(old, "uid").unwrap_or("");
@@ -169,8 +201,16 @@ pub fn prepare_for_update(info: &ResourceInfo, new: &mut Value, old: &Value, sco
     let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
     let tracks = objects::tracks_generation(info);
     let spec_changed = objects::spec_part(new) != objects::spec_part(old);
-    let meta = objects::metadata_mut(new).ok_or_else(|| ApiError::bad_request("object has no metadata"))?;
-    for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "name"] {
+    let meta = objects::metadata_mut(new)
+        .ok_or_else(|| ApiError::bad_request("object has no metadata"))?;
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "namespace",
+        "name",
+    ] {
         match old_meta.get(field) {
             Some(v) => {
                 meta.insert(field.into(), v.clone());
@@ -182,8 +222,14 @@ pub fn prepare_for_update(info: &ResourceInfo, new: &mut Value, old: &Value, sco
     }
     meta.remove("selfLink");
     if tracks {
-        let gen = old_meta.get("generation").and_then(Value::as_i64).unwrap_or(1);
-        meta.insert("generation".into(), json!(if spec_changed { gen + 1 } else { gen }));
+        let gen = old_meta
+            .get("generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        meta.insert(
+            "generation".into(),
+            json!(if spec_changed { gen + 1 } else { gen }),
+        );
     } else {
         meta.remove("generation");
     }

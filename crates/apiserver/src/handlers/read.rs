@@ -23,11 +23,20 @@ pub async fn get(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     let name = ctx.target.name.as_deref().unwrap_or_default();
     let obj = get_object(ctx.server, info, ctx.target.namespace.as_deref(), name).await?;
     let include = ListOptions::from_query(&ctx.query)?.include_object;
-    Ok(http::object(200, &render::single(info, obj, ctx.rendering, include), ctx.rendering))
+    Ok(http::object(
+        200,
+        &render::single(info, obj, ctx.rendering, include),
+        ctx.rendering,
+    ))
 }
 
 /// Read one object at the newest revision; 404 if absent.
-pub async fn get_object(server: &ApiServer, info: &ResourceInfo, namespace: Option<&str>, name: &str) -> ApiResult<Value> {
+pub async fn get_object(
+    server: &ApiServer,
+    info: &ResourceInfo,
+    namespace: Option<&str>,
+    name: &str,
+) -> ApiResult<Value> {
     let kv = server
         .store
         .get(&info.key(namespace, name))
@@ -46,12 +55,15 @@ pub struct Selectors {
 impl Selectors {
     pub fn parse(info: &ResourceInfo, opts: &ListOptions) -> ApiResult<Selectors> {
         let labels = match &opts.label_selector {
-            Some(s) => Some(LabelSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?),
+            Some(s) => {
+                Some(LabelSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?)
+            }
             None => None,
         };
         let fields = match &opts.field_selector {
             Some(s) => {
-                let f = FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                let f =
+                    FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?;
                 f.validate_for(info).map_err(ApiError::bad_request)?;
                 Some(f)
             }
@@ -80,7 +92,11 @@ struct ContinueToken {
 }
 
 fn encode_continue(rv: i64, start_relative: &str) -> String {
-    let token = ContinueToken { v: "meta.k8s.io/v1".into(), rv, start: start_relative.to_string() };
+    let token = ContinueToken {
+        v: "meta.k8s.io/v1".into(),
+        rv,
+        start: start_relative.to_string(),
+    };
     base64::engine::general_purpose::URL_SAFE.encode(serde_json::to_vec(&token).unwrap_or_default())
 }
 
@@ -109,7 +125,9 @@ pub struct Page {
 /// Decide which revision a list reads at, waiting briefly for a revision the store has
 /// not reached yet (NotOlderThan semantics).
 async fn read_at(server: &ApiServer, opts: &ListOptions) -> ApiResult<ReadAt> {
-    let Some(rv) = opts.resource_version.as_deref() else { return Ok(ReadAt::Latest) };
+    let Some(rv) = opts.resource_version.as_deref() else {
+        return Ok(ReadAt::Latest);
+    };
     let rv = objects::parse_resource_version(rv)?;
     if rv == 0 {
         return Ok(ReadAt::Latest);
@@ -118,17 +136,29 @@ async fn read_at(server: &ApiServer, opts: &ListOptions) -> ApiResult<ReadAt> {
         return Ok(ReadAt::Exact(rv));
     }
     for _ in 0..30 {
-        let current = server.store.current_revision().await.map_err(|e| ApiError::internal(e.to_string()))?;
+        let current = server
+            .store
+            .current_revision()
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
         if current >= rv {
             return Ok(ReadAt::Latest);
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    Err(ApiError::timeout(format!("Too large resource version: {rv}, current: unknown")))
+    Err(ApiError::timeout(format!(
+        "Too large resource version: {rv}, current: unknown"
+    )))
 }
 
 /// List matching objects of one collection, honouring limit/continue.
-pub async fn list_page(server: &ApiServer, info: &ResourceInfo, namespace: Option<&str>, opts: &ListOptions, selectors: &Selectors) -> ApiResult<Page> {
+pub async fn list_page(
+    server: &ApiServer,
+    info: &ResourceInfo,
+    namespace: Option<&str>,
+    opts: &ListOptions,
+    selectors: &Selectors,
+) -> ApiResult<Page> {
     let prefix = info.collection_prefix(namespace);
     let (mut at, mut start_key) = match &opts.continue_token {
         Some(token) => {
@@ -145,7 +175,12 @@ pub async fn list_page(server: &ApiServer, info: &ResourceInfo, namespace: Optio
     loop {
         let page = server
             .store
-            .list(ListRequest { prefix: prefix.clone(), start_key: start_key.clone(), limit, at })
+            .list(ListRequest {
+                prefix: prefix.clone(),
+                start_key: start_key.clone(),
+                limit,
+                at,
+            })
             .await
             .map_err(|e| match e {
                 StoreError::Compacted { .. } if opts.continue_token.is_some() => {
@@ -186,10 +221,15 @@ pub async fn list_page(server: &ApiServer, info: &ResourceInfo, namespace: Optio
             }
         }
     }
-    let continue_token = continue_from.map(|k| encode_continue(revision, k.strip_prefix(&prefix).unwrap_or(&k)));
+    let continue_token =
+        continue_from.map(|k| encode_continue(revision, k.strip_prefix(&prefix).unwrap_or(&k)));
     Ok(Page {
         items,
-        meta: ListMeta { resource_version: revision.to_string(), continue_token, remaining },
+        meta: ListMeta {
+            resource_version: revision.to_string(),
+            continue_token,
+            remaining,
+        },
         revision,
     })
 }
@@ -198,8 +238,21 @@ pub async fn list(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     let info = ctx.target.info;
     let opts = ListOptions::from_query(&ctx.query)?;
     let selectors = Selectors::parse(info, &opts)?;
-    let page = list_page(ctx.server, info, ctx.target.namespace.as_deref(), &opts, &selectors).await?;
-    let body = render::list(info, page.items, &page.meta, ctx.rendering, opts.include_object);
+    let page = list_page(
+        ctx.server,
+        info,
+        ctx.target.namespace.as_deref(),
+        &opts,
+        &selectors,
+    )
+    .await?;
+    let body = render::list(
+        info,
+        page.items,
+        &page.meta,
+        ctx.rendering,
+        opts.include_object,
+    );
     Ok(http::object(200, &body, ctx.rendering))
 }
 

@@ -47,19 +47,39 @@ pub fn partial_metadata(obj: &Value) -> Value {
 }
 
 /// One object in the negotiated form.
-pub fn single(info: &ResourceInfo, obj: Value, rendering: Rendering, include: IncludeObject) -> Value {
+pub fn single(
+    info: &ResourceInfo,
+    obj: Value,
+    rendering: Rendering,
+    include: IncludeObject,
+) -> Value {
     match rendering {
-        Rendering::Table => table(info, std::slice::from_ref(&obj), &ListMeta {
-            resource_version: obj["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string(),
-            ..Default::default()
-        }, include, true),
+        Rendering::Table => table(
+            info,
+            std::slice::from_ref(&obj),
+            &ListMeta {
+                resource_version: obj["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                ..Default::default()
+            },
+            include,
+            true,
+        ),
         Rendering::PartialMetadata => partial_metadata(&obj),
         _ => with_type_meta(info, obj),
     }
 }
 
 /// A list in the negotiated form.
-pub fn list(info: &ResourceInfo, items: Vec<Value>, meta: &ListMeta, rendering: Rendering, include: IncludeObject) -> Value {
+pub fn list(
+    info: &ResourceInfo,
+    items: Vec<Value>,
+    meta: &ListMeta,
+    rendering: Rendering,
+    include: IncludeObject,
+) -> Value {
     match rendering {
         Rendering::Table => table(info, &items, meta, include, true),
         Rendering::PartialMetadata => envelope(
@@ -98,13 +118,22 @@ fn envelope(kind: &str, api_version: String, meta: &ListMeta, items: Vec<Value>)
 }
 
 /// A meta.k8s.io/v1 Table of `items`.
-pub fn table(info: &ResourceInfo, items: &[Value], meta: &ListMeta, include: IncludeObject, with_columns: bool) -> Value {
+pub fn table(
+    info: &ResourceInfo,
+    items: &[Value],
+    meta: &ListMeta,
+    include: IncludeObject,
+    with_columns: bool,
+) -> Value {
     let now = chrono::Utc::now();
     let rows: Vec<Value> = items
         .iter()
         .map(|obj| {
             let mut row = Map::new();
-            row.insert("cells".into(), Value::Array(api::table::row_cells(info, obj, now)));
+            row.insert(
+                "cells".into(),
+                Value::Array(api::table::row_cells(info, obj, now)),
+            );
             let conditions = api::table::row_conditions(info, obj);
             if !conditions.is_empty() {
                 row.insert("conditions".into(), Value::Array(conditions));
@@ -125,7 +154,11 @@ pub fn table(info: &ResourceInfo, items: &[Value], meta: &ListMeta, include: Inc
     t.insert("kind".into(), Value::String("Table".into()));
     t.insert("apiVersion".into(), Value::String("meta.k8s.io/v1".into()));
     t.insert("metadata".into(), meta.to_json());
-    let columns = if with_columns { Value::Array(api::table::column_definitions(info)) } else { Value::Null };
+    let columns = if with_columns {
+        Value::Array(api::table::column_definitions(info))
+    } else {
+        Value::Null
+    };
     t.insert("columnDefinitions".into(), columns);
     t.insert("rows".into(), Value::Array(rows));
     Value::Object(t)

@@ -20,7 +20,11 @@ use crate::routes::SubTarget;
 use crate::ApiServer;
 
 pub async fn handle(ctx: Ctx<'_>, method: Method, sub: SubTarget) -> ApiResult<Response<Body>> {
-    let not_allowed = |m: &Method| Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource ({m})")));
+    let not_allowed = |m: &Method| {
+        Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({m})"
+        )))
+    };
     match sub {
         SubTarget::Known(Subresource::Status) => match method {
             Method::GET => read::get(ctx).await,
@@ -54,16 +58,47 @@ async fn status_update(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     let mut obj = pipeline::parse_body(&ctx.content_type, &ctx.body)?;
     pipeline::check_type_meta(info, &mut obj)?;
     let (obj, warnings) = pipeline::decode(info, &obj, ctx.query.field_validation()?)?;
-    let updated = write::update_object(ctx.server, info, ctx.target.namespace.as_deref(), &name, obj, UpdateScope::Status, ctx.query.dry_run()?, Some(&ctx.manager)).await?;
-    Ok(http::object_with_warnings(200, &render::with_type_meta(info, updated), ctx.rendering, &warnings))
+    let updated = write::update_object(
+        ctx.server,
+        info,
+        ctx.target.namespace.as_deref(),
+        &name,
+        obj,
+        UpdateScope::Status,
+        ctx.query.dry_run()?,
+        Some(&ctx.manager),
+    )
+    .await?;
+    Ok(http::object_with_warnings(
+        200,
+        &render::with_type_meta(info, updated),
+        ctx.rendering,
+        &warnings,
+    ))
 }
 
 async fn status_patch(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     let info = ctx.target.info;
     let name = ctx.target.name.clone().unwrap_or_default();
     let patch_type = PatchType::from_content_type(&ctx.content_type)?;
-    let (obj, warnings, code) = write::patch_object(ctx.server, info, ctx.target.namespace.as_deref(), &name, patch_type, &ctx.body, &ctx.query, UpdateScope::Status, &ctx.manager).await?;
-    Ok(http::object_with_warnings(code, &render::with_type_meta(info, obj), ctx.rendering, &warnings))
+    let (obj, warnings, code) = write::patch_object(
+        ctx.server,
+        info,
+        ctx.target.namespace.as_deref(),
+        &name,
+        patch_type,
+        &ctx.body,
+        &ctx.query,
+        UpdateScope::Status,
+        &ctx.manager,
+    )
+    .await?;
+    Ok(http::object_with_warnings(
+        code,
+        &render::with_type_meta(info, obj),
+        ctx.rendering,
+        &warnings,
+    ))
 }
 
 /// The Scale view of a scalable object.
@@ -71,14 +106,23 @@ fn scale_of(obj: &Value) -> ApiResult<Value> {
     let selector = match obj["spec"].get("selector") {
         Some(sel) if !sel.is_null() => {
             let typed: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector =
-                serde_json::from_value(sel.clone()).map_err(|e| ApiError::internal(format!("stored selector: {e}")))?;
-            LabelSelector::from_label_selector(&typed).map(|s| s.to_string()).unwrap_or_default()
+                serde_json::from_value(sel.clone())
+                    .map_err(|e| ApiError::internal(format!("stored selector: {e}")))?;
+            LabelSelector::from_label_selector(&typed)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
         }
         _ => String::new(),
     };
     let meta = &obj["metadata"];
     let mut scale_meta = json!({});
-    for f in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
+    for f in [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ] {
         if let Some(v) = meta.get(f) {
             scale_meta[f] = v.clone();
         }
@@ -94,7 +138,13 @@ fn scale_of(obj: &Value) -> ApiResult<Value> {
 
 async fn scale_get(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     let name = ctx.target.name.clone().unwrap_or_default();
-    let obj = read::get_object(ctx.server, ctx.target.info, ctx.target.namespace.as_deref(), &name).await?;
+    let obj = read::get_object(
+        ctx.server,
+        ctx.target.info,
+        ctx.target.namespace.as_deref(),
+        &name,
+    )
+    .await?;
     Ok(http::object(200, &scale_of(&obj)?, ctx.rendering))
 }
 
@@ -110,10 +160,12 @@ async fn scale_write(ctx: Ctx<'_>, method: Method) -> ApiResult<Response<Body>> 
             pipeline::parse_body(&ctx.content_type, &ctx.body)?
         } else {
             let pt = PatchType::from_content_type(&ctx.content_type)?;
-            let scales = api::registry::lookup("autoscaling", "v1", "horizontalpodautoscalers").unwrap_or(info);
+            let scales = api::registry::lookup("autoscaling", "v1", "horizontalpodautoscalers")
+                .unwrap_or(info);
             write::apply_patch(scales, &scale, pt, &ctx.body)?
         };
-        if let Some(rv) = objects::meta_str(&new_scale, "resourceVersion").filter(|r| !r.is_empty()) {
+        if let Some(rv) = objects::meta_str(&new_scale, "resourceVersion").filter(|r| !r.is_empty())
+        {
             if Some(rv) != objects::meta_str(&current, "resourceVersion") {
                 return Err(ApiError::conflict(info, &name));
             }
@@ -126,9 +178,27 @@ async fn scale_write(ctx: Ctx<'_>, method: Method) -> ApiResult<Response<Body>> 
         let mut next = current.clone();
         next["spec"]["replicas"] = json!(replicas);
         // Pin the write to the revision the scale was computed from.
-        match write::update_object(ctx.server, info, ns.as_deref(), &name, next, UpdateScope::Main, dry_run, Some(&ctx.manager)).await {
+        match write::update_object(
+            ctx.server,
+            info,
+            ns.as_deref(),
+            &name,
+            next,
+            UpdateScope::Main,
+            dry_run,
+            Some(&ctx.manager),
+        )
+        .await
+        {
             Ok(updated) => return Ok(http::object(200, &scale_of(&updated)?, ctx.rendering)),
-            Err(e) if e.code == 409 && e.reason == "Conflict" && objects::meta_str(&new_scale, "resourceVersion").map_or(true, str::is_empty) => continue,
+            Err(e)
+                if e.code == 409
+                    && e.reason == "Conflict"
+                    && objects::meta_str(&new_scale, "resourceVersion")
+                        .map_or(true, str::is_empty) =>
+            {
+                continue
+            }
             Err(e) => return Err(e),
         }
     }
@@ -152,20 +222,39 @@ async fn binding(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     }
     let key = info.key(ns.as_deref(), &name);
     loop {
-        let kv = ctx.server.store.get(&key).await.map_err(|e| store_error(info, &name, e))?.ok_or_else(|| ApiError::not_found(info, &name))?;
+        let kv = ctx
+            .server
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| store_error(info, &name, e))?
+            .ok_or_else(|| ApiError::not_found(info, &name))?;
         let mut pod = objects::decode(info, &kv)?;
         if objects::is_deleting(&pod) {
-            return Err(ApiError::conflict_message(info, &name, &format!("pod {name} is being deleted, cannot be assigned to a host")));
+            return Err(ApiError::conflict_message(
+                info,
+                &name,
+                &format!("pod {name} is being deleted, cannot be assigned to a host"),
+            ));
         }
         if let Some(existing) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
-            return Err(ApiError::conflict_message(info, &name, &format!("pod {name} is already assigned to node \"{existing}\"")));
+            return Err(ApiError::conflict_message(
+                info,
+                &name,
+                &format!("pod {name} is already assigned to node \"{existing}\""),
+            ));
         }
         pod["spec"]["nodeName"] = json!(node);
         set_pod_condition(&mut pod, "PodScheduled", "True");
         if ctx.query.dry_run()? {
             return Ok(http::object(201, &success_status(info, 201), ctx.rendering));
         }
-        match ctx.server.store.update(&key, objects::encode(info, &pod)?, kv.mod_revision).await {
+        match ctx
+            .server
+            .store
+            .update(&key, objects::encode(info, &pod)?, kv.mod_revision)
+            .await
+        {
             Ok(_) => return Ok(http::object(201, &success_status(info, 201), ctx.rendering)),
             Err(store::StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(store_error(info, &name, e)),
@@ -175,9 +264,17 @@ async fn binding(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
 
 fn set_pod_condition(pod: &mut Value, kind: &str, status: &str) {
     let now = objects::now_rfc3339();
-    let conditions = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
-    let mut next: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != kind).collect();
-    next.push(json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now}));
+    let conditions = pod["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut next: Vec<Value> = conditions
+        .into_iter()
+        .filter(|c| c["type"] != kind)
+        .collect();
+    next.push(
+        json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now}),
+    );
     pod["status"]["conditions"] = Value::Array(next);
 }
 
@@ -185,13 +282,22 @@ async fn eviction(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     let info = ctx.target.info;
     let name = ctx.target.name.clone().unwrap_or_default();
     let ns = ctx.target.namespace.clone();
-    let eviction = if ctx.body.is_empty() { json!({}) } else { pipeline::parse_body(&ctx.content_type, &ctx.body)? };
+    let eviction = if ctx.body.is_empty() {
+        json!({})
+    } else {
+        pipeline::parse_body(&ctx.content_type, &ctx.body)?
+    };
     if let Some(ev_name) = objects::meta_str(&eviction, "name").filter(|n| !n.is_empty()) {
         if ev_name != name {
-            return Err(ApiError::bad_request(format!("name in URL does not match name in Eviction object")));
+            return Err(ApiError::bad_request(format!(
+                "name in URL does not match name in Eviction object"
+            )));
         }
     }
-    let opts_body = eviction.get("deleteOptions").map(|o| serde_json::to_vec(o).unwrap_or_default()).unwrap_or_default();
+    let opts_body = eviction
+        .get("deleteOptions")
+        .map(|o| serde_json::to_vec(o).unwrap_or_default())
+        .unwrap_or_default();
     let opts = DeleteOptions::from_request(&ctx.query, &opts_body)?;
     // PodDisruptionBudgets are honoured by the disruption controller's status
     // (status.disruptionsAllowed); without one there is nothing to block the eviction.
@@ -202,20 +308,37 @@ async fn eviction(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
 
 /// Refuse an eviction that would violate a PodDisruptionBudget covering the pod, using the
 /// budget's `status.disruptionsAllowed` as upstream's eviction REST does.
-async fn check_disruption_budgets(server: &ApiServer, namespace: &str, pod_name: &str) -> ApiResult<()> {
-    let pods = api::registry::lookup("", "v1", "pods").ok_or_else(|| ApiError::internal("pods not registered"))?;
-    let pdbs = api::registry::lookup("policy", "v1", "poddisruptionbudgets").ok_or_else(|| ApiError::internal("pdbs not registered"))?;
+async fn check_disruption_budgets(
+    server: &ApiServer,
+    namespace: &str,
+    pod_name: &str,
+) -> ApiResult<()> {
+    let pods = api::registry::lookup("", "v1", "pods")
+        .ok_or_else(|| ApiError::internal("pods not registered"))?;
+    let pdbs = api::registry::lookup("policy", "v1", "poddisruptionbudgets")
+        .ok_or_else(|| ApiError::internal("pdbs not registered"))?;
     let pod = read::get_object(server, pods, Some(namespace), pod_name).await?;
     let list = server
         .store
-        .list(store::ListRequest { prefix: pdbs.collection_prefix(Some(namespace)), ..Default::default() })
+        .list(store::ListRequest {
+            prefix: pdbs.collection_prefix(Some(namespace)),
+            ..Default::default()
+        })
         .await
         .map_err(|e| ApiError::internal(format!("listing disruption budgets: {e}")))?;
     for kv in &list.items {
         let pdb = objects::decode(pdbs, kv)?;
-        let Some(sel) = pdb["spec"].get("selector").filter(|s| !s.is_null()) else { continue };
-        let Ok(typed) = serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>(sel.clone()) else { continue };
-        let Ok(selector) = LabelSelector::from_label_selector(&typed) else { continue };
+        let Some(sel) = pdb["spec"].get("selector").filter(|s| !s.is_null()) else {
+            continue;
+        };
+        let Ok(typed) = serde_json::from_value::<
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+        >(sel.clone()) else {
+            continue;
+        };
+        let Ok(selector) = LabelSelector::from_label_selector(&typed) else {
+            continue;
+        };
         if !selector.matches_object(&pod) {
             continue;
         }
@@ -236,21 +359,47 @@ async fn finalize(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     let finalizers = body["spec"]["finalizers"].clone();
     let key = info.key(None, &name);
     loop {
-        let kv = ctx.server.store.get(&key).await.map_err(|e| store_error(info, &name, e))?.ok_or_else(|| ApiError::not_found(info, &name))?;
+        let kv = ctx
+            .server
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| store_error(info, &name, e))?
+            .ok_or_else(|| ApiError::not_found(info, &name))?;
         let mut ns = objects::decode(info, &kv)?;
-        ns["spec"]["finalizers"] = if finalizers.is_null() { json!([]) } else { finalizers.clone() };
+        ns["spec"]["finalizers"] = if finalizers.is_null() {
+            json!([])
+        } else {
+            finalizers.clone()
+        };
         let done = objects::is_deleting(&ns)
-            && ns["spec"]["finalizers"].as_array().map_or(true, |a| a.is_empty())
+            && ns["spec"]["finalizers"]
+                .as_array()
+                .map_or(true, |a| a.is_empty())
             && objects::finalizers(&ns).is_empty();
         let result = if done {
-            ctx.server.store.delete(&key, Some(kv.mod_revision)).await.map(|_| ns.clone())
+            ctx.server
+                .store
+                .delete(&key, Some(kv.mod_revision))
+                .await
+                .map(|_| ns.clone())
         } else {
-            ctx.server.store.update(&key, objects::encode(info, &ns)?, kv.mod_revision).await.and_then(|kv| {
-                objects::decode(info, &kv).map_err(|e| store::StoreError::Backend(e.message))
-            })
+            ctx.server
+                .store
+                .update(&key, objects::encode(info, &ns)?, kv.mod_revision)
+                .await
+                .and_then(|kv| {
+                    objects::decode(info, &kv).map_err(|e| store::StoreError::Backend(e.message))
+                })
         };
         match result {
-            Ok(v) => return Ok(http::object(200, &render::with_type_meta(info, v), ctx.rendering)),
+            Ok(v) => {
+                return Ok(http::object(
+                    200,
+                    &render::with_type_meta(info, v),
+                    ctx.rendering,
+                ))
+            }
             Err(store::StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(store_error(info, &name, e)),
         }

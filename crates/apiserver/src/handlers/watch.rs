@@ -49,8 +49,15 @@ pub async fn watch(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     let from = match start_rv {
         Some(rv) if !opts.send_initial_events => rv,
         _ => {
-            let all = ListOptions { limit: None, continue_token: None, resource_version: None, resource_version_match: None, ..opts.clone() };
-            let page = read::list_page(&server, info, namespace.as_deref(), &all, &selectors).await?;
+            let all = ListOptions {
+                limit: None,
+                continue_token: None,
+                resource_version: None,
+                resource_version_match: None,
+                ..opts.clone()
+            };
+            let page =
+                read::list_page(&server, info, namespace.as_deref(), &all, &selectors).await?;
             initial = page.items;
             page.revision
         }
@@ -60,10 +67,16 @@ pub async fn watch(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
         Some(t) if t > 0 => Duration::from_secs(t as u64),
         _ => {
             use rand::Rng;
-            Duration::from_secs(rand::thread_rng().gen_range(DEFAULT_TIMEOUT_RANGE.0..DEFAULT_TIMEOUT_RANGE.1))
+            Duration::from_secs(
+                rand::thread_rng().gen_range(DEFAULT_TIMEOUT_RANGE.0..DEFAULT_TIMEOUT_RANGE.1),
+            )
         }
     };
-    let encoder = EventEncoder { info, rendering: ctx.rendering, include: opts.include_object };
+    let encoder = EventEncoder {
+        info,
+        rendering: ctx.rendering,
+        include: opts.include_object,
+    };
     let (tx, rx) = mpsc::channel::<Bytes>(256);
 
     // Open the store watch before answering so a compacted revision is reported as the
@@ -85,7 +98,10 @@ pub async fn watch(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
             }
         };
         for obj in initial {
-            if name_filter.as_deref().map_or(true, |n| n == objects::name_of(&obj)) {
+            if name_filter
+                .as_deref()
+                .map_or(true, |n| n == objects::name_of(&obj))
+            {
                 if tx.send(encoder.event("ADDED", obj)).await.is_err() {
                     return;
                 }
@@ -125,7 +141,8 @@ pub async fn watch(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     });
 
     let body = StreamBody::new(
-        tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b))),
+        tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(|b| Ok::<_, Infallible>(Frame::data(b))),
     );
     let content_type = match ctx.rendering {
         Rendering::Yaml => "application/yaml",
@@ -154,21 +171,35 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
 
 fn watch_error(e: StoreError) -> ApiError {
     match e {
-        StoreError::Compacted { requested, compacted } => {
-            ApiError::gone(format!("too old resource version: {requested} ({compacted})"))
+        StoreError::Compacted {
+            requested,
+            compacted,
+        } => ApiError::gone(format!(
+            "too old resource version: {requested} ({compacted})"
+        )),
+        StoreError::WatchLagged(rev) => {
+            ApiError::gone(format!("watch from {rev} fell behind; relist"))
         }
-        StoreError::WatchLagged(rev) => ApiError::gone(format!("watch from {rev} fell behind; relist")),
         other => ApiError::internal(other.to_string()),
     }
 }
 
 /// Turn one store event into the watch events a filtered watcher sees (0 or 1).
-fn translate(info: &ResourceInfo, selectors: &Selectors, name: Option<&str>, event: Event) -> Vec<(&'static str, Value)> {
+fn translate(
+    info: &ResourceInfo,
+    selectors: &Selectors,
+    name: Option<&str>,
+    event: Event,
+) -> Vec<(&'static str, Value)> {
     let decode = |kv: &store::KeyValue| objects::decode(info, kv).ok();
-    let passes = |obj: &Value| selectors.matches(info, obj) && name.map_or(true, |n| n == objects::name_of(obj));
+    let passes = |obj: &Value| {
+        selectors.matches(info, obj) && name.map_or(true, |n| n == objects::name_of(obj))
+    };
     match event {
         Event::Put { kv, prev } => {
-            let Some(new) = decode(&kv) else { return vec![] };
+            let Some(new) = decode(&kv) else {
+                return vec![];
+            };
             let old = prev.as_ref().and_then(decode);
             let new_passes = passes(&new);
             let old_passes = old.as_ref().map_or(false, passes);
@@ -184,7 +215,9 @@ fn translate(info: &ResourceInfo, selectors: &Selectors, name: Option<&str>, eve
             }
         }
         Event::Delete { prev, revision } => {
-            let Some(mut old) = decode(&prev) else { return vec![] };
+            let Some(mut old) = decode(&prev) else {
+                return vec![];
+            };
             if !passes(&old) {
                 return vec![];
             }
@@ -212,8 +245,20 @@ impl EventEncoder {
     fn event(&self, kind: &str, obj: Value) -> Bytes {
         let object = match self.rendering {
             Rendering::Table => {
-                let meta = ListMeta { resource_version: obj["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string(), ..Default::default() };
-                render::table(self.info, std::slice::from_ref(&obj), &meta, self.include, true)
+                let meta = ListMeta {
+                    resource_version: obj["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                    ..Default::default()
+                };
+                render::table(
+                    self.info,
+                    std::slice::from_ref(&obj),
+                    &meta,
+                    self.include,
+                    true,
+                )
             }
             Rendering::PartialMetadata => render::partial_metadata(&obj),
             _ => render::with_type_meta(self.info, obj),
@@ -230,8 +275,12 @@ impl EventEncoder {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
         let object = match self.rendering {
-            Rendering::PartialMetadata => json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta}),
-            _ => json!({"kind": self.info.kind, "apiVersion": self.info.api_version(), "metadata": meta}),
+            Rendering::PartialMetadata => {
+                json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
+            }
+            _ => {
+                json!({"kind": self.info.kind, "apiVersion": self.info.api_version(), "metadata": meta})
+            }
         };
         self.line(&json!({"type": "BOOKMARK", "object": object}))
     }
@@ -248,22 +297,39 @@ mod tests {
 
     fn kv(labels: Value, rev: i64) -> KeyValue {
         let obj = json!({"metadata": {"name": "a", "namespace": "d", "labels": labels}});
-        KeyValue { key: "/registry/configmaps/d/a".into(), value: Bytes::from(serde_json::to_vec(&obj).unwrap()), create_revision: 1, mod_revision: rev }
+        KeyValue {
+            key: "/registry/configmaps/d/a".into(),
+            value: Bytes::from(serde_json::to_vec(&obj).unwrap()),
+            create_revision: 1,
+            mod_revision: rev,
+        }
     }
 
     #[test]
     fn leaving_the_selector_is_a_delete() {
         let info = api::registry::lookup("", "v1", "configmaps").unwrap();
-        let opts = ListOptions { label_selector: Some("app=web".into()), ..Default::default() };
+        let opts = ListOptions {
+            label_selector: Some("app=web".into()),
+            ..Default::default()
+        };
         let sel = Selectors::parse(info, &opts).unwrap();
-        let ev = Event::Put { kv: kv(json!({"app": "db"}), 5), prev: Some(kv(json!({"app": "web"}), 4)) };
+        let ev = Event::Put {
+            kv: kv(json!({"app": "db"}), 5),
+            prev: Some(kv(json!({"app": "web"}), 4)),
+        };
         let out = translate(info, &sel, None, ev);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0, "DELETED");
         assert_eq!(out[0].1["metadata"]["resourceVersion"], "5");
-        let ev = Event::Put { kv: kv(json!({"app": "web"}), 6), prev: Some(kv(json!({"app": "db"}), 5)) };
+        let ev = Event::Put {
+            kv: kv(json!({"app": "web"}), 6),
+            prev: Some(kv(json!({"app": "db"}), 5)),
+        };
         assert_eq!(translate(info, &sel, None, ev)[0].0, "ADDED");
-        let ev = Event::Put { kv: kv(json!({"app": "db"}), 7), prev: Some(kv(json!({"app": "db"}), 6)) };
+        let ev = Event::Put {
+            kv: kv(json!({"app": "db"}), 7),
+            prev: Some(kv(json!({"app": "db"}), 6)),
+        };
         assert!(translate(info, &sel, None, ev).is_empty());
     }
 }

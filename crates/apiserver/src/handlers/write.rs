@@ -27,20 +27,47 @@ pub async fn create(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     let mut obj = pipeline::parse_body(&ctx.content_type, &ctx.body)?;
     pipeline::check_type_meta(info, &mut obj)?;
     let (obj, warnings) = pipeline::decode(info, &obj, ctx.query.field_validation()?)?;
-    let created = create_object(ctx.server, info, ctx.target.namespace.as_deref(), obj, ctx.query.dry_run()?, Some(&ctx.manager)).await?;
-    Ok(http::object_with_warnings(201, &render::single(info, created, ctx.rendering, Default::default()), ctx.rendering, &warnings))
+    let created = create_object(
+        ctx.server,
+        info,
+        ctx.target.namespace.as_deref(),
+        obj,
+        ctx.query.dry_run()?,
+        Some(&ctx.manager),
+    )
+    .await?;
+    Ok(http::object_with_warnings(
+        201,
+        &render::single(info, created, ctx.rendering, Default::default()),
+        ctx.rendering,
+        &warnings,
+    ))
 }
 
 /// Create an already decoded object: metadata, defaults, validation, admission, store.
 /// `manager` takes ownership of every field (None: the caller recorded ownership, as
 /// server-side apply does).
-pub async fn create_object(server: &ApiServer, info: &ResourceInfo, namespace: Option<&str>, mut obj: Value, dry_run: bool, manager: Option<&str>) -> ApiResult<Value> {
+pub async fn create_object(
+    server: &ApiServer,
+    info: &ResourceInfo,
+    namespace: Option<&str>,
+    mut obj: Value,
+    dry_run: bool,
+    manager: Option<&str>,
+) -> ApiResult<Value> {
     pipeline::prepare_for_create(info, &mut obj, namespace)?;
     api::defaults::apply_defaults(info, &mut obj);
     api::defaults::apply_create_defaults(info, &mut obj);
     pipeline::validate_create(info, &obj)?;
     if let Some(manager) = manager {
-        api::managed_fields::record_update(info, None, &mut obj, manager, None, &objects::now_rfc3339());
+        api::managed_fields::record_update(
+            info,
+            None,
+            &mut obj,
+            manager,
+            None,
+            &objects::now_rfc3339(),
+        );
     }
     let name = objects::name_of(&obj).to_string();
     if let Some(ns) = namespace.filter(|_| info.namespaced) {
@@ -50,7 +77,13 @@ pub async fn create_object(server: &ApiServer, info: &ResourceInfo, namespace: O
     let _allocation = if info.kind == "Service" && info.group.is_empty() {
         let guard = server.allocation_lock.lock().await;
         // A name that is taken is AlreadyExists, whatever IP it asked for.
-        if server.store.get(&key).await.map_err(|e| store_error(info, &name, e))?.is_some() {
+        if server
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| store_error(info, &name, e))?
+            .is_some()
+        {
             return Err(ApiError::already_exists(info, &name));
         }
         admission::allocate_service(server, info, &mut obj).await?;
@@ -59,7 +92,13 @@ pub async fn create_object(server: &ApiServer, info: &ResourceInfo, namespace: O
         None
     };
     if dry_run {
-        if server.store.get(&key).await.map_err(|e| store_error(info, &name, e))?.is_some() {
+        if server
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| store_error(info, &name, e))?
+            .is_some()
+        {
             return Err(ApiError::already_exists(info, &name));
         }
         return Ok(render::with_type_meta(info, obj));
@@ -82,23 +121,47 @@ pub async fn update(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     let namespace = ctx.target.namespace.as_deref();
     let dry_run = ctx.query.dry_run()?;
     let manager = Some(ctx.manager.as_str());
-    let result = update_object(ctx.server, info, namespace, &name, obj.clone(), UpdateScope::Main, dry_run, manager).await;
+    let result = update_object(
+        ctx.server,
+        info,
+        namespace,
+        &name,
+        obj.clone(),
+        UpdateScope::Main,
+        dry_run,
+        manager,
+    )
+    .await;
     let (updated, code) = match result {
         Err(e) if e.code == 404 && allows_create_on_update(info) => {
             obj["metadata"]["name"] = json!(name);
             if let Some(m) = obj["metadata"].as_object_mut() {
                 m.remove("resourceVersion");
             }
-            (create_object(ctx.server, info, namespace, obj, dry_run, manager).await?, 201)
+            (
+                create_object(ctx.server, info, namespace, obj, dry_run, manager).await?,
+                201,
+            )
         }
         other => (other?, 200),
     };
-    Ok(http::object_with_warnings(code, &render::single(info, updated, ctx.rendering, Default::default()), ctx.rendering, &warnings))
+    Ok(http::object_with_warnings(
+        code,
+        &render::single(info, updated, ctx.rendering, Default::default()),
+        ctx.rendering,
+        &warnings,
+    ))
 }
 
 /// Kinds whose PUT creates a missing object, as upstream's strategies allow.
 fn allows_create_on_update(info: &ResourceInfo) -> bool {
-    matches!((info.group, info.kind), ("", "Endpoints") | ("", "Event") | ("events.k8s.io", "Event") | ("coordination.k8s.io", "Lease"))
+    matches!(
+        (info.group, info.kind),
+        ("", "Endpoints")
+            | ("", "Event")
+            | ("events.k8s.io", "Event")
+            | ("coordination.k8s.io", "Lease")
+    )
 }
 
 fn check_name_matches(obj: &Value, name: &str) -> ApiResult<()> {
@@ -113,8 +176,18 @@ fn check_name_matches(obj: &Value, name: &str) -> ApiResult<()> {
 /// Replace an object. The new object's resourceVersion, when set, is a precondition;
 /// without one the update is unconditional (as upstream allows for built-in kinds).
 #[allow(clippy::too_many_arguments)]
-pub async fn update_object(server: &ApiServer, info: &ResourceInfo, namespace: Option<&str>, name: &str, new: Value, scope: UpdateScope, dry_run: bool, manager: Option<&str>) -> ApiResult<Value> {
-    let precondition = match objects::meta_str(&new, "resourceVersion").filter(|rv| !rv.is_empty()) {
+pub async fn update_object(
+    server: &ApiServer,
+    info: &ResourceInfo,
+    namespace: Option<&str>,
+    name: &str,
+    new: Value,
+    scope: UpdateScope,
+    dry_run: bool,
+    manager: Option<&str>,
+) -> ApiResult<Value> {
+    let precondition = match objects::meta_str(&new, "resourceVersion").filter(|rv| !rv.is_empty())
+    {
         Some(rv) => Some(objects::parse_resource_version(rv)?),
         None => None,
     };
@@ -132,7 +205,19 @@ pub async fn update_object(server: &ApiServer, info: &ResourceInfo, namespace: O
             }
         }
         let old = objects::decode(info, &kv)?;
-        match write_update(server, info, &key, &old, kv.mod_revision, new.clone(), scope, dry_run, manager).await {
+        match write_update(
+            server,
+            info,
+            &key,
+            &old,
+            kv.mod_revision,
+            new.clone(),
+            scope,
+            dry_run,
+            manager,
+        )
+        .await
+        {
             Err(WriteError::Moved) if precondition.is_none() => continue,
             Err(WriteError::Moved) => return Err(ApiError::conflict(info, name)),
             Err(WriteError::Api(e)) => return Err(e),
@@ -155,7 +240,17 @@ impl From<ApiError> for WriteError {
 
 /// Prepare, validate and CAS-write `new` over `old` (read at `revision`).
 #[allow(clippy::too_many_arguments)]
-async fn write_update(server: &ApiServer, info: &ResourceInfo, key: &str, old: &Value, revision: i64, mut new: Value, scope: UpdateScope, dry_run: bool, manager: Option<&str>) -> Result<Value, WriteError> {
+async fn write_update(
+    server: &ApiServer,
+    info: &ResourceInfo,
+    key: &str,
+    old: &Value,
+    revision: i64,
+    mut new: Value,
+    scope: UpdateScope,
+    dry_run: bool,
+    manager: Option<&str>,
+) -> Result<Value, WriteError> {
     let name = objects::name_of(old).to_string();
     pipeline::prepare_for_update(info, &mut new, old, scope)?;
     api::defaults::apply_defaults(info, &mut new);
@@ -169,7 +264,14 @@ async fn write_update(server: &ApiServer, info: &ResourceInfo, key: &str, old: &
             UpdateScope::Main => None,
             UpdateScope::Status => Some("status"),
         };
-        api::managed_fields::record_update(info, Some(old), &mut new, manager, subresource, &objects::now_rfc3339());
+        api::managed_fields::record_update(
+            info,
+            Some(old),
+            &mut new,
+            manager,
+            subresource,
+            &objects::now_rfc3339(),
+        );
     }
     objects::set_resource_version(&mut new, revision);
     if objects::same_content(&new, old) {
@@ -179,7 +281,10 @@ async fn write_update(server: &ApiServer, info: &ResourceInfo, key: &str, old: &
         return Ok(new);
     }
     // An object being deleted goes once its last finalizer is removed.
-    if objects::is_deleting(&new) && objects::finalizers(&new).is_empty() && deletion_grace_over(&new) {
+    if objects::is_deleting(&new)
+        && objects::finalizers(&new).is_empty()
+        && deletion_grace_over(&new)
+    {
         match server.store.delete(key, Some(revision)).await {
             Ok(_) => return Ok(new),
             Err(StoreError::Conflict { .. }) => return Err(WriteError::Moved),
@@ -187,7 +292,11 @@ async fn write_update(server: &ApiServer, info: &ResourceInfo, key: &str, old: &
             Err(e) => return Err(store_error(info, &name, e).into()),
         }
     }
-    match server.store.update(key, objects::encode(info, &new)?, revision).await {
+    match server
+        .store
+        .update(key, objects::encode(info, &new)?, revision)
+        .await
+    {
         Ok(kv) => Ok(objects::decode(info, &kv)?),
         Err(StoreError::Conflict { .. }) => Err(WriteError::Moved),
         Err(StoreError::NotFound { .. }) => Err(ApiError::not_found(info, &name).into()),
@@ -196,7 +305,10 @@ async fn write_update(server: &ApiServer, info: &ResourceInfo, key: &str, old: &
 }
 
 fn deletion_grace_over(obj: &Value) -> bool {
-    obj["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0) == 0
+    obj["metadata"]["deletionGracePeriodSeconds"]
+        .as_i64()
+        .unwrap_or(0)
+        == 0
 }
 
 /// The patch formats upstream accepts.
@@ -221,36 +333,59 @@ impl PatchType {
 }
 
 /// Apply a patch document to the current object.
-pub fn apply_patch(info: &ResourceInfo, current: &Value, patch_type: PatchType, body: &[u8]) -> ApiResult<Value> {
+pub fn apply_patch(
+    info: &ResourceInfo,
+    current: &Value,
+    patch_type: PatchType,
+    body: &[u8],
+) -> ApiResult<Value> {
     match patch_type {
         PatchType::Json => {
-            let patch: json_patch::Patch = serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("the server rejected our request due to an error in our request: {e}")))?;
+            let patch: json_patch::Patch = serde_json::from_slice(body).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the server rejected our request due to an error in our request: {e}"
+                ))
+            })?;
             let mut doc = current.clone();
             json_patch::patch(&mut doc, &patch).map_err(|e| {
-                ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"))
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("the server rejected our request due to an error in our request: {e}"),
+                )
             })?;
             Ok(doc)
         }
         PatchType::Merge => {
-            let patch: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+            let patch: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
             let mut doc = current.clone();
             json_patch::merge(&mut doc, &patch);
             Ok(doc)
         }
         PatchType::Strategic => {
-            let patch: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+            let patch: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
             if !patch.is_object() {
-                return Err(ApiError::bad_request("strategic merge patch must be a JSON object"));
+                return Err(ApiError::bad_request(
+                    "strategic merge patch must be a JSON object",
+                ));
             }
-            api::strategic_merge::strategic_merge(info, current, &patch)
-                .map_err(patch_error)
+            api::strategic_merge::strategic_merge(info, current, &patch).map_err(patch_error)
         }
         PatchType::Apply => {
-            let mut applied: Value = serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+            let mut applied: Value = serde_yaml::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
             pipeline::check_type_meta(info, &mut applied)?;
-            api::managed_fields::apply(info, Some(current), &applied, "before-first-apply", true, &objects::now_rfc3339())
-                .map_err(apply_conflict)
+            api::managed_fields::apply(
+                info,
+                Some(current),
+                &applied,
+                "before-first-apply",
+                true,
+                &objects::now_rfc3339(),
+            )
+            .map_err(apply_conflict)
         }
     }
 }
@@ -271,16 +406,33 @@ pub async fn patch(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
         &ctx.manager,
     )
     .await?;
-    Ok(http::object_with_warnings(code, &render::single(info, obj, ctx.rendering, Default::default()), ctx.rendering, &warnings))
+    Ok(http::object_with_warnings(
+        code,
+        &render::single(info, obj, ctx.rendering, Default::default()),
+        ctx.rendering,
+        &warnings,
+    ))
 }
 
 /// Patch an object (main resource or status), re-reading and re-applying on conflicts.
 /// Returns the result, warnings and the HTTP code (201 when an apply created it).
 #[allow(clippy::too_many_arguments)]
-pub async fn patch_object(server: &ApiServer, info: &ResourceInfo, namespace: Option<&str>, name: &str, patch_type: PatchType, body: &[u8], query: &Query, scope: UpdateScope, manager: &str) -> ApiResult<(Value, Vec<String>, u16)> {
+pub async fn patch_object(
+    server: &ApiServer,
+    info: &ResourceInfo,
+    namespace: Option<&str>,
+    name: &str,
+    patch_type: PatchType,
+    body: &[u8],
+    query: &Query,
+    scope: UpdateScope,
+    manager: &str,
+) -> ApiResult<(Value, Vec<String>, u16)> {
     let force = query.bool("force")?;
     if force && patch_type != PatchType::Apply {
-        return Err(ApiError::bad_request("force: Invalid value: true: may not be specified for non-apply patch"));
+        return Err(ApiError::bad_request(
+            "force: Invalid value: true: may not be specified for non-apply patch",
+        ));
     }
     let dry_run = query.dry_run()?;
     let validation = query.field_validation()?;
@@ -289,22 +441,38 @@ pub async fn patch_object(server: &ApiServer, info: &ResourceInfo, namespace: Op
             return Err(ApiError::new(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch")
                 .with_details(json!({"group": "meta.k8s.io", "kind": "PatchOptions", "causes": [{"reason": "FieldValueRequired", "message": "Required value: is required for apply patch", "field": "fieldManager"}]})));
         }
-        let applied: Value = serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
-        if applied["metadata"]["managedFields"].as_array().map_or(false, |a| !a.is_empty()) {
+        let applied: Value = serde_yaml::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+        if applied["metadata"]["managedFields"]
+            .as_array()
+            .map_or(false, |a| !a.is_empty())
+        {
             return Err(ApiError::bad_request("metadata.managedFields must be nil"));
         }
     }
     let key = info.key(namespace, name);
     for _ in 0..PATCH_RETRIES {
-        let kv = server.store.get(&key).await.map_err(|e| store_error(info, name, e))?;
+        let kv = server
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| store_error(info, name, e))?;
         let Some(kv) = kv else {
             if patch_type == PatchType::Apply && scope == UpdateScope::Main {
-                let mut applied: Value = serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+                let mut applied: Value = serde_yaml::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
                 pipeline::check_type_meta(info, &mut applied)?;
                 check_name_matches(&applied, name)?;
                 applied["metadata"]["name"] = json!(name);
-                let merged = api::managed_fields::apply(info, None, &applied, manager, force, &objects::now_rfc3339())
-                    .map_err(apply_conflict)?;
+                let merged = api::managed_fields::apply(
+                    info,
+                    None,
+                    &applied,
+                    manager,
+                    force,
+                    &objects::now_rfc3339(),
+                )
+                .map_err(apply_conflict)?;
                 let (obj, warnings) = pipeline::decode(info, &merged, validation)?;
                 let created = create_object(server, info, namespace, obj, dry_run, None).await?;
                 return Ok((created, warnings, 201));
@@ -314,10 +482,18 @@ pub async fn patch_object(server: &ApiServer, info: &ResourceInfo, namespace: Op
         let current = objects::decode(info, &kv)?;
         let mut patched = match patch_type {
             PatchType::Apply => {
-                let mut applied: Value = serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+                let mut applied: Value = serde_yaml::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
                 pipeline::check_type_meta(info, &mut applied)?;
-                api::managed_fields::apply(info, Some(&current), &applied, manager, force, &objects::now_rfc3339())
-                    .map_err(apply_conflict)?
+                api::managed_fields::apply(
+                    info,
+                    Some(&current),
+                    &applied,
+                    manager,
+                    force,
+                    &objects::now_rfc3339(),
+                )
+                .map_err(apply_conflict)?
             }
             _ => apply_patch(info, &current, patch_type, body)?,
         };
@@ -332,8 +508,24 @@ pub async fn patch_object(server: &ApiServer, info: &ResourceInfo, namespace: Op
         check_name_matches(&patched, name)?;
         let (decoded, warnings) = pipeline::decode(info, &patched, validation)?;
         // Apply recorded ownership itself; other patches are Update operations.
-        let owner = if patch_type == PatchType::Apply { None } else { Some(manager) };
-        match write_update(server, info, &key, &current, kv.mod_revision, decoded, scope, dry_run, owner).await {
+        let owner = if patch_type == PatchType::Apply {
+            None
+        } else {
+            Some(manager)
+        };
+        match write_update(
+            server,
+            info,
+            &key,
+            &current,
+            kv.mod_revision,
+            decoded,
+            scope,
+            dry_run,
+            owner,
+        )
+        .await
+        {
             Ok(v) => return Ok((v, warnings, 200)),
             Err(WriteError::Moved) => continue,
             Err(WriteError::Api(e)) => return Err(e),
@@ -376,7 +568,8 @@ impl DeleteOptions {
             ..Default::default()
         };
         if query.bool("orphanDependents")? {
-            opts.propagation_policy.get_or_insert_with(|| "Orphan".into());
+            opts.propagation_policy
+                .get_or_insert_with(|| "Orphan".into());
         }
         if !body.is_empty() {
             let b: Value = serde_json::from_slice(body)
@@ -388,7 +581,8 @@ impl DeleteOptions {
                 opts.propagation_policy = Some(p.to_string());
             }
             if b.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
-                opts.propagation_policy.get_or_insert_with(|| "Orphan".into());
+                opts.propagation_policy
+                    .get_or_insert_with(|| "Orphan".into());
             }
             if let Some(uid) = b["preconditions"]["uid"].as_str() {
                 opts.precondition_uid = Some(uid.to_string());
@@ -428,8 +622,20 @@ pub async fn delete(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     let info = ctx.target.info;
     let name = ctx.target.name.clone().unwrap_or_default();
     let opts = DeleteOptions::from_request(&ctx.query, &ctx.body)?;
-    match delete_object(ctx.server, info, ctx.target.namespace.as_deref(), &name, &opts).await? {
-        Deleted::Pending(obj) => Ok(http::object(200, &render::single(info, obj, ctx.rendering, Default::default()), ctx.rendering)),
+    match delete_object(
+        ctx.server,
+        info,
+        ctx.target.namespace.as_deref(),
+        &name,
+        &opts,
+    )
+    .await?
+    {
+        Deleted::Pending(obj) => Ok(http::object(
+            200,
+            &render::single(info, obj, ctx.rendering, Default::default()),
+            ctx.rendering,
+        )),
         Deleted::Now(obj) => {
             let uid = objects::meta_str(&obj, "uid").unwrap_or("").to_string();
             let mut details = json!({"name": name, "kind": info.plural, "uid": uid});
@@ -444,7 +650,13 @@ pub async fn delete(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
 
 /// Delete (or begin deleting) one object, as upstream's graceful deletion and
 /// finalizer rules say.
-pub async fn delete_object(server: &ApiServer, info: &ResourceInfo, namespace: Option<&str>, name: &str, opts: &DeleteOptions) -> ApiResult<Deleted> {
+pub async fn delete_object(
+    server: &ApiServer,
+    info: &ResourceInfo,
+    namespace: Option<&str>,
+    name: &str,
+    opts: &DeleteOptions,
+) -> ApiResult<Deleted> {
     if info.kind == "Namespace" && info.group.is_empty() {
         admission::check_namespace_delete(name)?;
     }
@@ -460,9 +672,13 @@ pub async fn delete_object(server: &ApiServer, info: &ResourceInfo, namespace: O
         if let Some(uid) = &opts.precondition_uid {
             let actual = objects::meta_str(&current, "uid").unwrap_or("");
             if uid != actual {
-                return Err(ApiError::conflict_message(info, name, &format!(
+                return Err(ApiError::conflict_message(
+                    info,
+                    name,
+                    &format!(
                     "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
-                )));
+                ),
+                ));
             }
         }
         if let Some(rv) = &opts.precondition_rv {
@@ -491,10 +707,16 @@ pub async fn delete_object(server: &ApiServer, info: &ResourceInfo, namespace: O
             },
             DeletePlan::Mark(mut marked) => {
                 objects::set_resource_version(&mut marked, kv.mod_revision);
-                match server.store.update(&key, objects::encode(info, &marked)?, kv.mod_revision).await {
+                match server
+                    .store
+                    .update(&key, objects::encode(info, &marked)?, kv.mod_revision)
+                    .await
+                {
                     Ok(kv) => return Ok(Deleted::Pending(objects::decode(info, &kv)?)),
                     Err(StoreError::Conflict { .. }) => continue,
-                    Err(StoreError::NotFound { .. }) => return Err(ApiError::not_found(info, name)),
+                    Err(StoreError::NotFound { .. }) => {
+                        return Err(ApiError::not_found(info, name))
+                    }
                     Err(e) => return Err(store_error(info, name, e)),
                 }
             }
@@ -504,7 +726,12 @@ pub async fn delete_object(server: &ApiServer, info: &ResourceInfo, namespace: O
 
 /// Remove an object regardless of grace periods and finalizers' state checks; used by the
 /// namespace finalizer once content is gone.
-pub async fn delete_object_now(server: &ApiServer, info: &ResourceInfo, namespace: Option<&str>, name: &str) -> ApiResult<()> {
+pub async fn delete_object_now(
+    server: &ApiServer,
+    info: &ResourceInfo,
+    namespace: Option<&str>,
+    name: &str,
+) -> ApiResult<()> {
     match server.store.delete(&info.key(namespace, name), None).await {
         Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
         Err(e) => Err(store_error(info, name, e)),
@@ -523,19 +750,26 @@ enum DeletePlan {
 fn plan_delete(info: &ResourceInfo, current: &Value, opts: &DeleteOptions) -> DeletePlan {
     let mut finalizers = objects::finalizers(current);
     match opts.propagation_policy.as_deref() {
-        Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => finalizers.push("orphan".into()),
+        Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => {
+            finalizers.push("orphan".into())
+        }
         Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => {
             finalizers.push("foregroundDeletion".into())
         }
         _ => {}
     }
     let is_namespace = info.kind == "Namespace" && info.group.is_empty();
-    let ns_finalizers = is_namespace && current["spec"]["finalizers"].as_array().map_or(false, |a| !a.is_empty());
+    let ns_finalizers = is_namespace
+        && current["spec"]["finalizers"]
+            .as_array()
+            .map_or(false, |a| !a.is_empty());
     let grace = graceful_period(info, current, opts);
     let already = objects::is_deleting(current);
     if already {
         // A second delete may only shorten a pending grace period.
-        let pending = current["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0);
+        let pending = current["metadata"]["deletionGracePeriodSeconds"]
+            .as_i64()
+            .unwrap_or(0);
         if grace < pending {
             let mut next = current.clone();
             next["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
@@ -568,7 +802,9 @@ fn graceful_period(info: &ResourceInfo, current: &Value, opts: &DeleteOptions) -
     if !(info.kind == "Pod" && info.group.is_empty()) {
         return 0;
     }
-    let bound = current["spec"]["nodeName"].as_str().map_or(false, |n| !n.is_empty());
+    let bound = current["spec"]["nodeName"]
+        .as_str()
+        .map_or(false, |n| !n.is_empty());
     let phase = current["status"]["phase"].as_str().unwrap_or("");
     if !bound || phase == "Succeeded" || phase == "Failed" {
         return 0;
@@ -584,7 +820,18 @@ pub async fn delete_collection(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     let opts = DeleteOptions::from_request(&ctx.query, &ctx.body)?;
     let list_opts = ListOptions::from_query(&ctx.query)?;
     let selectors = Selectors::parse(info, &list_opts)?;
-    let page = read::list_page(ctx.server, info, ctx.target.namespace.as_deref(), &ListOptions { limit: None, continue_token: None, ..list_opts.clone() }, &selectors).await?;
+    let page = read::list_page(
+        ctx.server,
+        info,
+        ctx.target.namespace.as_deref(),
+        &ListOptions {
+            limit: None,
+            continue_token: None,
+            ..list_opts.clone()
+        },
+        &selectors,
+    )
+    .await?;
     let mut deleted = Vec::new();
     for obj in page.items {
         let name = objects::name_of(&obj).to_string();
@@ -595,8 +842,21 @@ pub async fn delete_collection(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
             Err(e) => return Err(e),
         }
     }
-    let meta = render::ListMeta { resource_version: page.meta.resource_version, ..Default::default() };
-    Ok(http::object(200, &render::list(info, deleted, &meta, ctx.rendering, list_opts.include_object), ctx.rendering))
+    let meta = render::ListMeta {
+        resource_version: page.meta.resource_version,
+        ..Default::default()
+    };
+    Ok(http::object(
+        200,
+        &render::list(
+            info,
+            deleted,
+            &meta,
+            ctx.rendering,
+            list_opts.include_object,
+        ),
+        ctx.rendering,
+    ))
 }
 
 #[cfg(test)]
@@ -610,7 +870,10 @@ mod tests {
     #[test]
     fn unbound_pods_go_at_once() {
         let pod = json!({"metadata": {"name": "p"}, "spec": {}});
-        assert!(matches!(plan_delete(pods(), &pod, &DeleteOptions::default()), DeletePlan::Remove));
+        assert!(matches!(
+            plan_delete(pods(), &pod, &DeleteOptions::default()),
+            DeletePlan::Remove
+        ));
     }
 
     #[test]
@@ -620,19 +883,33 @@ mod tests {
             DeletePlan::Mark(v) => assert_eq!(v["metadata"]["deletionGracePeriodSeconds"], 10),
             _ => panic!("expected a graceful delete"),
         }
-        let now = DeleteOptions { grace_period_seconds: Some(0), ..Default::default() };
-        assert!(matches!(plan_delete(pods(), &pod, &now), DeletePlan::Remove));
+        let now = DeleteOptions {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(
+            plan_delete(pods(), &pod, &now),
+            DeletePlan::Remove
+        ));
     }
 
     #[test]
     fn finalizers_and_foreground_hold_objects() {
         let cms = api::registry::lookup("", "v1", "configmaps").unwrap();
         let cm = json!({"metadata": {"name": "c", "finalizers": ["x/y"]}});
-        assert!(matches!(plan_delete(cms, &cm, &DeleteOptions::default()), DeletePlan::Mark(_)));
+        assert!(matches!(
+            plan_delete(cms, &cm, &DeleteOptions::default()),
+            DeletePlan::Mark(_)
+        ));
         let plain = json!({"metadata": {"name": "c"}});
-        let fg = DeleteOptions { propagation_policy: Some("Foreground".into()), ..Default::default() };
+        let fg = DeleteOptions {
+            propagation_policy: Some("Foreground".into()),
+            ..Default::default()
+        };
         match plan_delete(cms, &plain, &fg) {
-            DeletePlan::Mark(v) => assert_eq!(v["metadata"]["finalizers"], json!(["foregroundDeletion"])),
+            DeletePlan::Mark(v) => {
+                assert_eq!(v["metadata"]["finalizers"], json!(["foregroundDeletion"]))
+            }
             _ => panic!("foreground deletion must wait"),
         }
     }

@@ -81,7 +81,11 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let kube_err = |context: &str| {
         let namespace = name.clone();
         let context = context.to_string();
-        move |source| Error::Kube { namespace, context, source }
+        move |source| Error::Kube {
+            namespace,
+            context,
+            source,
+        }
     };
     let remaining = delete_content(&ctx.client, &name).await?;
     if remaining > 0 {
@@ -120,11 +124,14 @@ fn http_request(path: &str, body: Vec<u8>) -> http::Request<Vec<u8>> {
 
 /// Delete every namespaced object in `namespace`; returns how many are still there.
 async fn delete_content(client: &Client, namespace: &str) -> Result<usize, Error> {
-    let discovery = Discovery::new(client.clone()).run().await.map_err(|source| Error::Kube {
-        namespace: namespace.into(),
-        context: "discovering resources".into(),
-        source,
-    })?;
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .map_err(|source| Error::Kube {
+            namespace: namespace.into(),
+            context: "discovering resources".into(),
+            source,
+        })?;
     let mut remaining = 0;
     for group in discovery.groups() {
         // Only the preferred version of each group: other versions are the same objects.
@@ -132,26 +139,47 @@ async fn delete_content(client: &Client, namespace: &str) -> Result<usize, Error
             if caps.scope != Scope::Namespaced || !caps.supports_operation(verbs::LIST) {
                 continue;
             }
-            remaining += clean_resource(client, namespace, &ar, caps.supports_operation(verbs::DELETE_COLLECTION)).await?;
+            remaining += clean_resource(
+                client,
+                namespace,
+                &ar,
+                caps.supports_operation(verbs::DELETE_COLLECTION),
+            )
+            .await?;
         }
     }
     Ok(remaining)
 }
 
-async fn clean_resource(client: &Client, namespace: &str, ar: &ApiResource, can_delete_collection: bool) -> Result<usize, Error> {
+async fn clean_resource(
+    client: &Client,
+    namespace: &str,
+    ar: &ApiResource,
+    can_delete_collection: bool,
+) -> Result<usize, Error> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, ar);
     let err = |context: String| {
         let namespace = namespace.to_string();
-        move |source| Error::Kube { namespace, context, source }
+        move |source| Error::Kube {
+            namespace,
+            context,
+            source,
+        }
     };
     if can_delete_collection {
-        match api.delete_collection(&DeleteParams::background(), &ListParams::default()).await {
+        match api
+            .delete_collection(&DeleteParams::background(), &ListParams::default())
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 405 => {}
             Err(e) => return Err(err(format!("deleting {}", ar.plural))(e)),
         }
     }
-    let left = api.list(&ListParams::default()).await.map_err(err(format!("listing {}", ar.plural)))?;
+    let left = api
+        .list(&ListParams::default())
+        .await
+        .map_err(err(format!("listing {}", ar.plural)))?;
     Ok(left.items.len())
 }
 
@@ -166,7 +194,9 @@ mod tests {
         if deleting {
             n.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
         }
-        n.spec = Some(NamespaceSpec { finalizers: Some(finalizers.iter().map(|s| s.to_string()).collect()) });
+        n.spec = Some(NamespaceSpec {
+            finalizers: Some(finalizers.iter().map(|s| s.to_string()).collect()),
+        });
         n
     }
 

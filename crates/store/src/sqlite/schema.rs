@@ -47,9 +47,14 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// which otherwise re-prepares a statement whenever a bound parameter might change the
 /// plan: with our point lookups that was every execution, 15% of server CPU under load.
 fn stable_plans(conn: &Connection, ctx: &str) -> Result<()> {
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
-        .map(|_| ())
-        .map_err(db_err(format!("enabling the query planner stability guarantee on {ctx}")))
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )
+    .map(|_| ())
+    .map_err(db_err(format!(
+        "enabling the query planner stability guarantee on {ctx}"
+    )))
 }
 
 /// Open the single write connection, creating and migrating the file if needed.
