@@ -1,5 +1,83 @@
 //! The control loops that act on the API. Each controller lives in its own folder, talks
 //! to the API server only through the `kube` client (never the store), and is a
-//! level-triggered reconcile: read the desired and observed state, decide, then act.
+//! level-triggered reconcile: read the desired and observed state from the shared
+//! informers, decide (a pure function, tested with tables), then act.
+//!
+//! Every controller exposes `pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()>`,
+//! listed in [`run_all`]. `start` subscribes to the informers it reads synchronously and
+//! returns the loop, so that [`run_all`] starts the informers once everybody has
+//! subscribed and no controller misses the first list.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::Client;
 
 pub mod namespace;
+
+/// Settings shared by the controllers (flags of `skiff server`, k3s/kube-controller-manager
+/// names where the concept exists).
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    /// How long a node may go without renewing its lease before it is marked
+    /// Ready=Unknown (upstream `--node-monitor-grace-period`, default 40 s).
+    pub node_monitor_grace_period: Duration,
+    /// How often node health is checked (upstream `--node-monitor-period`, 5 s).
+    pub node_monitor_period: Duration,
+    /// Workers per controller (upstream `--concurrent-*-syncs`, 5 for most).
+    pub workers: usize,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        ControllerOptions {
+            node_monitor_grace_period: Duration::from_secs(40),
+            node_monitor_period: Duration::from_secs(5),
+            workers: 5,
+        }
+    }
+}
+
+/// What every controller gets.
+pub struct Context {
+    pub client: Client,
+    pub informers: Arc<informers::Factory>,
+    pub options: ControllerOptions,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        informers: Arc<informers::Factory>,
+        options: ControllerOptions,
+    ) -> Arc<Self> {
+        Arc::new(Context {
+            client,
+            informers,
+            options,
+        })
+    }
+
+    /// An event recorder reporting as `component` (upstream names such as
+    /// `replicaset-controller`, shown as FROM by `kubectl get events`).
+    pub fn recorder(&self, component: &str) -> Recorder {
+        Recorder::new(
+            self.client.clone(),
+            Reporter {
+                controller: component.to_string(),
+                instance: None,
+            },
+        )
+    }
+}
+
+/// Run every controller until the process ends.
+pub async fn run_all(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let controllers: Vec<BoxFuture<'static, ()>> = vec![namespace::run(client).boxed()];
+    ctx.informers.start();
+    futures::future::join_all(controllers).await;
+}

@@ -5,6 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -225,7 +226,10 @@ async fn run_controllers(kubeconfig_path: PathBuf) {
             return;
         }
     };
-    controllers::namespace::run(client).await;
+    let informers = Arc::new(informers::Factory::new(client.clone()));
+    let ctx =
+        controllers::Context::new(client, informers, controllers::ControllerOptions::default());
+    controllers::run_all(ctx).await;
 }
 
 async fn client_from(path: &std::path::Path) -> Result<kube::Client> {

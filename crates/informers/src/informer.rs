@@ -1,0 +1,318 @@
+//! One list+watch per kind, cached in memory and fanned out to subscribers.
+
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::broadcast;
+
+/// Where an object lives: `(namespace, name)`, ordered so one namespace is a range.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    /// Empty for cluster-scoped objects.
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(namespace: &str, name: &str) -> Self {
+        ObjectKey {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    pub fn of<K: Resource>(obj: &K) -> Self {
+        ObjectKey {
+            namespace: obj.meta().namespace.clone().unwrap_or_default(),
+            name: obj.meta().name.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.name)
+        }
+    }
+}
+
+/// What a subscriber hears.
+#[derive(Debug, Clone)]
+pub enum Change<K> {
+    /// Created or modified (also every object of the first list).
+    Applied(Arc<K>),
+    /// Gone; the last state the cache knew.
+    Deleted(Arc<K>),
+    /// The subscriber fell behind and missed changes: re-check everything it cares about
+    /// from the cache (level-triggered, so nothing is lost).
+    Resync,
+}
+
+/// How many changes a slow subscriber may fall behind before it gets [`Change::Resync`].
+const FAN_OUT_BUFFER: usize = 16 * 1024;
+
+struct Shared<K> {
+    cache: RwLock<BTreeMap<ObjectKey, Arc<K>>>,
+    changes: broadcast::Sender<Change<K>>,
+    synced: tokio::sync::watch::Sender<bool>,
+}
+
+/// A cluster-wide cache of one kind. Cheap to clone.
+pub struct Informer<K> {
+    shared: Arc<Shared<K>>,
+}
+
+impl<K> Clone for Informer<K> {
+    fn clone(&self) -> Self {
+        Informer {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// Receives changes; a lag becomes one [`Change::Resync`].
+pub struct Subscription<K> {
+    rx: broadcast::Receiver<Change<K>>,
+}
+
+impl<K: Clone> Subscription<K> {
+    /// The next change; `None` once the informer is gone.
+    pub async fn recv(&mut self) -> Option<Change<K>> {
+        match self.rx.recv().await {
+            Ok(change) => Some(change),
+            Err(broadcast::error::RecvError::Lagged(_)) => Some(Change::Resync),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
+impl<K: Clone + Send + Sync + 'static> Informer<K> {
+    fn new() -> Self {
+        let (changes, _) = broadcast::channel(FAN_OUT_BUFFER);
+        let (synced, _) = tokio::sync::watch::channel(false);
+        Informer {
+            shared: Arc::new(Shared {
+                cache: RwLock::new(BTreeMap::new()),
+                changes,
+                synced,
+            }),
+        }
+    }
+
+    /// Changes from now on. Subscribe before [`Factory::start`] to also hear the first
+    /// list as `Applied`; a later subscriber should read [`Informer::list`] after
+    /// subscribing.
+    pub fn subscribe(&self) -> Subscription<K> {
+        Subscription {
+            rx: self.shared.changes.subscribe(),
+        }
+    }
+
+    /// Wait until the first complete list is in the cache.
+    pub async fn wait_synced(&self) {
+        let mut rx = self.shared.synced.subscribe();
+        let _ = rx.wait_for(|synced| *synced).await;
+    }
+
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
+        self.read().get(&ObjectKey::new(namespace, name)).cloned()
+    }
+
+    pub fn get_key(&self, key: &ObjectKey) -> Option<Arc<K>> {
+        self.read().get(key).cloned()
+    }
+
+    /// Every cached object.
+    pub fn list(&self) -> Vec<Arc<K>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// Every cached object in one namespace.
+    pub fn list_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
+        let start = ObjectKey::new(namespace, "");
+        self.read()
+            .range(start..)
+            .take_while(|(k, _)| k.namespace == namespace)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<ObjectKey, Arc<K>>> {
+        // A panic while holding the lock leaves a consistent map (single inserts/removes).
+        self.shared.cache.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<ObjectKey, Arc<K>>> {
+        self.shared.cache.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn publish(&self, change: Change<K>) {
+        // No subscribers is fine: the cache alone is still useful.
+        let _ = self.shared.changes.send(change);
+    }
+
+    /// Replace the whole cache after a (re)list, telling subscribers what differs.
+    fn replace(&self, fresh: BTreeMap<ObjectKey, Arc<K>>)
+    where
+        K: Resource,
+    {
+        let old = std::mem::replace(&mut *self.write(), fresh.clone());
+        for (key, obj) in &old {
+            if !fresh.contains_key(key) {
+                self.publish(Change::Deleted(obj.clone()));
+            }
+        }
+        for (key, obj) in &fresh {
+            let unchanged = old
+                .get(key)
+                .is_some_and(|o| o.meta().resource_version == obj.meta().resource_version);
+            if !unchanged {
+                self.publish(Change::Applied(obj.clone()));
+            }
+        }
+        self.shared.synced.send_replace(true);
+    }
+
+    fn apply(&self, obj: K)
+    where
+        K: Resource,
+    {
+        let obj = Arc::new(obj);
+        self.write()
+            .insert(ObjectKey::of(obj.as_ref()), obj.clone());
+        self.publish(Change::Applied(obj));
+    }
+
+    fn delete(&self, obj: K)
+    where
+        K: Resource,
+    {
+        let key = ObjectKey::of(&obj);
+        let last = self.write().remove(&key).unwrap_or_else(|| Arc::new(obj));
+        self.publish(Change::Deleted(last));
+    }
+
+    /// Keep the cache in step with the API until the process ends; the watcher relists
+    /// with back-off after errors (410 Gone included).
+    async fn run(self, api: Api<K>, kind: &'static str)
+    where
+        K: Resource + DeserializeOwned + fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let mut events = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        let mut relist: Option<BTreeMap<ObjectKey, Arc<K>>> = None;
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(watcher::Event::Init) => relist = Some(BTreeMap::new()),
+                Ok(watcher::Event::InitApply(obj)) => {
+                    if let Some(fresh) = relist.as_mut() {
+                        fresh.insert(ObjectKey::of(&obj), Arc::new(obj));
+                    }
+                }
+                Ok(watcher::Event::InitDone) => {
+                    let fresh = relist.take().unwrap_or_default();
+                    tracing::debug!(kind, objects = fresh.len(), "informer listed");
+                    self.replace(fresh);
+                }
+                Ok(watcher::Event::Apply(obj)) => self.apply(obj),
+                Ok(watcher::Event::Delete(obj)) => self.delete(obj),
+                Err(e) => tracing::warn!(kind, "informer watch failed, will relist: {e}"),
+            }
+        }
+    }
+}
+
+/// Hands out one informer per kind and starts them together.
+pub struct Factory {
+    client: Client,
+    informers: Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>,
+    not_started: Mutex<Vec<BoxFuture<'static, ()>>>,
+    started: std::sync::atomic::AtomicBool,
+}
+
+impl Factory {
+    pub fn new(client: Client) -> Self {
+        Factory {
+            client,
+            informers: Mutex::new(HashMap::new()),
+            not_started: Mutex::new(Vec::new()),
+            started: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The informer for kind `K` (all namespaces), created on first use.
+    pub fn informer<K>(&self) -> Informer<K>
+    where
+        K: Resource<DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let mut informers = self.informers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = informers.get(&TypeId::of::<K>()) {
+            if let Some(informer) = existing.downcast_ref::<Informer<K>>() {
+                return informer.clone();
+            }
+        }
+        let informer = Informer::<K>::new();
+        informers.insert(TypeId::of::<K>(), Box::new(informer.clone()));
+        let kind: &'static str = Box::leak(K::kind(&()).into_owned().into_boxed_str());
+        let task = informer
+            .clone()
+            .run(Api::<K>::all(self.client.clone()), kind)
+            .boxed();
+        if self.started.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::spawn(task);
+        } else {
+            self.not_started
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(task);
+        }
+        informer
+    }
+
+    /// Start every informer asked for so far; later ones start when asked for.
+    pub fn start(&self) {
+        self.started
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let tasks =
+            std::mem::take(&mut *self.not_started.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            tokio::spawn(task);
+        }
+    }
+}
+
+/// Convenience for reconcilers: the key of an object.
+pub fn key_of<K: Resource>(obj: &K) -> ObjectKey {
+    ObjectKey::of(obj)
+}
