@@ -38,6 +38,8 @@ pub struct ApiConfig {
     pub tokens: Vec<auth::TokenUser>,
     /// Reported by `/version`.
     pub git_version: String,
+    /// What admission adds to new objects (default toleration seconds).
+    pub admission: api::defaults::AdmissionDefaults,
 }
 
 impl ApiConfig {

@@ -17,13 +17,15 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
 pub mod namespace;
+pub mod node_lifecycle;
+pub mod taint_eviction;
 
 /// Settings shared by the controllers (flags of `skiff server`, k3s/kube-controller-manager
 /// names where the concept exists).
 #[derive(Debug, Clone)]
 pub struct ControllerOptions {
     /// How long a node may go without renewing its lease before it is marked
-    /// Ready=Unknown (upstream `--node-monitor-grace-period`, default 40 s).
+    /// Ready=Unknown (upstream `--node-monitor-grace-period`, default 50 s since v1.32).
     pub node_monitor_grace_period: Duration,
     /// How often node health is checked (upstream `--node-monitor-period`, 5 s).
     pub node_monitor_period: Duration,
@@ -34,7 +36,7 @@ pub struct ControllerOptions {
 impl Default for ControllerOptions {
     fn default() -> Self {
         ControllerOptions {
-            node_monitor_grace_period: Duration::from_secs(40),
+            node_monitor_grace_period: Duration::from_secs(50),
             node_monitor_period: Duration::from_secs(5),
             workers: 5,
         }
@@ -77,7 +79,11 @@ impl Context {
 /// Run every controller until the process ends.
 pub async fn run_all(ctx: Arc<Context>) {
     let client = ctx.client.clone();
-    let controllers: Vec<BoxFuture<'static, ()>> = vec![namespace::run(client).boxed()];
+    let controllers: Vec<BoxFuture<'static, ()>> = vec![
+        namespace::run(client).boxed(),
+        node_lifecycle::start(&ctx),
+        taint_eviction::start(&ctx),
+    ];
     ctx.informers.start();
     futures::future::join_all(controllers).await;
 }

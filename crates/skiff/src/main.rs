@@ -3,6 +3,7 @@
 //! concept exists, so someone who knows k3s guesses them right.
 
 mod certs;
+mod failover;
 mod kubeconfig;
 mod server;
 
@@ -93,6 +94,27 @@ pub struct ServerArgs {
     /// Log at debug level.
     #[arg(long)]
     pub debug: bool,
+    /// Failover profile: `upstream` (Kubernetes defaults: a dead node is noticed after
+    /// 50 s and its pods are evicted 300 s later) or `fast` (noticed after 4 s, evicted
+    /// after 1 s more; agents should then renew leases every second with
+    /// `--node-lease-duration-seconds 4`). The flags below override single values.
+    #[arg(long, value_enum, default_value = "upstream")]
+    pub failover_profile: crate::failover::Profile,
+    /// How long a node may go without renewing its lease before it is marked
+    /// Ready=Unknown and tainted unreachable (kube-controller-manager flag), e.g. `50s`.
+    #[arg(long, value_parser = crate::failover::parse_duration)]
+    pub node_monitor_grace_period: Option<std::time::Duration>,
+    /// How often node health is checked (kube-controller-manager flag), e.g. `5s`.
+    #[arg(long, value_parser = crate::failover::parse_duration)]
+    pub node_monitor_period: Option<std::time::Duration>,
+    /// tolerationSeconds of the not-ready:NoExecute toleration added to every pod
+    /// (kube-apiserver flag).
+    #[arg(long)]
+    pub default_not_ready_toleration_seconds: Option<i64>,
+    /// tolerationSeconds of the unreachable:NoExecute toleration added to every pod
+    /// (kube-apiserver flag).
+    #[arg(long)]
+    pub default_unreachable_toleration_seconds: Option<i64>,
 }
 
 #[derive(clap::Args, Debug)]

@@ -136,6 +136,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     };
 
     let port = args.https_listen_port;
+    let failover = crate::failover::Failover::resolve(&args);
     let config = ApiConfig {
         advertise_address: format!("{advertise}:{port}"),
         service_cidr,
@@ -146,6 +147,10 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             groups: vec!["system:masters".into()],
         }],
         git_version: format!("v1.37.0+skiff{}", env!("CARGO_PKG_VERSION")),
+        admission: api::defaults::AdmissionDefaults {
+            not_ready_toleration_seconds: failover.not_ready_toleration_seconds,
+            unreachable_toleration_seconds: failover.unreachable_toleration_seconds,
+        },
     };
     let api = ApiServer::new(store, config);
 
@@ -198,7 +203,12 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     );
     println!("Wrote kubeconfig {}", kubeconfig_path.display());
 
-    let controllers = tokio::spawn(run_controllers(controller_kubeconfig));
+    let controller_options = controllers::ControllerOptions {
+        node_monitor_grace_period: failover.node_monitor_grace_period,
+        node_monitor_period: failover.node_monitor_period,
+        ..Default::default()
+    };
+    let controllers = tokio::spawn(run_controllers(controller_kubeconfig, controller_options));
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing SIGTERM handler")?;
@@ -218,7 +228,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
 }
 
 /// Start the controllers as API clients, with their own credentials.
-async fn run_controllers(kubeconfig_path: PathBuf) {
+async fn run_controllers(kubeconfig_path: PathBuf, options: controllers::ControllerOptions) {
     let client = match client_from(&kubeconfig_path).await {
         Ok(c) => c,
         Err(e) => {
@@ -227,8 +237,7 @@ async fn run_controllers(kubeconfig_path: PathBuf) {
         }
     };
     let informers = Arc::new(informers::Factory::new(client.clone()));
-    let ctx =
-        controllers::Context::new(client, informers, controllers::ControllerOptions::default());
+    let ctx = controllers::Context::new(client, informers, options);
     controllers::run_all(ctx).await;
 }
 

@@ -117,8 +117,36 @@ pub fn apply_defaults(info: &ResourceInfo, obj: &mut Value) {
 /// (initial status, a Namespace's `kubernetes` finalizer, a Service's empty load-balancer
 /// status) and a Job's generated selector, which needs `metadata.uid` to be set already.
 pub fn apply_create_defaults(info: &ResourceInfo, obj: &mut Value) {
+    apply_create_defaults_with(info, obj, &AdmissionDefaults::default())
+}
+
+/// Settings of the admission plugins that default new objects (kube-apiserver flags of
+/// the same names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmissionDefaults {
+    /// `--default-not-ready-toleration-seconds` (DefaultTolerationSeconds plugin).
+    pub not_ready_toleration_seconds: i64,
+    /// `--default-unreachable-toleration-seconds`.
+    pub unreachable_toleration_seconds: i64,
+}
+
+impl Default for AdmissionDefaults {
+    fn default() -> Self {
+        AdmissionDefaults {
+            not_ready_toleration_seconds: 300,
+            unreachable_toleration_seconds: 300,
+        }
+    }
+}
+
+/// [`apply_create_defaults`] with explicit admission settings.
+pub fn apply_create_defaults_with(
+    info: &ResourceInfo,
+    obj: &mut Value,
+    admission: &AdmissionDefaults,
+) {
     match (info.group, info.kind) {
-        ("", "Pod") => pod::default_pod_on_create(obj),
+        ("", "Pod") => pod::default_pod_on_create(obj, admission),
         ("", "Namespace") => {
             if let Some(spec) = ensure_obj(obj, "spec") {
                 spec.insert("finalizers".into(), json!(["kubernetes"]));

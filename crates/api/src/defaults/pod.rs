@@ -219,7 +219,7 @@ pub(crate) fn default_pod(pod: &mut Value) {
 
 /// What admission plugins add to a Pod on create (ServiceAccount, Priority,
 /// DefaultTolerationSeconds) and the initial status the registry sets.
-pub(crate) fn default_pod_on_create(pod: &mut Value) {
+pub(crate) fn default_pod_on_create(pod: &mut Value, admission: &super::AdmissionDefaults) {
     if let Some(spec) = ensure_obj(pod, "spec") {
         let sa = spec
             .get("serviceAccountName")
@@ -236,9 +236,15 @@ pub(crate) fn default_pod_on_create(pod: &mut Value) {
             *tols = json!([]);
         }
         if let Some(tols) = tols.as_array_mut() {
-            for key in [
-                "node.kubernetes.io/not-ready",
-                "node.kubernetes.io/unreachable",
+            for (key, seconds) in [
+                (
+                    "node.kubernetes.io/not-ready",
+                    admission.not_ready_toleration_seconds,
+                ),
+                (
+                    "node.kubernetes.io/unreachable",
+                    admission.unreachable_toleration_seconds,
+                ),
             ] {
                 // An existing NoExecute (or any-effect) toleration for the key wins.
                 let covered = tols.iter().any(|t| {
@@ -250,7 +256,7 @@ pub(crate) fn default_pod_on_create(pod: &mut Value) {
                 });
                 if !covered {
                     tols.push(json!({"key": key, "operator": "Exists",
-                        "effect": "NoExecute", "tolerationSeconds": 300}));
+                        "effect": "NoExecute", "tolerationSeconds": seconds}));
                 }
             }
         }

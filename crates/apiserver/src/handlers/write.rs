@@ -57,7 +57,7 @@ pub async fn create_object(
 ) -> ApiResult<Value> {
     pipeline::prepare_for_create(info, &mut obj, namespace)?;
     api::defaults::apply_defaults(info, &mut obj);
-    api::defaults::apply_create_defaults(info, &mut obj);
+    api::defaults::apply_create_defaults_with(info, &mut obj, &server.config.admission);
     pipeline::validate_create(info, &obj)?;
     if let Some(manager) = manager {
         api::managed_fields::record_update(
