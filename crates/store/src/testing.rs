@@ -8,6 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::etcd::client::{ClientOptions, EtcdClient};
+use crate::etcd::proto::RangeRequest;
+
 /// How long etcd may take to answer after being started.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -99,11 +102,7 @@ impl EtcdServer {
                     self.log_tail()
                 ));
             }
-            let probe = async {
-                let mut client = etcd_client::Client::connect([&self.endpoint], None).await?;
-                client.get("/", None).await
-            };
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), probe).await {
+            if self.answers().await {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -114,6 +113,27 @@ impl EtcdServer {
                 ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Whether etcd answers a read within two seconds.
+    async fn answers(&self) -> bool {
+        let opts = ClientOptions {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(2),
+            keep_alive_interval: Duration::from_secs(30),
+            keep_alive_timeout: Duration::from_secs(10),
+        };
+        match EtcdClient::new(std::slice::from_ref(&self.endpoint), &opts) {
+            Ok(client) => {
+                let probe = RangeRequest {
+                    key: b"/".to_vec(),
+                    count_only: true,
+                    ..Default::default()
+                };
+                client.range(probe).await.is_ok()
+            }
+            Err(_) => false,
         }
     }
 

@@ -1,8 +1,15 @@
-//! The etcd backend: the `Store` contract mapped onto the etcd v3 API (`etcd-client`),
-//! for `--datastore-endpoint http://HOST:2379`. Revisions are etcd's own; each
-//! conditional write is one etcd transaction (compare on create/mod revision, put or
-//! delete on success, read the current value on failure), so a conflict answer carries
-//! the value that beat us without a second round trip.
+//! The etcd backend: the `Store` contract mapped onto the etcd v3 API, for
+//! `--datastore-endpoint http://HOST:2379`. Revisions are etcd's own; each conditional
+//! write is one etcd transaction (compare on create/mod revision, put or delete on
+//! success, read the current value on failure), so a conflict answer carries the value
+//! that beat us without a second round trip.
+//!
+//! The gRPC calls live in `client` (tonic's generic client) and the protobuf messages in
+//! `proto` (written by hand), so building needs no `protoc`; this module decides what the
+//! calls mean for the contract.
+
+pub(crate) mod client;
+pub(crate) mod proto;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -11,11 +18,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions,
-    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
-};
 use futures::StreamExt;
+
+use client::{ClientOptions, EtcdClient, RpcError, WatchResponses};
+use proto::{request_op, response_op, Compare, RangeRequest, RequestOp, TxnRequest, TxnResponse};
 
 use crate::{
     prefix_end, Event, KeyValue, ListRequest, ListResponse, ReadAt, Result, Revision, Store,
@@ -49,8 +55,7 @@ impl Default for EtcdOptions {
 
 /// The etcd-backed `Store`. Dropping it stops its compaction task.
 pub struct EtcdStore {
-    client: Client,
-    endpoints: Vec<String>,
+    client: EtcdClient,
     compactor: Option<tokio::task::JoinHandle<()>>,
     /// The newest compaction point seen (a lower bound; others may compact too).
     known_compacted: AtomicI64,
@@ -59,7 +64,7 @@ pub struct EtcdStore {
 impl std::fmt::Debug for EtcdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EtcdStore")
-            .field("endpoints", &self.endpoints)
+            .field("endpoints", &self.client.endpoints())
             .finish()
     }
 }
@@ -75,45 +80,85 @@ impl Drop for EtcdStore {
 const COMPACTED_MSG: &str = "required revision has been compacted";
 const FUTURE_MSG: &str = "required revision is a future revision";
 
-fn is_grpc(e: &etcd_client::Error, needle: &str) -> bool {
-    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains(needle))
+/// Whether etcd answered with an error whose message contains `needle` (etcd's revision
+/// errors share the gRPC code OutOfRange and are told apart by message).
+fn is_etcd_error(e: &RpcError, needle: &str) -> bool {
+    e.etcd_message().is_some_and(|m| m.contains(needle))
 }
 
-fn backend(what: impl std::fmt::Display) -> impl FnOnce(etcd_client::Error) -> StoreError {
+fn backend(what: impl std::fmt::Display) -> impl FnOnce(RpcError) -> StoreError {
     move |e| StoreError::Backend(format!("etcd: {what}: {e}"))
 }
 
-fn to_kv(kv: &etcd_client::KeyValue) -> Result<KeyValue> {
-    let key = kv.key_str().map_err(|e| {
+fn to_kv(kv: &proto::KeyValue) -> Result<KeyValue> {
+    let key = std::str::from_utf8(&kv.key).map_err(|e| {
         StoreError::Backend(format!(
             "etcd: key {:?} at revision {} is not UTF-8: {e}",
-            String::from_utf8_lossy(kv.key()),
-            kv.mod_revision()
+            String::from_utf8_lossy(&kv.key),
+            kv.mod_revision
         ))
     })?;
     Ok(KeyValue {
         key: key.to_owned(),
-        value: Bytes::copy_from_slice(kv.value()),
-        create_revision: kv.create_revision(),
-        mod_revision: kv.mod_revision(),
+        // Shares the decoded response buffer; no copy.
+        value: kv.value.clone(),
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
     })
 }
 
-fn header_revision(resp: &TxnResponse, what: &str) -> Result<Revision> {
-    resp.header()
-        .map(|h| h.revision())
+fn header_revision(header: Option<&proto::ResponseHeader>, what: &str) -> Result<Revision> {
+    header
+        .map(|h| h.revision)
         .ok_or_else(|| StoreError::Backend(format!("etcd: {what}: response without header")))
+}
+
+/// A read of one key, as a transaction operation.
+fn get_op(key: &str) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::Range(RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// A write of one key, as a transaction operation; `prev_kv` asks for the value it replaced.
+fn put_op(key: &str, value: Bytes, prev_kv: bool) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::Put(proto::PutRequest {
+            key: key.as_bytes().to_vec(),
+            value,
+            prev_kv,
+        })),
+    }
+}
+
+/// A count-only read of the key "/" at `revision` (0: the newest): the cheapest request
+/// that answers with a header, and fails on a compacted or future revision.
+fn probe_range(revision: Revision) -> RangeRequest {
+    RangeRequest {
+        key: b"/".to_vec(),
+        revision,
+        count_only: true,
+        ..Default::default()
+    }
+}
+
+/// The first operation result of a transaction's branch that ran.
+fn first_op(resp: &TxnResponse) -> Option<&response_op::Response> {
+    resp.responses.first().and_then(|r| r.response.as_ref())
 }
 
 /// The current value from the `else` branch of a failed conditional transaction.
 fn failed_txn_current(resp: &TxnResponse) -> Result<Option<KeyValue>> {
-    match resp.op_responses().first() {
-        Some(TxnOpResponse::Get(get)) => get.kvs().first().map(to_kv).transpose(),
+    match first_op(resp) {
+        Some(response_op::Response::Range(get)) => get.kvs.first().map(to_kv).transpose(),
         _ => Ok(None),
     }
 }
 
-/// Endpoints for `etcd-client`: `http://host:port`, comma-separated for several members.
+/// Endpoints: `http://host:port`, comma-separated for several members.
 fn parse_endpoints<E: AsRef<str>>(endpoints: &[E]) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for e in endpoints.iter().flat_map(|e| e.as_ref().split(',')) {
@@ -153,20 +198,18 @@ impl EtcdStore {
     ) -> Result<Arc<EtcdStore>> {
         let endpoints = parse_endpoints(endpoints)?;
         let joined = endpoints.join(",");
-        let client = Client::connect(
+        let client = EtcdClient::new(
             &endpoints,
-            Some(
-                ConnectOptions::new()
-                    .with_connect_timeout(opts.connect_timeout)
-                    .with_timeout(opts.request_timeout)
-                    .with_keep_alive(Duration::from_secs(30), Duration::from_secs(10)),
-            ),
+            &ClientOptions {
+                connect_timeout: opts.connect_timeout,
+                request_timeout: opts.request_timeout,
+                keep_alive_interval: Duration::from_secs(30),
+                keep_alive_timeout: Duration::from_secs(10),
+            },
         )
-        .await
-        .map_err(backend(format!("connecting to {joined}")))?;
+        .map_err(StoreError::Backend)?;
         let mut store = EtcdStore {
             client,
-            endpoints,
             compactor: None,
             known_compacted: AtomicI64::new(0),
         };
@@ -189,27 +232,21 @@ impl EtcdStore {
         Ok(Arc::new(store))
     }
 
-    async fn txn(&self, txn: Txn, what: impl FnOnce() -> String) -> Result<TxnResponse> {
+    async fn txn(&self, txn: TxnRequest, what: impl FnOnce() -> String) -> Result<TxnResponse> {
         self.client
-            .kv_client()
             .txn(txn)
             .await
             .map_err(|e| StoreError::Backend(format!("etcd: {}: {e}", what())))
     }
 
     /// Turn an etcd error about a requested revision into the contract's variants.
-    async fn revision_error(
-        &self,
-        requested: Revision,
-        e: etcd_client::Error,
-        what: &str,
-    ) -> StoreError {
-        if is_grpc(&e, COMPACTED_MSG) {
+    async fn revision_error(&self, requested: Revision, e: RpcError, what: &str) -> StoreError {
+        if is_etcd_error(&e, COMPACTED_MSG) {
             StoreError::Compacted {
                 requested,
                 compacted: self.compacted_revision().await.unwrap_or(requested),
             }
-        } else if is_grpc(&e, FUTURE_MSG) {
+        } else if is_etcd_error(&e, FUTURE_MSG) {
             StoreError::FutureRevision {
                 requested,
                 current: self.current_revision().await.unwrap_or(requested),
@@ -223,18 +260,14 @@ impl EtcdStore {
 /// kube-apiserver's compaction loop: every interval, compact to the revision seen at the
 /// previous tick (keeping at least `retain` revisions). Errors are logged and retried at
 /// the next tick; another server compacting first is harmless.
-async fn compact_loop(client: Client, every: Duration, retain: Revision) {
+async fn compact_loop(client: EtcdClient, every: Duration, retain: Revision) {
     let mut last: Option<Revision> = None;
     let mut ticker = tokio::time::interval(every);
     ticker.tick().await;
     loop {
         ticker.tick().await;
-        let current = match client
-            .kv_client()
-            .get("/", Some(GetOptions::new().with_count_only()))
-            .await
-        {
-            Ok(resp) => resp.header().map_or(0, |h| h.revision()),
+        let current = match client.range(probe_range(0)).await {
+            Ok(resp) => resp.header.map_or(0, |h| h.revision),
             Err(e) => {
                 tracing::warn!(error = %e, "etcd compaction: reading the current revision");
                 continue;
@@ -243,9 +276,13 @@ async fn compact_loop(client: Client, every: Duration, retain: Revision) {
         if let Some(prev) = last.replace(current) {
             let target = prev.min(current - retain);
             if target > 0 {
-                match client.kv_client().compact(target, None).await {
+                let req = proto::CompactionRequest {
+                    revision: target,
+                    physical: false,
+                };
+                match client.compact(req).await {
                     Ok(_) => tracing::debug!(target, "compacted etcd"),
-                    Err(e) if is_grpc(&e, COMPACTED_MSG) => {}
+                    Err(e) if is_etcd_error(&e, COMPACTED_MSG) => {}
                     Err(e) => tracing::warn!(error = %e, target, "etcd compaction failed"),
                 }
             }
@@ -258,23 +295,23 @@ impl Store for EtcdStore {
     async fn current_revision(&self) -> Result<Revision> {
         let resp = self
             .client
-            .kv_client()
-            .get("/", Some(GetOptions::new().with_count_only()))
+            .range(probe_range(0))
             .await
             .map_err(backend("reading the current revision"))?;
-        resp.header()
-            .map(|h| h.revision())
-            .ok_or_else(|| StoreError::Backend("etcd: range response without header".into()))
+        header_revision(resp.header.as_ref(), "reading the current revision")
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let req = RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        };
         let resp = self
             .client
-            .kv_client()
-            .get(key, None)
+            .range(req)
             .await
             .map_err(backend(format!("reading key {key:?}")))?;
-        resp.kvs().first().map(to_kv).transpose()
+        resp.kvs.first().map(to_kv).transpose()
     }
 
     async fn list(&self, req: ListRequest) -> Result<ListResponse> {
@@ -287,15 +324,21 @@ impl Store for EtcdStore {
             }
         }
         let start = req.start_key.as_deref().unwrap_or(&req.prefix);
-        let mut opts = GetOptions::new().with_range(prefix_end(&req.prefix));
-        let limit = req.limit.filter(|l| *l > 0);
-        if let Some(l) = limit {
-            opts = opts.with_limit(i64::try_from(l).unwrap_or(i64::MAX));
-        }
-        if let ReadAt::Exact(rev) = req.at {
-            opts = opts.with_revision(rev);
-        }
-        let resp = match self.client.kv_client().get(start, Some(opts)).await {
+        let range = RangeRequest {
+            key: start.as_bytes().to_vec(),
+            range_end: prefix_end(&req.prefix),
+            // 0 is etcd's "no limit", as it is the contract's.
+            limit: req
+                .limit
+                .map_or(0, |l| i64::try_from(l).unwrap_or(i64::MAX)),
+            // 0 is etcd's "newest".
+            revision: match req.at {
+                ReadAt::Exact(rev) => rev,
+                ReadAt::Latest => 0,
+            },
+            ..Default::default()
+        };
+        let resp = match self.client.range(range).await {
             Ok(resp) => resp,
             Err(e) => {
                 return Err(match req.at {
@@ -309,55 +352,53 @@ impl Store for EtcdStore {
                 })
             }
         };
-        let items = resp.kvs().iter().map(to_kv).collect::<Result<Vec<_>>>()?;
+        let items = resp.kvs.iter().map(to_kv).collect::<Result<Vec<_>>>()?;
         let revision = match req.at {
             ReadAt::Exact(rev) => rev,
-            ReadAt::Latest => resp
-                .header()
-                .map(|h| h.revision())
-                .ok_or_else(|| StoreError::Backend("etcd: range response without header".into()))?,
+            ReadAt::Latest => {
+                header_revision(resp.header.as_ref(), &format!("listing {:?}", req.prefix))?
+            }
         };
         // etcd's count is every key in [start, end), before the limit.
-        let remaining = u64::try_from(resp.count())
+        let remaining = u64::try_from(resp.count)
             .ok()
             .map(|c| c.saturating_sub(items.len() as u64));
         Ok(ListResponse {
-            more: resp.more(),
-            remaining: if resp.more() { remaining } else { Some(0) },
+            more: resp.more,
+            remaining: if resp.more { remaining } else { Some(0) },
             items,
             revision,
         })
     }
 
     async fn count(&self, prefix: &str) -> Result<u64> {
+        let req = RangeRequest {
+            key: prefix.as_bytes().to_vec(),
+            range_end: prefix_end(prefix),
+            count_only: true,
+            ..Default::default()
+        };
         let resp = self
             .client
-            .kv_client()
-            .get(
-                prefix,
-                Some(
-                    GetOptions::new()
-                        .with_range(prefix_end(prefix))
-                        .with_count_only(),
-                ),
-            )
+            .range(req)
             .await
             .map_err(backend(format!("counting {prefix:?}")))?;
-        Ok(u64::try_from(resp.count()).unwrap_or(0))
+        Ok(u64::try_from(resp.count).unwrap_or(0))
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<KeyValue> {
-        let txn = Txn::new()
-            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key, value.to_vec(), None)])
-            .or_else([TxnOp::get(key, None)]);
+        let txn = TxnRequest {
+            compare: vec![Compare::create_revision(key, proto::COMPARE_EQUAL, 0)],
+            success: vec![put_op(key, value.clone(), false)],
+            failure: vec![get_op(key)],
+        };
         let resp = self.txn(txn, || format!("creating key {key:?}")).await?;
-        if !resp.succeeded() {
+        if !resp.succeeded {
             return Err(StoreError::AlreadyExists {
                 key: key.to_owned(),
             });
         }
-        let rev = header_revision(&resp, "create")?;
+        let rev = header_revision(resp.header.as_ref(), "create")?;
         Ok(KeyValue {
             key: key.to_owned(),
             value,
@@ -369,23 +410,20 @@ impl Store for EtcdStore {
     async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<KeyValue> {
         // A missing key has mod_revision 0; the create_revision guard keeps an update from
         // resurrecting it.
-        let txn = Txn::new()
-            .when([
-                Compare::create_revision(key, CompareOp::Greater, 0),
-                Compare::mod_revision(key, CompareOp::Equal, expected),
-            ])
-            .and_then([TxnOp::put(
-                key,
-                value.to_vec(),
-                Some(PutOptions::new().with_prev_key()),
-            )])
-            .or_else([TxnOp::get(key, None)]);
+        let txn = TxnRequest {
+            compare: vec![
+                Compare::create_revision(key, proto::COMPARE_GREATER, 0),
+                Compare::mod_revision(key, proto::COMPARE_EQUAL, expected),
+            ],
+            success: vec![put_op(key, value.clone(), true)],
+            failure: vec![get_op(key)],
+        };
         let resp = self
             .txn(txn, || {
                 format!("updating key {key:?} at revision {expected}")
             })
             .await?;
-        if !resp.succeeded() {
+        if !resp.succeeded {
             return Err(match failed_txn_current(&resp)? {
                 None => StoreError::NotFound {
                     key: key.to_owned(),
@@ -397,9 +435,11 @@ impl Store for EtcdStore {
                 },
             });
         }
-        let rev = header_revision(&resp, "update")?;
-        let create_revision = match resp.op_responses().first() {
-            Some(TxnOpResponse::Put(put)) => put.prev_key().map(|p| p.create_revision()),
+        let rev = header_revision(resp.header.as_ref(), "update")?;
+        let create_revision = match first_op(&resp) {
+            Some(response_op::Response::Put(put)) => {
+                put.prev_kv.as_ref().map(|p| p.create_revision)
+            }
             _ => None,
         }
         .ok_or_else(|| {
@@ -416,19 +456,26 @@ impl Store for EtcdStore {
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(KeyValue, Revision)> {
-        let mut when = vec![Compare::create_revision(key, CompareOp::Greater, 0)];
+        let mut compare = vec![Compare::create_revision(key, proto::COMPARE_GREATER, 0)];
         if let Some(expected) = expected {
-            when.push(Compare::mod_revision(key, CompareOp::Equal, expected));
+            compare.push(Compare::mod_revision(key, proto::COMPARE_EQUAL, expected));
         }
-        let txn = Txn::new()
-            .when(when)
-            .and_then([TxnOp::delete(
-                key,
-                Some(DeleteOptions::new().with_prev_key()),
-            )])
-            .or_else([TxnOp::get(key, None)]);
+        let delete = RequestOp {
+            request: Some(request_op::Request::DeleteRange(
+                proto::DeleteRangeRequest {
+                    key: key.as_bytes().to_vec(),
+                    range_end: Vec::new(),
+                    prev_kv: true,
+                },
+            )),
+        };
+        let txn = TxnRequest {
+            compare,
+            success: vec![delete],
+            failure: vec![get_op(key)],
+        };
         let resp = self.txn(txn, || format!("deleting key {key:?}")).await?;
-        if !resp.succeeded() {
+        if !resp.succeeded {
             return Err(match (failed_txn_current(&resp)?, expected) {
                 (Some(current), Some(expected)) => StoreError::Conflict {
                     key: key.to_owned(),
@@ -440,9 +487,11 @@ impl Store for EtcdStore {
                 },
             });
         }
-        let rev = header_revision(&resp, "delete")?;
-        let prev = match resp.op_responses().first() {
-            Some(TxnOpResponse::Delete(del)) => del.prev_kvs().first().map(to_kv).transpose()?,
+        let rev = header_revision(resp.header.as_ref(), "delete")?;
+        let prev = match first_op(&resp) {
+            Some(response_op::Response::DeleteRange(del)) => {
+                del.prev_kvs.first().map(to_kv).transpose()?
+            }
             _ => None,
         }
         .ok_or_else(|| {
@@ -454,23 +503,16 @@ impl Store for EtcdStore {
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
-        let opts = WatchOptions::new()
-            .with_range(prefix_end(prefix))
-            .with_start_revision(after + 1)
-            .with_prev_key();
+        let create = proto::WatchCreateRequest {
+            key: prefix.as_bytes().to_vec(),
+            range_end: prefix_end(prefix),
+            start_revision: after + 1,
+            prev_kv: true,
+            ..Default::default()
+        };
         let what = format!("watching {prefix:?} after revision {after}");
-        let mut stream = self
-            .client
-            .watch_client()
-            .watch(prefix, Some(opts))
-            .await
-            .map_err(backend(&what))?;
         // etcd answers a watch create first; a compacted start revision cancels it at once.
-        let first = stream
-            .message()
-            .await
-            .map_err(backend(&what))?
-            .ok_or_else(|| StoreError::Backend(format!("etcd: {what}: stream closed")))?;
+        let (stream, first) = self.client.watch(create).await.map_err(backend(&what))?;
         let mut state = EtcdWatch {
             stream,
             pending: VecDeque::new(),
@@ -478,9 +520,7 @@ impl Store for EtcdStore {
             prefix: prefix.to_owned(),
             done: false,
         };
-        if let Err(e) = state.absorb(first) {
-            return Err(e);
-        }
+        state.absorb(first)?;
         Ok(futures::stream::unfold(state, |mut w| async move {
             let item = w.next().await?;
             Some((item, w))
@@ -489,7 +529,11 @@ impl Store for EtcdStore {
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
-        match self.client.kv_client().compact(revision, None).await {
+        let req = proto::CompactionRequest {
+            revision,
+            physical: false,
+        };
+        match self.client.compact(req).await {
             Ok(_) => Ok(()),
             Err(e) => Err(self.revision_error(revision, e, "compacting").await),
         }
@@ -502,17 +546,9 @@ impl Store for EtcdStore {
         // so the last answer is a lower bound for the next search.
         let current = self.current_revision().await?;
         let readable = |rev: Revision| async move {
-            match self
-                .client
-                .kv_client()
-                .get(
-                    "/",
-                    Some(GetOptions::new().with_count_only().with_revision(rev)),
-                )
-                .await
-            {
+            match self.client.range(probe_range(rev)).await {
                 Ok(_) => Ok(true),
-                Err(e) if is_grpc(&e, COMPACTED_MSG) => Ok(false),
+                Err(e) if is_etcd_error(&e, COMPACTED_MSG) => Ok(false),
                 Err(e) => Err(StoreError::Backend(format!(
                     "etcd: probing the compaction point at revision {rev}: {e}"
                 ))),
@@ -542,7 +578,7 @@ impl Store for EtcdStore {
 
 /// One etcd watch turned into the contract's event stream.
 struct EtcdWatch {
-    stream: etcd_client::WatchStream,
+    stream: WatchResponses,
     pending: VecDeque<Result<Event>>,
     after: Revision,
     prefix: String,
@@ -551,24 +587,22 @@ struct EtcdWatch {
 
 impl EtcdWatch {
     /// Queue the events of one response; a cancellation becomes the stream's last item.
-    fn absorb(&mut self, resp: etcd_client::WatchResponse) -> Result<()> {
-        if resp.canceled() {
+    fn absorb(&mut self, resp: proto::WatchResponse) -> Result<()> {
+        if resp.canceled {
             self.done = true;
-            return Err(if resp.compact_revision() > 0 {
+            return Err(if resp.compact_revision > 0 {
                 StoreError::Compacted {
                     requested: self.after,
-                    compacted: resp.compact_revision(),
+                    compacted: resp.compact_revision,
                 }
             } else {
                 StoreError::Backend(format!(
                     "etcd: watch of {:?} cancelled after revision {}: {}",
-                    self.prefix,
-                    self.after,
-                    resp.cancel_reason()
+                    self.prefix, self.after, resp.cancel_reason
                 ))
             });
         }
-        for ev in resp.events() {
+        for ev in &resp.events {
             let event = self.convert(ev)?;
             self.after = event.revision();
             self.pending.push_back(Ok(event));
@@ -576,29 +610,34 @@ impl EtcdWatch {
         Ok(())
     }
 
-    fn convert(&self, ev: &etcd_client::Event) -> Result<Event> {
-        let kv = ev.kv().ok_or_else(|| {
+    fn convert(&self, ev: &proto::Event) -> Result<Event> {
+        let kv = ev.kv.as_ref().ok_or_else(|| {
             StoreError::Backend(format!(
                 "etcd: watch of {:?}: event without key after revision {}",
                 self.prefix, self.after
             ))
         })?;
-        let prev = ev.prev_kv().map(to_kv).transpose()?;
-        Ok(match ev.event_type() {
-            EventType::Put => Event::Put {
+        let prev = ev.prev_kv.as_ref().map(to_kv).transpose()?;
+        Ok(match ev.r#type {
+            proto::EVENT_PUT => Event::Put {
                 kv: to_kv(kv)?,
                 prev,
             },
-            EventType::Delete => Event::Delete {
+            proto::EVENT_DELETE => Event::Delete {
                 // etcd omits prev_kv when the previous revision was compacted under a slow
                 // watcher; without it a DELETED event cannot be built, so make the
                 // client relist.
                 prev: prev.ok_or(StoreError::WatchLagged(self.after))?,
-                revision: kv.mod_revision(),
+                revision: kv.mod_revision,
             },
+            other => {
+                return Err(StoreError::Backend(format!(
+                    "etcd: watch of {:?}: unknown event type {other} at revision {}",
+                    self.prefix, kv.mod_revision
+                )))
+            }
         })
     }
-
     async fn next(&mut self) -> Option<Result<Event>> {
         loop {
             if let Some(item) = self.pending.pop_front() {
