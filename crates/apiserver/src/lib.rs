@@ -19,6 +19,7 @@ pub mod objects;
 pub mod request;
 pub mod routes;
 pub mod server;
+pub mod watch_hub;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -58,6 +59,8 @@ pub struct ApiServer {
     /// Set once the built-in objects exist; `/readyz` answers 200 from then on.
     pub ready: std::sync::atomic::AtomicBool,
     pub metrics: metrics::Metrics,
+    /// One shared store watch per watched resource, for all watch requests.
+    pub watch_hubs: watch_hub::WatchHubs,
 }
 
 impl ApiServer {
@@ -68,6 +71,7 @@ impl ApiServer {
             allocation_lock: tokio::sync::Mutex::new(()),
             ready: std::sync::atomic::AtomicBool::new(false),
             metrics: metrics::Metrics::default(),
+            watch_hubs: watch_hub::WatchHubs::default(),
         })
     }
 }

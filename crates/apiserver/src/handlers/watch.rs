@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use api::registry::ResourceInfo;
-use store::{Event, StoreError};
+use store::StoreError;
 
 use super::read::{self, Selectors};
 use super::render::{self, ListMeta};
@@ -25,12 +25,17 @@ use crate::errors::{ApiError, ApiResult};
 use crate::http::Body;
 use crate::objects;
 use crate::request::{IncludeObject, ListOptions, Rendering};
+use crate::watch_hub::{Change, Next, Shape, SharedEvent, View};
 
 /// How often an idle watch that asked for bookmarks gets one.
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(30);
 /// Upstream closes watches after a random 30–60 minutes when no timeout is given, so
 /// clients rebalance; so do we.
 const DEFAULT_TIMEOUT_RANGE: (u64, u64) = (1800, 3600);
+/// Lines queued for one watcher's client. A watcher whose client reads slower than events
+/// come waits here, alone; when it falls further behind than the hub keeps events, the
+/// hub ends it (see `watch_hub`).
+const WATCHER_BUFFER: usize = 256;
 
 pub async fn watch(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     let info = ctx.target.info;
@@ -62,7 +67,6 @@ pub async fn watch(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
             page.revision
         }
     };
-    let prefix = info.collection_prefix(namespace.as_deref());
     let timeout = match opts.timeout_seconds {
         Some(t) if t > 0 => Duration::from_secs(t as u64),
         _ => {
@@ -77,11 +81,16 @@ pub async fn watch(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
         rendering: ctx.rendering,
         include: opts.include_object,
     };
-    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let filter = WatcherFilter {
+        key_prefix: info.collection_prefix(namespace.as_deref()),
+        name: name_filter,
+        selectors,
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(WATCHER_BUFFER);
 
-    // Open the store watch before answering so a compacted revision is reported as the
-    // first event of a 200 response, as upstream does.
-    let stream = server.store.watch(&prefix, from).await;
+    // Subscribe before answering so a compacted revision is reported as the first event
+    // of a 200 response, as upstream does.
+    let subscription = server.watch_hubs.subscribe(&server.store, info, from).await;
     let bookmarks = opts.allow_bookmarks;
     let send_initial_end = opts.send_initial_events;
     let watches = server.metrics.watches.clone();
@@ -90,28 +99,29 @@ pub async fn watch(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
         let _open = scopeguard(move || {
             watches.dec();
         });
-        let mut stream = match stream {
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut sub = match subscription {
             Ok(s) => s,
             Err(e) => {
-                let _ = tx.send(encoder.error(&watch_error(e))).await;
+                send(&tx, encoder.error(&watch_error(&e)), &mut deadline).await;
                 return;
             }
         };
         for obj in initial {
-            if name_filter
+            if filter
+                .name
                 .as_deref()
                 .map_or(true, |n| n == objects::name_of(&obj))
+                && !send(&tx, encoder.event("ADDED", obj), &mut deadline).await
             {
-                if tx.send(encoder.event("ADDED", obj)).await.is_err() {
-                    return;
-                }
+                return;
             }
         }
-        if send_initial_end {
-            let _ = tx.send(encoder.bookmark(from, true)).await;
+        if send_initial_end && !send(&tx, encoder.bookmark(from, true), &mut deadline).await {
+            return;
         }
-        let deadline = tokio::time::sleep(timeout);
-        tokio::pin!(deadline);
+        let view = sub.view();
         let mut ticker = tokio::time::interval(BOOKMARK_INTERVAL);
         ticker.tick().await;
         let mut last_rev = from;
@@ -120,22 +130,26 @@ pub async fn watch(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
                 _ = &mut deadline => return,
                 _ = tx.closed() => return,
                 _ = ticker.tick(), if bookmarks => {
-                    if tx.send(encoder.bookmark(last_rev, false)).await.is_err() { return; }
+                    if !send(&tx, encoder.bookmark(last_rev, false), &mut deadline).await { return; }
                 }
-                next = stream.next() => {
-                    let Some(next) = next else { return };
-                    let event = match next {
-                        Ok(ev) => ev,
-                        Err(e) => {
-                            let _ = tx.send(encoder.error(&watch_error(e))).await;
-                            return;
+                next = sub.next() => match next {
+                    Next::Event(event) => {
+                        // The hub carries every namespace; today's watcher saw only its own.
+                        if event.key().starts_with(&filter.key_prefix) {
+                            last_rev = event.revision();
+                            if let Some(line) = render_event(&event, view, &filter, &encoder) {
+                                if !send(&tx, line, &mut deadline).await { return; }
+                            }
                         }
-                    };
-                    last_rev = event.revision();
-                    for (kind, obj) in translate(info, &selectors, name_filter.as_deref(), event) {
-                        if tx.send(encoder.event(kind, obj)).await.is_err() { return; }
                     }
-                }
+                    // Too far behind: close the watch (no ERROR event, as kube-apiserver's
+                    // watch cache does); the client re-watches from its last resourceVersion.
+                    Next::Lagged(_) | Next::Closed => return,
+                    Next::Failed(e) => {
+                        send(&tx, encoder.error(&watch_error(&e)), &mut deadline).await;
+                        return;
+                    }
+                },
             }
         }
     });
@@ -156,6 +170,19 @@ pub async fn watch(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
         .unwrap_or_else(|_| Response::new(crate::http::full(Bytes::new()))))
 }
 
+/// Queue one line for the client; false when the watch is over (client gone, or the
+/// timeout passed while the client was not reading).
+async fn send(
+    tx: &mpsc::Sender<Bytes>,
+    line: Bytes,
+    deadline: &mut std::pin::Pin<&mut tokio::time::Sleep>,
+) -> bool {
+    tokio::select! {
+        sent = tx.send(line) => sent.is_ok(),
+        _ = deadline.as_mut() => false,
+    }
+}
+
 /// Runs `f` when dropped, however the watch task ends.
 fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
     struct Guard<F: FnOnce()>(Option<F>);
@@ -169,7 +196,7 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
     Guard(Some(f))
 }
 
-fn watch_error(e: StoreError) -> ApiError {
+fn watch_error(e: &StoreError) -> ApiError {
     match e {
         StoreError::Compacted {
             requested,
@@ -184,47 +211,80 @@ fn watch_error(e: StoreError) -> ApiError {
     }
 }
 
-/// Turn one store event into the watch events a filtered watcher sees (0 or 1).
-fn translate(
-    info: &ResourceInfo,
-    selectors: &Selectors,
-    name: Option<&str>,
-    event: Event,
-) -> Vec<(&'static str, Value)> {
-    let decode = |kv: &store::KeyValue| objects::decode(info, kv).ok();
-    let passes = |obj: &Value| {
-        selectors.matches(info, obj) && name.map_or(true, |n| n == objects::name_of(obj))
-    };
-    match event {
-        Event::Put { kv, prev } => {
-            let Some(new) = decode(&kv) else {
-                return vec![];
-            };
-            let old = prev.as_ref().and_then(decode);
-            let new_passes = passes(&new);
-            let old_passes = old.as_ref().map_or(false, passes);
-            match (old.is_some(), old_passes, new_passes) {
-                (_, true, true) => vec![("MODIFIED", new)],
-                (_, false, true) => vec![("ADDED", new)],
-                (true, true, false) => {
-                    let mut gone = old.unwrap_or(Value::Null);
-                    objects::set_resource_version(&mut gone, kv.mod_revision);
-                    vec![("DELETED", gone)]
-                }
-                _ => vec![],
-            }
-        }
-        Event::Delete { prev, revision } => {
-            let Some(mut old) = decode(&prev) else {
-                return vec![];
-            };
-            if !passes(&old) {
-                return vec![];
-            }
-            objects::set_resource_version(&mut old, revision);
-            vec![("DELETED", old)]
-        }
+/// What one watcher lets through: its namespace (as a key prefix), the object name of an
+/// old-style single-object watch, and its label and field selectors.
+struct WatcherFilter {
+    key_prefix: String,
+    name: Option<String>,
+    selectors: Selectors,
+}
+
+impl WatcherFilter {
+    /// True when every object under `key_prefix` passes, so the previous object need not
+    /// be decoded to know whether it passed.
+    fn passes_everything(&self) -> bool {
+        self.name.is_none() && self.selectors.labels.is_none() && self.selectors.fields.is_none()
     }
+
+    fn passes(&self, info: &ResourceInfo, obj: &Value) -> bool {
+        self.selectors.matches(info, obj)
+            && self
+                .name
+                .as_deref()
+                .map_or(true, |n| n == objects::name_of(obj))
+    }
+}
+
+/// Which watch event a filtered watcher makes of one store event, from whether the
+/// object before and after it passes the watcher's filter (None: no such object, or it
+/// could not be decoded). Upstream's selector transitions: an object that stops matching
+/// is DELETED, one that starts matching is ADDED.
+fn decide(is_delete: bool, old: Option<bool>, new: Option<bool>) -> Option<Change> {
+    if is_delete {
+        return (old == Some(true)).then_some(Change::Deleted);
+    }
+    match (old, new?) {
+        (Some(true), true) => Some(Change::Modified),
+        (_, true) => Some(Change::Added),
+        (Some(true), false) => Some(Change::Deleted),
+        _ => None,
+    }
+}
+
+/// The line one watcher gets for one hub event, if any: shared with every other watcher
+/// of the same shape, except for Tables.
+fn render_event(
+    event: &SharedEvent,
+    view: View,
+    filter: &WatcherFilter,
+    encoder: &EventEncoder,
+) -> Option<Bytes> {
+    let info = view.info();
+    let new = event.new_object(view);
+    let change = if filter.passes_everything() {
+        // Every object passes, so "the previous object passed" is "there was one".
+        let old = if event.is_delete() {
+            event.old_object(view).map(|_| true)
+        } else {
+            event.has_prev().then_some(true)
+        };
+        decide(event.is_delete(), old, new.map(|_| true))?
+    } else {
+        let old = event.old_object(view).map(|o| filter.passes(info, o));
+        decide(event.is_delete(), old, new.map(|o| filter.passes(info, o)))?
+    };
+    let object = match change {
+        Change::Modified | Change::Added => new?,
+        Change::Deleted => event.deleted_object(view)?,
+    };
+    let shape = match encoder.rendering {
+        Rendering::Table => return Some(encoder.event(change.event_type(), object.clone())),
+        Rendering::PartialMetadata => Shape::PartialMetadata,
+        Rendering::Json | Rendering::Yaml => Shape::Object,
+    };
+    Some(event.line(view, shape, change, || {
+        encoder.shared_event(shape, change.event_type(), object)
+    }))
 }
 
 /// Encodes watch events in the negotiated rendering, one line each.
@@ -240,6 +300,29 @@ impl EventEncoder {
         let mut bytes = serde_json::to_vec(v).unwrap_or_default();
         bytes.push(b'\n');
         Bytes::from(bytes)
+    }
+
+    /// The line of a watch event in a shape every watcher of the resource version shares:
+    /// the same bytes `event` makes, written without copying the shared object.
+    fn shared_event(&self, shape: Shape, kind: &str, obj: &Value) -> Bytes {
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"{\"type\":");
+        // Event types are plain ASCII words; serde keeps the quoting exact anyway.
+        let _ = serde_json::to_writer(&mut out, kind);
+        out.extend_from_slice(b",\"object\":");
+        let written = match shape {
+            // Stored objects are decoded with apiVersion and kind already set, so this is
+            // what `render::with_type_meta` would produce.
+            Shape::Object => serde_json::to_writer(&mut out, obj),
+            Shape::PartialMetadata => {
+                serde_json::to_writer(&mut out, &render::partial_metadata(obj))
+            }
+        };
+        if written.is_err() {
+            return Bytes::new();
+        }
+        out.extend_from_slice(b"}\n");
+        Bytes::from(out)
     }
 
     fn event(&self, kind: &str, obj: Value) -> Bytes {
@@ -293,11 +376,37 @@ impl EventEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use store::KeyValue;
 
-    fn kv(labels: Value, rev: i64) -> KeyValue {
-        let obj = json!({"metadata": {"name": "a", "namespace": "d", "labels": labels}});
-        KeyValue {
+    #[test]
+    fn selector_transitions() {
+        use Change::*;
+        // (is_delete, old passes, new passes) -> event; None: no such object / undecodable.
+        let cases = [
+            (false, None, Some(true), Some(Added)),
+            (false, None, Some(false), None),
+            (false, Some(true), Some(true), Some(Modified)),
+            (false, Some(false), Some(true), Some(Added)),
+            (false, Some(true), Some(false), Some(Deleted)),
+            (false, Some(false), Some(false), None),
+            // An undecodable new value is skipped, even if the old one passed.
+            (false, Some(true), None, None),
+            (true, Some(true), None, Some(Deleted)),
+            (true, Some(false), None, None),
+            (true, None, None, None),
+        ];
+        for (is_delete, old, new, want) in cases {
+            assert_eq!(
+                decide(is_delete, old, new),
+                want,
+                "delete={is_delete} old={old:?} new={new:?}"
+            );
+        }
+    }
+
+    fn kv(labels: Value, rev: i64) -> store::KeyValue {
+        let obj = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "namespace": "d", "labels": labels}, "data": {"k": "v"}});
+        store::KeyValue {
             key: "/registry/configmaps/d/a".into(),
             value: Bytes::from(serde_json::to_vec(&obj).unwrap()),
             create_revision: 1,
@@ -305,31 +414,51 @@ mod tests {
         }
     }
 
+    /// The lines shared between watchers are byte for byte what each watcher encoded for
+    /// itself before the hub, in every shape.
     #[test]
-    fn leaving_the_selector_is_a_delete() {
+    fn shared_lines_equal_per_watcher_encoding() {
+        let info = api::registry::lookup("", "v1", "configmaps").unwrap();
+        let new = objects::decode(info, &kv(json!({"app": "web"}), 5)).unwrap();
+        let mut gone = objects::decode(info, &kv(json!({"app": "web"}), 4)).unwrap();
+        objects::set_resource_version(&mut gone, 6);
+        for (rendering, shape) in [
+            (Rendering::Json, Shape::Object),
+            (Rendering::Yaml, Shape::Object),
+            (Rendering::PartialMetadata, Shape::PartialMetadata),
+        ] {
+            let enc = EventEncoder {
+                info,
+                rendering,
+                include: IncludeObject::Metadata,
+            };
+            for (kind, obj) in [("ADDED", &new), ("MODIFIED", &new), ("DELETED", &gone)] {
+                assert_eq!(
+                    enc.shared_event(shape, kind, obj),
+                    enc.event(kind, obj.clone()),
+                    "{rendering:?} {kind}"
+                );
+            }
+        }
+    }
+
+    fn watcher(label_selector: Option<&str>, name: Option<&str>) -> WatcherFilter {
         let info = api::registry::lookup("", "v1", "configmaps").unwrap();
         let opts = ListOptions {
-            label_selector: Some("app=web".into()),
+            label_selector: label_selector.map(String::from),
             ..Default::default()
         };
-        let sel = Selectors::parse(info, &opts).unwrap();
-        let ev = Event::Put {
-            kv: kv(json!({"app": "db"}), 5),
-            prev: Some(kv(json!({"app": "web"}), 4)),
-        };
-        let out = translate(info, &sel, None, ev);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].0, "DELETED");
-        assert_eq!(out[0].1["metadata"]["resourceVersion"], "5");
-        let ev = Event::Put {
-            kv: kv(json!({"app": "web"}), 6),
-            prev: Some(kv(json!({"app": "db"}), 5)),
-        };
-        assert_eq!(translate(info, &sel, None, ev)[0].0, "ADDED");
-        let ev = Event::Put {
-            kv: kv(json!({"app": "db"}), 7),
-            prev: Some(kv(json!({"app": "db"}), 6)),
-        };
-        assert!(translate(info, &sel, None, ev).is_empty());
+        WatcherFilter {
+            key_prefix: "/registry/configmaps/d/".into(),
+            name: name.map(String::from),
+            selectors: Selectors::parse(info, &opts).unwrap(),
+        }
+    }
+
+    #[test]
+    fn filters_that_let_everything_through() {
+        assert!(watcher(None, None).passes_everything());
+        assert!(!watcher(Some("app=web"), None).passes_everything());
+        assert!(!watcher(None, Some("a")).passes_everything());
     }
 }
