@@ -16,9 +16,13 @@ use futures::FutureExt;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
+pub mod endpoints;
+pub mod endpointslice;
+pub mod garbage_collector;
 pub mod namespace;
 pub mod node_lifecycle;
 pub mod taint_eviction;
+pub mod serviceaccount;
 
 /// Settings shared by the controllers (flags of `skiff server`, k3s/kube-controller-manager
 /// names where the concept exists).
@@ -83,6 +87,10 @@ pub async fn run_all(ctx: Arc<Context>) {
         namespace::run(client).boxed(),
         node_lifecycle::start(&ctx),
         taint_eviction::start(&ctx),
+        garbage_collector::start(&ctx),
+        endpoints::start(&ctx),
+        endpointslice::start(&ctx),
+        serviceaccount::start(&ctx),
     ];
     ctx.informers.start();
     futures::future::join_all(controllers).await;
