@@ -1,7 +1,9 @@
 //! The skiff binary: `skiff server` runs the control plane (API server, datastore,
-//! controllers); `skiff agent` will join a node. Flags use k3s's names wherever the
+//! controllers); `skiff agent --simulate N` runs simulated nodes (the real node agent
+//! comes later). Flags use k3s's names wherever the
 //! concept exists, so someone who knows k3s guesses them right.
 
+mod agent_cmd;
 mod certs;
 mod failover;
 mod kubeconfig;
@@ -27,7 +29,7 @@ struct Cli {
 enum Command {
     /// Run the control plane: API server, datastore and controllers.
     Server(ServerArgs),
-    /// Run a node agent that joins a server (not built yet).
+    /// Run a node agent that joins a server (today: simulated nodes with --simulate N).
     Agent(AgentArgs),
 }
 
@@ -117,14 +119,71 @@ pub struct ServerArgs {
     pub default_unreachable_toleration_seconds: Option<i64>,
 }
 
+/// Flags of `skiff agent`, named as k3s names them; `--simulate*` are skiff's own.
 #[derive(clap::Args, Debug)]
-struct AgentArgs {
+pub struct AgentArgs {
     /// URL of the server to join.
     #[arg(long, short = 's', env = "SKIFF_URL")]
-    server: Option<String>,
-    /// Join token.
+    pub server: Option<String>,
+    /// Join token: the server's token, plain or as K10<ca-sha256>::<user>:<secret>.
     #[arg(long, short = 't', env = "SKIFF_TOKEN")]
-    token: Option<String>,
+    pub token: Option<String>,
+    /// File holding the join token (the server keeps it in <data-dir>/server/token; from
+    /// there the server CA beside it is trusted too).
+    #[arg(long, env = "SKIFF_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) the server's certificate must be signed by.
+    #[arg(long)]
+    pub server_ca: Option<PathBuf>,
+    /// Join with a kubeconfig (server URL, CA and credentials) instead of a token.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Run N simulated nodes instead of a real one (no containers run; pods report as a
+    /// kubelet would). Control them with `stop NAME` / `start NAME` lines on stdin.
+    #[arg(long, value_name = "N")]
+    pub simulate: Option<usize>,
+    /// Node name; with --simulate, the prefix of `<prefix>-<i>` (default `sim`).
+    #[arg(long, env = "SKIFF_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Labels for the node(s) (key=value).
+    #[arg(long = "node-label")]
+    pub node_label: Vec<String>,
+    /// Taints for the node(s) (key=value:Effect).
+    #[arg(long = "node-taint")]
+    pub node_taint: Vec<String>,
+    /// Pod IP range the simulated nodes' podCIDRs are cut from.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    /// Prefix length of each simulated node's podCIDR.
+    #[arg(long, default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
+    /// Range the simulated nodes' InternalIPs come from (node i gets address i+1).
+    #[arg(long, default_value = "172.20.0.0/14")]
+    pub simulate_node_ip_range: String,
+    /// CPU capacity of each simulated node.
+    #[arg(long, default_value = "8")]
+    pub simulate_cpu: String,
+    /// Memory capacity of each simulated node.
+    #[arg(long, default_value = "32Gi")]
+    pub simulate_memory: String,
+    /// Pod capacity of each simulated node.
+    #[arg(long, default_value_t = 110)]
+    pub simulate_pods: u32,
+    /// Ephemeral storage capacity of each simulated node.
+    #[arg(long, default_value = "100Gi")]
+    pub simulate_ephemeral_storage: String,
+    /// How long the containers of restartPolicy Never/OnFailure pods run (e.g. 2s, 500ms).
+    #[arg(long, default_value = "2s", value_parser = agent_cmd::parse_duration)]
+    pub simulate_run_time: std::time::Duration,
+    /// Longest a deleted pod takes to stop, whatever its terminationGracePeriodSeconds.
+    #[arg(long, default_value = "0s", value_parser = agent_cmd::parse_duration)]
+    pub simulate_termination_grace_cap: std::time::Duration,
+    /// Most API writes in flight at once (per kind of work: heartbeats, pods).
+    #[arg(long, default_value_t = 32)]
+    pub simulate_max_inflight: usize,
+    /// Log at debug level.
+    #[arg(long)]
+    pub debug: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -150,11 +209,26 @@ fn main() -> std::process::ExitCode {
                 }
             }
         }
-        Command::Agent(_) => {
-            eprintln!(
-                "skiff agent: the node agent is not built yet; run `skiff server --disable-agent`"
-            );
-            std::process::ExitCode::from(2)
+        Command::Agent(args) => {
+            // Logs go to stderr: stdout is the simulated fleet's control channel.
+            init_logging(args.debug);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("skiff: starting the async runtime: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(agent_cmd::run(args)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("skiff agent: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
         }
     }
 }
@@ -164,6 +238,7 @@ fn init_logging(debug: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},kube_runtime=warn,kube_client=warn,hyper=warn,h2=warn,tower=warn,rustls=warn")));
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(filter)
         .with_target(false)
         .init();

@@ -10,6 +10,9 @@
 //! assert!(out.contains("kube-system"));
 //! ```
 
+pub mod simulated;
+pub use simulated::SimulatedNodes;
+
 use anyhow::{anyhow, bail, Context, Result};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};

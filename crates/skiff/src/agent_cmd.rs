@@ -1,0 +1,291 @@
+//! `skiff agent`: today only `--simulate N` (simulated nodes, see the agent crate); the
+//! real node agent arrives with the agent join.
+//!
+//! Joining means trusting the server's certificate. Nothing is ever fetched without
+//! verifying it; the CA comes from, in order:
+//! 1. `--kubeconfig FILE` (its server, CA and credentials; `--server` may override the URL),
+//! 2. `--server-ca FILE`,
+//! 3. the server's own data dir when `--token-file` is `<data-dir>/server/token` (the agent
+//!    runs on the server's machine): `<data-dir>/server/tls/server-ca.crt`.
+//!
+//! The token may be the plain secret or k3s's secure form `K10<sha256 of the CA
+//! bundle>::<user>:<secret>`; with the secure form the CA found above must match the hash.
+//! (Fetching the CA from the server and checking it against that hash, as k3s's agent
+//! does, is the seam the real agent join fills.)
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use agent::simulated::config::{parse_label, parse_taint, Ipv4Range};
+use agent::simulated::SimConfig;
+
+use crate::AgentArgs;
+
+/// A join token, split as k3s splits it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinToken {
+    /// Hex SHA-256 of the CA bundle, when the token is in the secure `K10` form.
+    pub ca_hash: Option<String>,
+    /// What is sent as the bearer token.
+    pub secret: String,
+}
+
+/// Parses `K10<hash>::<user>:<secret>` or a plain secret.
+pub fn parse_token(text: &str) -> Result<JoinToken> {
+    let text = text.trim();
+    if text.is_empty() {
+        bail!("the join token is empty");
+    }
+    if let Some(rest) = text.strip_prefix("K10") {
+        let (hash, creds) = rest.split_once("::").ok_or_else(|| {
+            anyhow!("token starts with K10 but has no '::' (want K10<ca-hash>::<user>:<secret>)")
+        })?;
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!("token CA hash {hash:?} is not a hex SHA-256");
+        }
+        let secret = match creds.split_once(':') {
+            Some((_user, secret)) => secret,
+            None => creds,
+        };
+        if secret.is_empty() {
+            bail!("the secret part of the K10 token is empty");
+        }
+        return Ok(JoinToken {
+            ca_hash: Some(hash.to_ascii_lowercase()),
+            secret: secret.to_string(),
+        });
+    }
+    Ok(JoinToken {
+        ca_hash: None,
+        secret: text.to_string(),
+    })
+}
+
+/// Human durations for flags: `2s`, `500ms`, `1.5s`, `1m`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&t[..i], &t[i..]),
+        None => (t, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 2s, 500ms, 1m)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("{text:?} is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The CA file of a server whose token file is `<data-dir>/server/token`.
+fn ca_beside_token_file(token_file: &Path) -> Option<PathBuf> {
+    let server_dir = token_file.parent()?;
+    let ca = server_dir.join("tls").join("server-ca.crt");
+    (token_file.file_name()? == "token" && ca.is_file()).then_some(ca)
+}
+
+/// Builds the API client the agent uses, verifying the server as the module header says.
+async fn client(args: &AgentArgs) -> Result<kube::Client> {
+    if let Some(path) = &args.kubeconfig {
+        let kc = kube::config::Kubeconfig::read_from(path)
+            .with_context(|| format!("reading --kubeconfig {}", path.display()))?;
+        let mut config =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("loading --kubeconfig {}", path.display()))?;
+        if let Some(server) = &args.server {
+            config.cluster_url = server
+                .parse()
+                .with_context(|| format!("--server {server:?} is not a URL"))?;
+        }
+        return kube::Client::try_from(config).context("building the API client");
+    }
+    let server = args
+        .server
+        .as_deref()
+        .ok_or_else(|| anyhow!("--server is required (or --kubeconfig)"))?;
+    let token_text = match (&args.token, &args.token_file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading --token-file {}", f.display()))?,
+        (None, None) => bail!("--token or --token-file is required (or --kubeconfig)"),
+    };
+    let token = parse_token(&token_text)?;
+    let ca_path = match (&args.server_ca, &args.token_file) {
+        (Some(ca), _) => ca.clone(),
+        (None, Some(tf)) => ca_beside_token_file(tf).ok_or_else(|| {
+            anyhow!(
+                "cannot verify the server: --token-file {} is not in a server data dir with tls/server-ca.crt; pass --server-ca FILE or --kubeconfig FILE",
+                tf.display()
+            )
+        })?,
+        (None, None) => bail!(
+            "cannot verify the server: pass --server-ca FILE (the server's <data-dir>/server/tls/server-ca.crt), --token-file <data-dir>/server/token on the server's machine, or --kubeconfig FILE"
+        ),
+    };
+    let ca_pem = std::fs::read(&ca_path)
+        .with_context(|| format!("reading the server CA {}", ca_path.display()))?;
+    if let Some(want) = &token.ca_hash {
+        let got = sha256_hex(&ca_pem);
+        if &got != want {
+            bail!(
+                "the server CA {} (sha256 {got}) does not match the CA hash in the K10 token ({want})",
+                ca_path.display()
+            );
+        }
+    }
+    let ders: Vec<Vec<u8>> = rustls_pemfile::certs(&mut ca_pem.as_slice())
+        .map(|c| c.map(|der| der.as_ref().to_vec()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing the server CA {}", ca_path.display()))?;
+    if ders.is_empty() {
+        bail!("no certificate in the server CA file {}", ca_path.display());
+    }
+    let mut config = kube::Config::new(
+        server
+            .parse()
+            .with_context(|| format!("--server {server:?} is not a URL"))?,
+    );
+    config.root_cert = Some(ders);
+    let mut bearer = http::HeaderValue::from_str(&format!("Bearer {}", token.secret))
+        .context("the token holds characters not allowed in an HTTP header")?;
+    bearer.set_sensitive(true);
+    config.headers.push((http::header::AUTHORIZATION, bearer));
+    kube::Client::try_from(config).context("building the API client")
+}
+
+fn sim_config(args: &AgentArgs, count: usize) -> Result<SimConfig> {
+    let mut cfg = SimConfig::new(count);
+    if let Some(prefix) = &args.node_name {
+        cfg.name_prefix = prefix.clone();
+    }
+    cfg.cpu = args.simulate_cpu.clone();
+    cfg.memory = args.simulate_memory.clone();
+    cfg.pods = args.simulate_pods;
+    cfg.ephemeral_storage = args.simulate_ephemeral_storage.clone();
+    cfg.labels = args
+        .node_label
+        .iter()
+        .map(|l| parse_label(l))
+        .collect::<Result<_, _>>()?;
+    cfg.taints = args
+        .node_taint
+        .iter()
+        .map(|t| parse_taint(t))
+        .collect::<Result<_, _>>()?;
+    cfg.cluster_cidr = Ipv4Range::parse(&args.cluster_cidr, "--cluster-cidr")?;
+    cfg.node_cidr_mask_size = args.node_cidr_mask_size;
+    cfg.node_ip_range = Ipv4Range::parse(&args.simulate_node_ip_range, "--simulate-node-ip-range")?;
+    cfg.run_time = args.simulate_run_time;
+    cfg.termination_grace_cap = args.simulate_termination_grace_cap;
+    cfg.max_inflight = args.simulate_max_inflight;
+    cfg.runtime_version = format!("skiff-sim://{}", env!("CARGO_PKG_VERSION"));
+    // What a kubelet on this machine would report.
+    if let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") {
+        cfg.kernel_version = release.trim().to_string();
+    }
+    if let Ok(os) = std::fs::read_to_string("/etc/os-release") {
+        if let Some(pretty) = os.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=")) {
+            cfg.os_image = pretty.trim_matches('"').to_string();
+        }
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+pub async fn run(args: AgentArgs) -> Result<()> {
+    let Some(count) = args.simulate else {
+        bail!("the real node agent is not built yet; run simulated nodes with --simulate N");
+    };
+    let mut config = sim_config(&args, count)?;
+    let client = client(&args).await?;
+    let version = client
+        .apiserver_version()
+        .await
+        .context("asking the server for its version (is --server right?)")?;
+    config.kubelet_version = version.git_version;
+    tracing::info!(
+        nodes = count,
+        kubelet_version = %config.kubelet_version,
+        "starting simulated nodes"
+    );
+    let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    agent::simulated::run(client, config, stdin, tokio::io::stdout())
+        .await
+        .map_err(|e| anyhow!(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_plain_and_k10() {
+        let hash = "ab".repeat(32);
+        assert_eq!(
+            parse_token("s3cret\n").unwrap(),
+            JoinToken {
+                ca_hash: None,
+                secret: "s3cret".into()
+            }
+        );
+        assert_eq!(
+            parse_token(&format!("K10{hash}::server:s3cret")).unwrap(),
+            JoinToken {
+                ca_hash: Some(hash.clone()),
+                secret: "s3cret".into()
+            }
+        );
+        assert!(parse_token("K10abc::server:x").is_err());
+        assert!(parse_token(&format!("K10{hash}server:x")).is_err());
+        assert!(parse_token(&format!("K10{hash}::server:")).is_err());
+        assert!(parse_token("  ").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert!(parse_duration("2 weeks").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn the_ca_is_found_beside_a_server_token_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = dir.path().join("server");
+        std::fs::create_dir_all(server.join("tls")).unwrap();
+        std::fs::write(server.join("token"), "t\n").unwrap();
+        assert_eq!(ca_beside_token_file(&server.join("token")), None);
+        std::fs::write(server.join("tls/server-ca.crt"), "pem").unwrap();
+        assert_eq!(
+            ca_beside_token_file(&server.join("token")),
+            Some(server.join("tls/server-ca.crt"))
+        );
+        assert_eq!(ca_beside_token_file(&server.join("other")), None);
+    }
+}
