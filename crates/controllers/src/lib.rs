@@ -21,8 +21,8 @@ pub mod endpointslice;
 pub mod garbage_collector;
 pub mod namespace;
 pub mod node_lifecycle;
-pub mod taint_eviction;
 pub mod serviceaccount;
+pub mod taint_eviction;
 
 /// Settings shared by the controllers (flags of `skiff server`, k3s/kube-controller-manager
 /// names where the concept exists).
