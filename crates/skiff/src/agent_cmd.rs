@@ -63,33 +63,6 @@ pub fn parse_token(text: &str) -> Result<JoinToken> {
     })
 }
 
-/// Human durations for flags: `2s`, `500ms`, `1.5s`, `1m`, or a plain number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let (number, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&t[..i], &t[i..]),
-        None => (t, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 2s, 500ms, 1m)"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => {
-            return Err(format!(
-                "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
-            ))
-        }
-    };
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(format!("{text:?} is not a duration"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
 fn sha256_hex(bytes: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, bytes)
         .as_ref()
@@ -200,6 +173,14 @@ fn sim_config(args: &AgentArgs, count: usize) -> Result<SimConfig> {
     cfg.run_time = args.simulate_run_time;
     cfg.termination_grace_cap = args.simulate_termination_grace_cap;
     cfg.max_inflight = args.simulate_max_inflight;
+    if args.node_lease_duration_seconds < 1 {
+        bail!(
+            "--node-lease-duration-seconds must be at least 1, got {}",
+            args.node_lease_duration_seconds
+        );
+    }
+    cfg.lease_duration_seconds = args.node_lease_duration_seconds;
+    cfg.renew_interval = Duration::from_secs_f64(f64::from(args.node_lease_duration_seconds) / 4.0);
     cfg.runtime_version = format!("skiff-sim://{}", env!("CARGO_PKG_VERSION"));
     // What a kubelet on this machine would report.
     if let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") {
@@ -261,17 +242,6 @@ mod tests {
         assert!(parse_token(&format!("K10{hash}server:x")).is_err());
         assert!(parse_token(&format!("K10{hash}::server:")).is_err());
         assert!(parse_token("  ").is_err());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
-        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
-        assert!(parse_duration("2 weeks").is_err());
-        assert!(parse_duration("soon").is_err());
     }
 
     #[test]

@@ -173,14 +173,18 @@ pub struct AgentArgs {
     #[arg(long, default_value = "100Gi")]
     pub simulate_ephemeral_storage: String,
     /// How long the containers of restartPolicy Never/OnFailure pods run (e.g. 2s, 500ms).
-    #[arg(long, default_value = "2s", value_parser = agent_cmd::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::failover::parse_duration)]
     pub simulate_run_time: std::time::Duration,
     /// Longest a deleted pod takes to stop, whatever its terminationGracePeriodSeconds.
-    #[arg(long, default_value = "0s", value_parser = agent_cmd::parse_duration)]
+    #[arg(long, default_value = "0s", value_parser = crate::failover::parse_duration)]
     pub simulate_termination_grace_cap: std::time::Duration,
     /// Most API writes in flight at once (per kind of work: heartbeats, pods).
     #[arg(long, default_value_t = 32)]
     pub simulate_max_inflight: usize,
+    /// Duration of the node Leases; they are renewed every quarter of it (kubelet's
+    /// nodeLeaseDurationSeconds, 40). Use 4 with the server's fast failover profile.
+    #[arg(long, default_value_t = 40)]
+    pub node_lease_duration_seconds: i32,
     /// Log at debug level.
     #[arg(long)]
     pub debug: bool,
