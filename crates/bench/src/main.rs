@@ -6,7 +6,7 @@
 //! and the latest figures.
 //!
 //! ```text
-//! cargo run --release -p bench -- [startup|latency|throughput|list|watch|all]...
+//! cargo run --release -p bench -- [startup|latency|throughput|list|watch|schedule|all]...
 //! ```
 
 mod client;
@@ -26,6 +26,7 @@ pub enum Scenario {
     Throughput,
     List,
     Watch,
+    Schedule,
     All,
 }
 
@@ -70,9 +71,12 @@ pub struct Args {
     /// throughput: concurrent clients (closed loop).
     #[arg(long, default_value_t = 32)]
     pub clients: usize,
-    /// list: pods to create.
+    /// list: pods to create; schedule: pending pods to create and have scheduled.
     #[arg(long, default_value_t = 10_000)]
     pub pods: usize,
+    /// schedule: node counts to measure, one server each (e.g. --nodes 100,1000,5000).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![100, 1000])]
+    pub nodes: Vec<usize>,
     /// list: lists per kind of list.
     #[arg(long, default_value_t = 20)]
     pub lists: usize,
@@ -156,6 +160,7 @@ async fn run(args: Args) -> Result<()> {
             Scenario::Throughput => scenarios::throughput::run(&env).await,
             Scenario::List => scenarios::list::run(&env).await,
             Scenario::Watch => scenarios::watch::run(&env).await,
+            Scenario::Schedule => scenarios::schedule::run(&env).await,
             Scenario::All => unreachable!(),
         }
         .with_context(|| format!("scenario {s:?}"))?;

@@ -227,7 +227,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     Ok(())
 }
 
-/// Start the controllers as API clients, with their own credentials.
+/// Start the controllers and the scheduler as API clients, with their own credentials.
 async fn run_controllers(kubeconfig_path: PathBuf, options: controllers::ControllerOptions) {
     let client = match client_from(&kubeconfig_path).await {
         Ok(c) => c,
@@ -237,8 +237,11 @@ async fn run_controllers(kubeconfig_path: PathBuf, options: controllers::Control
         }
     };
     let informers = Arc::new(informers::Factory::new(client.clone()));
+    // The scheduler subscribes to the shared informers before run_all starts them, so it
+    // hears their first lists too.
+    let scheduler = scheduler::start(client.clone(), &informers);
     let ctx = controllers::Context::new(client, informers, options);
-    controllers::run_all(ctx).await;
+    futures::future::join(controllers::run_all(ctx), scheduler).await;
 }
 
 async fn client_from(path: &std::path::Path) -> Result<kube::Client> {

@@ -3,6 +3,7 @@
 
 pub mod latency;
 pub mod list;
+pub mod schedule;
 pub mod startup;
 pub mod throughput;
 pub mod watch;

@@ -1,0 +1,37 @@
+//! The pod scheduler (upstream kube-scheduler's default profile), an API client like any
+//! other: it reads Pods, Nodes and Namespaces from the shared informers and writes only
+//! through the API (pods/binding, pod status, events).
+//!
+//! - [`queue`]: active / back-off / unschedulable sub-queues.
+//! - [`framework`]: the snapshot, Filter/Score traits, [`framework::schedule`] (a pure
+//!   decision) and the FailedScheduling message.
+//! - [`plugins`]: one file per upstream plugin.
+//! - [`cache`]: pods counted per node, including *assumed* pods whose binding is in flight.
+//! - `run`: the loop that feeds the cache and queue from the informers, decides, and acts
+//!   (binds asynchronously, many at once; reports failures).
+//!
+//! Decisions that differ from upstream: no preemption (a node where evicting
+//! lower-priority pods would help is reported as "No preemption victims found for incoming
+//! pod"); the cluster-default PodTopologySpread constraints (which need Service/ReplicaSet
+//! selectors) are not applied; volume plugins are absent (no volumes yet).
+
+pub mod cache;
+pub mod framework;
+pub mod plugins;
+pub mod queue;
+pub mod resources;
+mod run;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+/// The name pods ask for in `spec.schedulerName` and the events' reporting controller.
+pub const SCHEDULER_NAME: &str = "default-scheduler";
+
+/// Subscribe to the informers the scheduler reads (synchronously, so that a later
+/// `Factory::start` delivers their first list to it) and return the scheduling loop.
+pub fn start(client: kube::Client, informers: &Arc<informers::Factory>) -> BoxFuture<'static, ()> {
+    run::Scheduler::new(client, informers).run().boxed()
+}

@@ -1,0 +1,388 @@
+//! PodTopologySpread: `topologySpreadConstraints` keep the number of matching pods per
+//! topology domain within `maxSkew` (DoNotSchedule filters, ScheduleAnyway scores), counting
+//! only nodes the pod could go to by its node affinity (nodeAffinityPolicy Honor) and
+//! ignoring taints (nodeTaintsPolicy Ignore) unless told otherwise (upstream
+//! `PodTopologySpread`). Cluster-default constraints are not applied (documented).
+
+use std::collections::{HashMap, HashSet};
+
+use api::selectors::LabelSelector;
+use k8s_openapi::api::core::v1::TopologySpreadConstraint;
+
+use super::node_affinity::pod_matches_node;
+use super::taint_toleration::tolerates;
+use crate::framework::{
+    FilterPlugin, NodeInfo, PodInfo, ScorePlugin, Snapshot, State, Status, MAX_NODE_SCORE,
+};
+
+pub const NAME: &str = "PodTopologySpread";
+pub const ERR_CONSTRAINTS: &str = "node(s) didn't match pod topology spread constraints";
+pub const ERR_MISSING_LABEL: &str =
+    "node(s) didn't match pod topology spread constraints (missing required label)";
+const HOSTNAME: &str = "kubernetes.io/hostname";
+
+pub struct PodTopologySpread;
+
+struct Constraint {
+    max_skew: i64,
+    key: String,
+    selector: LabelSelector,
+    min_domains: i64,
+    honor_affinity: bool,
+    honor_taints: bool,
+}
+
+fn constraints(pod: &PodInfo, action: &str) -> Vec<Constraint> {
+    let list: &[TopologySpreadConstraint] = pod
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.topology_spread_constraints.as_deref())
+        .unwrap_or(&[]);
+    list.iter()
+        .filter(|c| c.when_unsatisfiable == action)
+        .map(|c| {
+            let mut sel = c.label_selector.clone();
+            // matchLabelKeys: the pod's own values for those keys narrow the selector.
+            if let (Some(s), Some(keys)) = (sel.as_mut(), c.match_label_keys.as_ref()) {
+                for k in keys {
+                    if let Some(v) = pod.labels().get(k) {
+                        s.match_labels
+                            .get_or_insert_with(Default::default)
+                            .insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            Constraint {
+                max_skew: c.max_skew as i64,
+                key: c.topology_key.clone(),
+                selector: LabelSelector::from_label_selector_opt(sel.as_ref())
+                    .unwrap_or_else(|_| LabelSelector::nothing()),
+                min_domains: c.min_domains.unwrap_or(1) as i64,
+                honor_affinity: c.node_affinity_policy.as_deref() != Some("Ignore"),
+                honor_taints: c.node_taints_policy.as_deref() == Some("Honor"),
+            }
+        })
+        .collect()
+}
+
+/// Whether the node takes part in counting for these constraints.
+fn eligible(pod: &PodInfo, node: &NodeInfo, cs: &[Constraint]) -> bool {
+    if node.node.is_none() || !cs.iter().all(|c| node.labels().contains_key(&c.key)) {
+        return false;
+    }
+    if cs.iter().any(|c| c.honor_affinity) && !pod_matches_node(pod, node) {
+        return false;
+    }
+    if cs.iter().any(|c| c.honor_taints) {
+        let tols = pod
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.tolerations.as_deref())
+            .unwrap_or(&[]);
+        let blocked = node.taints().iter().any(|t| {
+            (t.effect == "NoSchedule" || t.effect == "NoExecute")
+                && !tols.iter().any(|tol| tolerates(tol, t))
+        });
+        if blocked {
+            return false;
+        }
+    }
+    true
+}
+
+fn matching_pods(node: &NodeInfo, namespace: &str, sel: &LabelSelector) -> i64 {
+    node.pods
+        .iter()
+        .filter(|p| {
+            p.namespace() == namespace
+                && p.pod.metadata.deletion_timestamp.is_none()
+                && sel.matches(p.labels())
+        })
+        .count() as i64
+}
+
+struct FilterState {
+    constraints: Vec<Constraint>,
+    /// Per constraint: domain value → matching pods.
+    counts: Vec<HashMap<String, i64>>,
+    /// Per constraint: the smallest count over its domains (0 below minDomains).
+    min: Vec<i64>,
+}
+
+impl FilterPlugin for PodTopologySpread {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn pre_filter(&self, pod: &PodInfo, snap: &Snapshot) -> Result<State, Status> {
+        let cs = constraints(pod, "DoNotSchedule");
+        if cs.is_empty() {
+            return Ok(None);
+        }
+        let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); cs.len()];
+        for node in snap.nodes.iter().filter(|n| eligible(pod, n, &cs)) {
+            for (i, c) in cs.iter().enumerate() {
+                let value = node.labels()[&c.key].clone();
+                *counts[i].entry(value).or_insert(0) +=
+                    matching_pods(node, pod.namespace(), &c.selector);
+            }
+        }
+        let min = cs
+            .iter()
+            .zip(&counts)
+            .map(|(c, m)| {
+                if (m.len() as i64) < c.min_domains {
+                    0
+                } else {
+                    m.values().copied().min().unwrap_or(0)
+                }
+            })
+            .collect();
+        Ok(Some(Box::new(FilterState {
+            constraints: cs,
+            counts,
+            min,
+        })))
+    }
+
+    fn filter(&self, state: &State, pod: &PodInfo, node: &NodeInfo) -> Status {
+        let Some(st) = state.as_ref().and_then(|s| s.downcast_ref::<FilterState>()) else {
+            return Status::success();
+        };
+        for (i, c) in st.constraints.iter().enumerate() {
+            let Some(value) = node.labels().get(&c.key) else {
+                return Status::unresolvable(NAME, ERR_MISSING_LABEL);
+            };
+            let self_match = i64::from(c.selector.matches(pod.labels()));
+            let here = st.counts[i].get(value).copied().unwrap_or(0);
+            if here + self_match - st.min[i] > c.max_skew {
+                return Status::unschedulable(NAME, ERR_CONSTRAINTS);
+            }
+        }
+        Status::success()
+    }
+}
+
+struct ScoreState {
+    constraints: Vec<Constraint>,
+    /// Per constraint (non-hostname keys): domain value → matching pods.
+    counts: Vec<HashMap<String, i64>>,
+    /// Per constraint: ln(domains + 2), so keys with many domains weigh more.
+    weights: Vec<f64>,
+    /// Feasible nodes lacking a key: scored 0.
+    ignored: Vec<bool>,
+}
+
+impl ScorePlugin for PodTopologySpread {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn weight(&self) -> i64 {
+        2
+    }
+
+    fn pre_score(&self, pod: &PodInfo, snap: &Snapshot, feasible: &[&NodeInfo]) -> State {
+        let cs = constraints(pod, "ScheduleAnyway");
+        if cs.is_empty() {
+            return None;
+        }
+        let ignored: Vec<bool> = feasible
+            .iter()
+            .map(|n| !cs.iter().all(|c| n.labels().contains_key(&c.key)))
+            .collect();
+        let mut domains: Vec<HashSet<&str>> = vec![HashSet::new(); cs.len()];
+        for (n, ign) in feasible.iter().zip(&ignored) {
+            if !ign {
+                for (i, c) in cs.iter().enumerate() {
+                    domains[i].insert(n.labels()[&c.key].as_str());
+                }
+            }
+        }
+        let weights = domains
+            .iter()
+            .map(|d| ((d.len() + 2) as f64).ln())
+            .collect();
+        let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); cs.len()];
+        for node in snap.nodes.iter().filter(|n| eligible(pod, n, &cs)) {
+            for (i, c) in cs.iter().enumerate() {
+                if c.key == HOSTNAME {
+                    continue;
+                }
+                let value = node.labels()[&c.key].clone();
+                if domains[i].contains(value.as_str()) {
+                    *counts[i].entry(value).or_insert(0) +=
+                        matching_pods(node, pod.namespace(), &c.selector);
+                }
+            }
+        }
+        Some(Box::new(ScoreState {
+            constraints: cs,
+            counts,
+            weights,
+            ignored,
+        }))
+    }
+
+    fn score(&self, state: &State, pod: &PodInfo, node: &NodeInfo) -> i64 {
+        let Some(st) = state.as_ref().and_then(|s| s.downcast_ref::<ScoreState>()) else {
+            return 0;
+        };
+        let mut score = 0.0;
+        for (i, c) in st.constraints.iter().enumerate() {
+            let Some(value) = node.labels().get(&c.key) else {
+                return 0;
+            };
+            let count = if c.key == HOSTNAME {
+                matching_pods(node, pod.namespace(), &c.selector)
+            } else {
+                st.counts[i].get(value).copied().unwrap_or(0)
+            };
+            score += count as f64 * st.weights[i] + (c.max_skew - 1) as f64;
+        }
+        score.round() as i64
+    }
+
+    fn normalize(&self, state: &State, scores: &mut [i64]) {
+        let Some(st) = state.as_ref().and_then(|s| s.downcast_ref::<ScoreState>()) else {
+            return;
+        };
+        let live = || {
+            scores
+                .iter()
+                .zip(&st.ignored)
+                .filter(|(_, ign)| !**ign)
+                .map(|(s, _)| *s)
+        };
+        let (min, max) = (live().min().unwrap_or(0), live().max().unwrap_or(0));
+        for (s, ign) in scores.iter_mut().zip(&st.ignored) {
+            *s = if *ign {
+                0
+            } else if max == 0 {
+                MAX_NODE_SCORE
+            } else {
+                MAX_NODE_SCORE * (max + min - *s) / max
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::testing::*;
+    use serde_json::{json, Value};
+
+    fn spread(key: &str, skew: i32, action: &str) -> Value {
+        json!({"metadata": {"labels": {"app": "web"}}, "spec": {"topologySpreadConstraints": [
+            {"maxSkew": skew, "topologyKey": key, "whenUnsatisfiable": action, "labelSelector": {"matchLabels": {"app": "web"}}}]}})
+    }
+
+    fn web_on(name: &str, node: &str) -> k8s_openapi::api::core::v1::Pod {
+        pod(
+            name,
+            json!({"metadata": {"labels": {"app": "web"}}, "spec": {"nodeName": node}}),
+        )
+    }
+
+    #[test]
+    fn filter_table() {
+        let nodes = vec![
+            node("a1", json!({"metadata": {"labels": {"zone": "a"}}})),
+            node("a2", json!({"metadata": {"labels": {"zone": "a"}}})),
+            node("b1", json!({"metadata": {"labels": {"zone": "b"}}})),
+            node("x", json!({})),
+        ];
+        struct Case {
+            name: &'static str,
+            existing: Vec<k8s_openapi::api::core::v1::Pod>,
+            incoming: Value,
+            want: Vec<(&'static str, &'static str)>,
+        }
+        let ok = "";
+        let cases = vec![
+            Case {
+                name: "empty cluster, zone skew 1",
+                existing: vec![],
+                incoming: spread("zone", 1, "DoNotSchedule"),
+                want: vec![("a1", ok), ("a2", ok), ("b1", ok), ("x", ERR_MISSING_LABEL)],
+            },
+            Case {
+                name: "zone a ahead",
+                existing: vec![web_on("w0", "a1")],
+                incoming: spread("zone", 1, "DoNotSchedule"),
+                want: vec![
+                    ("a1", ERR_CONSTRAINTS),
+                    ("a2", ERR_CONSTRAINTS),
+                    ("b1", ok),
+                    ("x", ERR_MISSING_LABEL),
+                ],
+            },
+            Case {
+                name: "skew 2 allows it",
+                existing: vec![web_on("w0", "a1")],
+                incoming: spread("zone", 2, "DoNotSchedule"),
+                want: vec![("a1", ok), ("a2", ok), ("b1", ok), ("x", ERR_MISSING_LABEL)],
+            },
+            Case {
+                name: "per host",
+                existing: vec![web_on("w0", "a1")],
+                incoming: spread("kubernetes.io/hostname", 1, "DoNotSchedule"),
+                want: vec![("a1", ERR_CONSTRAINTS), ("a2", ok), ("b1", ok), ("x", ok)],
+            },
+            Case {
+                name: "ScheduleAnyway never filters",
+                existing: vec![web_on("w0", "a1")],
+                incoming: spread("zone", 1, "ScheduleAnyway"),
+                want: vec![("a1", ok), ("a2", ok), ("b1", ok), ("x", ok)],
+            },
+        ];
+        for case in cases {
+            let snap = Snapshot::build(nodes.clone(), case.existing);
+            let p = info(pod("p", case.incoming));
+            let state = PodTopologySpread.pre_filter(&p, &snap).expect("pre_filter");
+            let mut got: Vec<(String, String)> = snap
+                .nodes
+                .iter()
+                .map(|n| {
+                    (
+                        n.name.clone(),
+                        PodTopologySpread
+                            .filter(&state, &p, n)
+                            .reasons
+                            .first()
+                            .cloned()
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect();
+            got.sort();
+            let want: Vec<(String, String)> = case
+                .want
+                .iter()
+                .map(|(n, r)| (n.to_string(), r.to_string()))
+                .collect();
+            assert_eq!(got, want, "{}", case.name);
+        }
+    }
+
+    #[test]
+    fn schedule_anyway_scores_the_emptier_domain_higher() {
+        let nodes = vec![
+            node("a1", json!({"metadata": {"labels": {"zone": "a"}}})),
+            node("b1", json!({"metadata": {"labels": {"zone": "b"}}})),
+        ];
+        let snap = Snapshot::build(nodes, vec![web_on("w0", "a1"), web_on("w1", "a1")]);
+        let p = info(pod("p", spread("zone", 1, "ScheduleAnyway")));
+        let feasible: Vec<&NodeInfo> = snap.nodes.iter().collect();
+        let state = PodTopologySpread.pre_score(&p, &snap, &feasible);
+        let mut scores: Vec<i64> = feasible
+            .iter()
+            .map(|n| PodTopologySpread.score(&state, &p, n))
+            .collect();
+        PodTopologySpread.normalize(&state, &mut scores);
+        let a = feasible.iter().position(|n| n.name == "a1").expect("a1");
+        assert!(scores[1 - a] > scores[a], "{scores:?}");
+    }
+}

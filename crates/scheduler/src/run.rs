@@ -1,0 +1,588 @@
+//! The scheduler's loop (the acting half): informer changes go into the cache and queue;
+//! each popped pod is decided by [`framework::schedule`] over the cache's snapshot; the
+//! result is acted on without waiting: a placed pod is assumed on its node and bound in
+//! the background (many binds in flight), a pod that fits nowhere gets its PodScheduled
+//! condition and a (rate-limited) FailedScheduling event.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use informers::{Change, Informer, ObjectKey, Subscription};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, PodCondition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::PostParams;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::cache::{self, Cache, PodEffect};
+use crate::framework::{self, Cursor, PodInfo, Profile, TieBreaker};
+use crate::queue::{ClusterEvent, SchedulingQueue};
+use crate::SCHEDULER_NAME;
+
+/// Bindings in flight at once.
+const MAX_BINDS_IN_FLIGHT: usize = 256;
+/// Pods decided between two looks at the informers and a yield to other tasks.
+const BATCH: usize = 64;
+/// The same FailedScheduling message for the same pod is recorded at most this often.
+const FAILURE_EVENT_INTERVAL: Duration = Duration::from_secs(60);
+/// How often unschedulable pods are checked for the five-minute retry.
+const LEFTOVER_FLUSH_PERIOD: Duration = Duration::from_secs(30);
+
+/// What a background bind reports back to the loop.
+enum BindOutcome {
+    Bound,
+    Failed {
+        pod: Arc<Pod>,
+        node: String,
+        error: String,
+        /// False when retrying cannot help (the pod is gone or bound already).
+        retry: bool,
+    },
+}
+
+/// Why the loop woke up while idle.
+enum Wake {
+    Pod(Option<Change<Pod>>),
+    Node(Option<Change<Node>>),
+    Namespace(Option<Change<Namespace>>),
+    Outcome(Option<BindOutcome>),
+    Timer,
+}
+
+pub(crate) struct Scheduler {
+    client: Client,
+    pods: Informer<Pod>,
+    nodes: Informer<Node>,
+    namespaces: Informer<Namespace>,
+    pod_changes: Subscription<Pod>,
+    node_changes: Subscription<Node>,
+    namespace_changes: Subscription<Namespace>,
+    profile: Profile,
+    cache: Cache,
+    queue: SchedulingQueue,
+    cursor: Cursor,
+    ties: TieBreaker,
+    binds: Arc<Semaphore>,
+    outcomes_tx: mpsc::UnboundedSender<BindOutcome>,
+    outcomes_rx: mpsc::UnboundedReceiver<BindOutcome>,
+    failure_recorder: Recorder,
+    last_failure_event: HashMap<ObjectKey, (String, Instant)>,
+}
+
+/// Pods this scheduler must place: ours by name, not placed, not going away, not gated.
+pub fn responsible_for(pod: &Pod) -> bool {
+    let Some(spec) = pod.spec.as_ref() else {
+        return false;
+    };
+    let ours = matches!(
+        spec.scheduler_name.as_deref(),
+        None | Some("") | Some(SCHEDULER_NAME)
+    );
+    ours && cache::node_name(pod).is_none()
+        && pod.metadata.deletion_timestamp.is_none()
+        && !cache::is_terminal(pod)
+        && spec.scheduling_gates.as_ref().is_none_or(|g| g.is_empty())
+}
+
+fn reporter() -> Reporter {
+    Reporter {
+        controller: SCHEDULER_NAME.to_string(),
+        instance: None,
+    }
+}
+
+/// Whether a node change may let pending pods fit somewhere new.
+fn node_change_matters(old: Option<&Node>, new: &Node) -> bool {
+    let Some(old) = old else {
+        return true;
+    };
+    old.metadata.labels != new.metadata.labels
+        || old.spec.as_ref().map(|s| (&s.taints, s.unschedulable))
+            != new.spec.as_ref().map(|s| (&s.taints, s.unschedulable))
+        || old.status.as_ref().map(|s| &s.allocatable)
+            != new.status.as_ref().map(|s| &s.allocatable)
+}
+
+impl Scheduler {
+    pub fn new(client: Client, factory: &Arc<informers::Factory>) -> Scheduler {
+        let pods = factory.informer::<Pod>();
+        let nodes = factory.informer::<Node>();
+        let namespaces = factory.informer::<Namespace>();
+        let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel();
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9);
+        Scheduler {
+            pod_changes: pods.subscribe(),
+            node_changes: nodes.subscribe(),
+            namespace_changes: namespaces.subscribe(),
+            failure_recorder: Recorder::new(client.clone(), reporter()),
+            client,
+            pods,
+            nodes,
+            namespaces,
+            profile: crate::plugins::default_profile(),
+            cache: Cache::new(),
+            queue: SchedulingQueue::new(),
+            cursor: Cursor::default(),
+            ties: TieBreaker::new(seed),
+            binds: Arc::new(Semaphore::new(MAX_BINDS_IN_FLIGHT)),
+            outcomes_tx,
+            outcomes_rx,
+            last_failure_event: HashMap::new(),
+        }
+    }
+
+    pub async fn run(mut self) {
+        // Deciding before the first lists are in would report nodes as missing.
+        self.nodes.wait_synced().await;
+        self.namespaces.wait_synced().await;
+        self.pods.wait_synced().await;
+        tracing::info!("scheduler started");
+        let mut last_leftover_flush = Instant::now();
+        loop {
+            if !self.drain_changes() {
+                tracing::info!("scheduler stopping: informers closed");
+                return;
+            }
+            let now = Instant::now();
+            if now.duration_since(last_leftover_flush) >= LEFTOVER_FLUSH_PERIOD {
+                self.queue.flush_unschedulable_leftovers(now);
+                last_leftover_flush = now;
+            }
+            let mut decided = 0;
+            while decided < BATCH {
+                let Some((queued, cycle)) = self.queue.pop(Instant::now()) else {
+                    break;
+                };
+                self.schedule_one(queued.pod, cycle);
+                decided += 1;
+            }
+            if decided > 0 {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            if !self.wait_for_work().await {
+                tracing::info!("scheduler stopping: informers closed");
+                return;
+            }
+        }
+    }
+
+    /// Take in every change already waiting, without blocking. False once closed.
+    fn drain_changes(&mut self) -> bool {
+        loop {
+            let mut progressed = false;
+            match self.node_changes.recv().now_or_never() {
+                Some(Some(c)) => {
+                    self.on_node(c);
+                    progressed = true;
+                }
+                Some(None) => return false,
+                None => {}
+            }
+            match self.namespace_changes.recv().now_or_never() {
+                Some(Some(c)) => {
+                    self.on_namespace(c);
+                    progressed = true;
+                }
+                Some(None) => return false,
+                None => {}
+            }
+            match self.pod_changes.recv().now_or_never() {
+                Some(Some(c)) => {
+                    self.on_pod(c);
+                    progressed = true;
+                }
+                Some(None) => return false,
+                None => {}
+            }
+            while let Ok(o) = self.outcomes_rx.try_recv() {
+                self.on_outcome(o);
+                progressed = true;
+            }
+            if !progressed {
+                return true;
+            }
+        }
+    }
+
+    /// Sleep until something changes or a back-off ends. False once closed.
+    async fn wait_for_work(&mut self) -> bool {
+        let now = Instant::now();
+        let until = self
+            .queue
+            .next_backoff_expiry()
+            .unwrap_or(now + Duration::from_secs(1))
+            .min(now + Duration::from_secs(1));
+        let wake = tokio::select! {
+            c = self.pod_changes.recv() => Wake::Pod(c),
+            c = self.node_changes.recv() => Wake::Node(c),
+            c = self.namespace_changes.recv() => Wake::Namespace(c),
+            o = self.outcomes_rx.recv() => Wake::Outcome(o),
+            _ = tokio::time::sleep_until(until.into()) => Wake::Timer,
+        };
+        match wake {
+            Wake::Pod(Some(c)) => self.on_pod(c),
+            Wake::Node(Some(c)) => self.on_node(c),
+            Wake::Namespace(Some(c)) => self.on_namespace(c),
+            Wake::Outcome(Some(o)) => self.on_outcome(o),
+            Wake::Outcome(None) => {}
+            Wake::Timer => {}
+            Wake::Pod(None) | Wake::Node(None) | Wake::Namespace(None) => return false,
+        }
+        true
+    }
+
+    fn on_pod(&mut self, change: Change<Pod>) {
+        let now = Instant::now();
+        match change {
+            Change::Applied(pod) => {
+                let key = ObjectKey::of(pod.as_ref());
+                match self.cache.pod_applied(&pod) {
+                    PodEffect::Placed => self
+                        .queue
+                        .on_cluster_event(ClusterEvent::AssignedPodChanged, now),
+                    PodEffect::Left => self
+                        .queue
+                        .on_cluster_event(ClusterEvent::AssignedPodDeleted, now),
+                    PodEffect::None => {}
+                }
+                if responsible_for(&pod) {
+                    if !self.cache.is_assumed(&key) {
+                        self.queue.add_or_update(pod, now);
+                    }
+                } else {
+                    self.queue.remove(&key);
+                    if cache::node_name(&pod).is_some() {
+                        self.last_failure_event.remove(&key);
+                    }
+                }
+            }
+            Change::Deleted(pod) => {
+                let key = ObjectKey::of(pod.as_ref());
+                if self.cache.pod_deleted(&key) == PodEffect::Left {
+                    self.queue
+                        .on_cluster_event(ClusterEvent::AssignedPodDeleted, now);
+                }
+                self.queue.remove(&key);
+                self.last_failure_event.remove(&key);
+            }
+            Change::Resync => self.resync_pods(),
+        }
+    }
+
+    /// The pod subscription fell behind: rebuild cache and queue from the informer.
+    fn resync_pods(&mut self) {
+        let now = Instant::now();
+        let pods = self.pods.list();
+        self.cache.rebuild_pods(&pods);
+        let pending: std::collections::HashSet<ObjectKey> = pods
+            .iter()
+            .filter(|p| responsible_for(p))
+            .map(|p| ObjectKey::of(p.as_ref()))
+            .collect();
+        for pod in &pods {
+            let key = ObjectKey::of(pod.as_ref());
+            if pending.contains(&key) && !self.cache.is_assumed(&key) && !self.queue.contains(&key)
+            {
+                self.queue.add_or_update(pod.clone(), now);
+            }
+        }
+        for key in self.queue.keys() {
+            if !pending.contains(&key) {
+                self.queue.remove(&key);
+            }
+        }
+        self.queue.on_cluster_event(ClusterEvent::NodeChanged, now);
+        tracing::debug!(pods = pods.len(), "scheduler resynced pods");
+    }
+
+    fn on_node(&mut self, change: Change<Node>) {
+        let now = Instant::now();
+        match change {
+            Change::Applied(node) => {
+                let name = node.metadata.name.clone().unwrap_or_default();
+                let matters = node_change_matters(
+                    self.cache
+                        .snapshot
+                        .node(&name)
+                        .and_then(|n| n.node.as_deref()),
+                    &node,
+                );
+                self.cache.node_applied(node);
+                if matters {
+                    self.queue.on_cluster_event(ClusterEvent::NodeChanged, now);
+                }
+            }
+            Change::Deleted(node) => {
+                self.cache
+                    .node_deleted(node.metadata.name.as_deref().unwrap_or(""));
+            }
+            Change::Resync => {
+                let fresh = self.nodes.list();
+                let names: std::collections::HashSet<String> = fresh
+                    .iter()
+                    .filter_map(|n| n.metadata.name.clone())
+                    .collect();
+                let gone: Vec<String> = self
+                    .cache
+                    .snapshot
+                    .nodes
+                    .iter()
+                    .filter(|n| n.node.is_some() && !names.contains(&n.name))
+                    .map(|n| n.name.clone())
+                    .collect();
+                for name in gone {
+                    self.cache.node_deleted(&name);
+                }
+                for n in fresh {
+                    self.cache.node_applied(n);
+                }
+                self.queue.on_cluster_event(ClusterEvent::NodeChanged, now);
+            }
+        }
+    }
+
+    fn on_namespace(&mut self, change: Change<Namespace>) {
+        match change {
+            Change::Applied(ns) => self.cache.namespace_applied(&ns),
+            Change::Deleted(ns) => self
+                .cache
+                .namespace_deleted(ns.metadata.name.as_deref().unwrap_or("")),
+            Change::Resync => {
+                self.cache.snapshot.namespace_labels.clear();
+                for ns in self.namespaces.list() {
+                    self.cache.namespace_applied(&ns);
+                }
+            }
+        }
+    }
+
+    fn on_outcome(&mut self, outcome: BindOutcome) {
+        match outcome {
+            BindOutcome::Bound => {}
+            BindOutcome::Failed {
+                pod,
+                node,
+                error,
+                retry,
+            } => {
+                let key = ObjectKey::of(pod.as_ref());
+                tracing::warn!("scheduler: binding {key} to {node} failed: {error}");
+                self.cache.forget(&key);
+                // Resources the assumption held are free again.
+                self.queue
+                    .on_cluster_event(ClusterEvent::AssignedPodDeleted, Instant::now());
+                if retry {
+                    let latest = self.pods.get_key(&key).unwrap_or(pod);
+                    if responsible_for(&latest) {
+                        self.queue.retry(latest, Instant::now());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decide for one pod, then act without waiting for the API.
+    fn schedule_one(&mut self, queued: Arc<Pod>, cycle: u64) {
+        let key = ObjectKey::of(queued.as_ref());
+        // The informer may know a newer version (or that the pod is gone or bound).
+        let Some(pod) = self.pods.get_key(&key) else {
+            self.queue.remove(&key);
+            return;
+        };
+        if !responsible_for(&pod) {
+            self.queue.remove(&key);
+            return;
+        }
+        let info = Arc::new(PodInfo::new(pod.clone()));
+        let decision = framework::schedule(
+            &self.profile,
+            &info,
+            &self.cache.snapshot,
+            &mut self.cursor,
+            &mut self.ties,
+        );
+        match decision {
+            Ok(node) => {
+                self.cache.assume(&node, info);
+                self.queue.done(&key);
+                self.last_failure_event.remove(&key);
+                self.spawn_bind(pod, node);
+            }
+            Err(fit) => {
+                let message = fit.message();
+                tracing::debug!("scheduler: {key}: {message}");
+                self.queue
+                    .unschedulable(&key, fit.plugins(), cycle, Instant::now());
+                self.report_unschedulable(pod, message);
+            }
+        }
+    }
+
+    fn spawn_bind(&self, pod: Arc<Pod>, node: String) {
+        let client = self.client.clone();
+        let permits = self.binds.clone();
+        let outcomes = self.outcomes_tx.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            let outcome = bind(&client, &pod, &node).await;
+            let bound = matches!(outcome, BindOutcome::Bound);
+            let _ = outcomes.send(outcome);
+            if bound {
+                record_scheduled(&client, &pod, &node).await;
+            }
+        });
+    }
+
+    /// PodScheduled=False/Unschedulable on the pod and a FailedScheduling event, the event
+    /// no more than once a minute for an unchanged message.
+    fn report_unschedulable(&mut self, pod: Arc<Pod>, message: String) {
+        let key = ObjectKey::of(pod.as_ref());
+        let now = Instant::now();
+        let record_event = match self.last_failure_event.get(&key) {
+            Some((last, at)) => {
+                *last != message || now.duration_since(*at) >= FAILURE_EVENT_INTERVAL
+            }
+            None => true,
+        };
+        if record_event {
+            self.last_failure_event
+                .insert(key.clone(), (message.clone(), now));
+        }
+        let condition_current = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"))
+            .is_some_and(|c| {
+                c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+                    && c.message.as_deref() == Some(message.as_str())
+            });
+        if condition_current && !record_event {
+            return;
+        }
+        let client = self.client.clone();
+        let recorder = self.failure_recorder.clone();
+        tokio::spawn(async move {
+            if !condition_current {
+                if let Err(e) = set_unschedulable_condition(&client, &pod, &message).await {
+                    tracing::debug!("scheduler: recording PodScheduled=False on {key}: {e}");
+                }
+            }
+            if record_event {
+                let ev = Event {
+                    type_: EventType::Warning,
+                    reason: "FailedScheduling".into(),
+                    note: Some(message),
+                    action: "Scheduling".into(),
+                    secondary: None,
+                };
+                if let Err(e) = recorder.publish(&ev, &pod.object_ref(&())).await {
+                    tracing::warn!("scheduler: recording FailedScheduling for {key}: {e}");
+                }
+            }
+        });
+    }
+}
+
+/// POST pods/binding. Conflicts (already bound, being deleted) and NotFound end the
+/// attempt; other errors are retried.
+async fn bind(client: &Client, pod: &Arc<Pod>, node: &str) -> BindOutcome {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let binding = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": name, "namespace": ns, "uid": pod.metadata.uid},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+    });
+    match api
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            &name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+    {
+        Ok(_) => BindOutcome::Bound,
+        Err(e) => {
+            let retry = !matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409);
+            BindOutcome::Failed {
+                pod: pod.clone(),
+                node: node.to_string(),
+                error: format!("binding {ns}/{name} to {node}: {e}"),
+                retry,
+            }
+        }
+    }
+}
+
+async fn record_scheduled(client: &Client, pod: &Pod, node: &str) {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("");
+    let name = pod.metadata.name.as_deref().unwrap_or("");
+    // A fresh recorder: Scheduled never repeats for a pod, and a shared recorder's
+    // de-duplication cache would grow with every pod scheduled.
+    let recorder = Recorder::new(client.clone(), reporter());
+    let ev = Event {
+        type_: EventType::Normal,
+        reason: "Scheduled".into(),
+        note: Some(format!("Successfully assigned {ns}/{name} to {node}")),
+        action: "Binding".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&ev, &pod.object_ref(&())).await {
+        tracing::debug!("scheduler: recording Scheduled for {ns}/{name}: {e}");
+    }
+}
+
+/// Write PodScheduled=False with reason Unschedulable, as a status update conditioned on
+/// the resourceVersion the decision saw (a pod bound meanwhile must not be marked).
+async fn set_unschedulable_condition(
+    client: &Client,
+    pod: &Pod,
+    message: &str,
+) -> Result<(), kube::Error> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let mut updated = pod.clone();
+    let status = updated.status.get_or_insert_with(Default::default);
+    let conditions = status.conditions.get_or_insert_with(Vec::new);
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let previous = conditions.iter().position(|c| c.type_ == "PodScheduled");
+    let transition = previous
+        .and_then(|i| {
+            let c = &conditions[i];
+            (c.status == "False")
+                .then(|| c.last_transition_time.clone())
+                .flatten()
+        })
+        .unwrap_or_else(|| now.clone());
+    let condition = PodCondition {
+        type_: "PodScheduled".into(),
+        status: "False".into(),
+        reason: Some("Unschedulable".into()),
+        message: Some(message.to_string()),
+        last_probe_time: None,
+        last_transition_time: Some(transition),
+        ..Default::default()
+    };
+    match previous {
+        Some(i) => conditions[i] = condition,
+        None => conditions.push(condition),
+    }
+    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    api.replace_status(&name, &PostParams::default(), &updated)
+        .await?;
+    Ok(())
+}
