@@ -12,6 +12,12 @@ fn now_rfc3339() -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// A pod no scheduler serves, so the only events about it are the ones the test makes
+/// (the default scheduler would add FailedScheduling: there are no nodes).
+fn unscheduled_pod(name: &str, image: &str) -> String {
+    pod(name, image).replacen("spec:\n", "spec:\n  schedulerName: test-scheduler-that-does-not-exist\n", 1)
+}
+
 fn event_for(name: &str, pod: &str, uid: &str) -> String {
     let now = now_rfc3339();
     format!(
@@ -48,7 +54,7 @@ fn get_events_empty_then_listed() {
         "No resources found in default namespace."
     );
 
-    s.kubectl_stdin_ok(&["apply", "-f", "-"], &pod("hello", "busybox:stable"));
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], &unscheduled_pod("hello", "busybox:stable"));
     let uid = s.kubectl_ok(&["get", "pod", "hello", "-o", "jsonpath={.metadata.uid}"]);
     s.kubectl_stdin_ok(&["create", "-f", "-"], &event_for("hello.1", "hello", &uid));
 
@@ -85,8 +91,8 @@ fn get_events_empty_then_listed() {
 #[test]
 fn describe_shows_the_objects_events() {
     let s = testkit::server!();
-    s.kubectl_stdin_ok(&["apply", "-f", "-"], &pod("hello", "busybox:stable"));
-    s.kubectl_stdin_ok(&["apply", "-f", "-"], &pod("other", "busybox:stable"));
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], &unscheduled_pod("hello", "busybox:stable"));
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], &unscheduled_pod("other", "busybox:stable"));
     let uid = s.kubectl_ok(&["get", "pod", "hello", "-o", "jsonpath={.metadata.uid}"]);
     s.kubectl_stdin_ok(&["create", "-f", "-"], &event_for("hello.1", "hello", &uid));
 
