@@ -2,7 +2,11 @@
 //! request (target + method) to them. Reads live in `read`, writes in `write`, watches in
 //! `watch`, subresources in `subresources`; `pipeline` is the decode → default → validate
 //! path every write takes, and `render` the response shapes (objects, lists, tables).
+//! A list response is written item by item by `list_body` (streamed when long), with
+//! JSON items spliced from the stored bytes by `list_item`.
 
+mod list_body;
+mod list_item;
 mod pipeline;
 mod read;
 mod render;

@@ -8,14 +8,15 @@ use serde_json::Value;
 use api::fields::FieldSelector;
 use api::registry::ResourceInfo;
 use api::selectors::LabelSelector;
-use store::{ListRequest, ReadAt, StoreError};
+use store::{KeyValue, ListRequest, ReadAt, StoreError};
 
+use super::list_body;
 use super::render::{self, ListMeta};
 use super::Ctx;
 use crate::errors::{store_error, ApiError, ApiResult};
 use crate::http::{self, Body};
 use crate::objects;
-use crate::request::ListOptions;
+use crate::request::{ListOptions, Rendering};
 use crate::ApiServer;
 
 pub async fn get(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
@@ -115,13 +116,6 @@ fn decode_continue(token: &str) -> ApiResult<ContinueToken> {
 
 const CONTINUE_TOO_OLD: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
 
-/// A page of matching objects.
-pub struct Page {
-    pub items: Vec<Value>,
-    pub meta: ListMeta,
-    pub revision: i64,
-}
-
 /// Decide which revision a list reads at, waiting briefly for a revision the store has
 /// not reached yet (NotOlderThan semantics).
 async fn read_at(server: &ApiServer, opts: &ListOptions) -> ApiResult<ReadAt> {
@@ -151,86 +145,203 @@ async fn read_at(server: &ApiServer, opts: &ListOptions) -> ApiResult<ReadAt> {
     )))
 }
 
-/// List matching objects of one collection, honouring limit/continue.
+/// How many rows a list reads from the store at a time, whatever the client's limit: a
+/// list of 10,000 objects then holds at most this many stored values (plus what the
+/// response keeps) at once, instead of all of them.
+pub const INTERNAL_PAGE: usize = 500;
+
+/// One stored object a list selected, with its decoded form when selecting it needed one
+/// (label or field selectors) and the caller asked to keep it.
+pub struct Selected {
+    pub kv: KeyValue,
+    pub decoded: Option<Value>,
+}
+
+/// Walks one collection for a list: reads it in internal pages at one revision (so the
+/// whole list is one snapshot), keeps the items the selectors match, stops at the
+/// client's limit and works out the continue token and remaining count upstream would
+/// give. Each `next_batch` holds at most one internal page.
+pub struct ListWalk {
+    info: &'static ResourceInfo,
+    prefix: String,
+    start_key: Option<String>,
+    at: ReadAt,
+    /// The list continues an earlier one: a compacted revision is then 410 with
+    /// upstream's "too old" message.
+    continued: bool,
+    limit: Option<usize>,
+    matched: usize,
+    revision: i64,
+    finished: bool,
+    continue_from: Option<String>,
+    remaining: Option<u64>,
+}
+
+impl ListWalk {
+    /// Decide where and at which revision the list starts; nothing is read yet.
+    pub async fn start(
+        server: &ApiServer,
+        info: &'static ResourceInfo,
+        namespace: Option<&str>,
+        opts: &ListOptions,
+    ) -> ApiResult<ListWalk> {
+        let prefix = info.collection_prefix(namespace);
+        let (at, start_key) = match &opts.continue_token {
+            Some(token) => {
+                let t = decode_continue(token)?;
+                (ReadAt::Exact(t.rv), Some(format!("{prefix}{}", t.start)))
+            }
+            None => (read_at(server, opts).await?, None),
+        };
+        Ok(ListWalk {
+            info,
+            prefix,
+            start_key,
+            at,
+            continued: opts.continue_token.is_some(),
+            limit: opts.limit,
+            matched: 0,
+            revision: 0,
+            finished: false,
+            continue_from: None,
+            remaining: None,
+        })
+    }
+
+    /// True once every batch has been returned.
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The client's limit, if it set one.
+    pub fn limit(&self) -> Option<usize> {
+        self.limit
+    }
+
+    /// The store prefix of the collection being listed.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The revision the list is read at; known after the first batch.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// The list envelope's metadata; complete once the walk is finished.
+    pub fn meta(&self) -> ListMeta {
+        let continue_token = self
+            .continue_from
+            .as_ref()
+            .map(|k| encode_continue(self.revision, k.strip_prefix(&self.prefix).unwrap_or(k)));
+        ListMeta {
+            resource_version: self.revision.to_string(),
+            continue_token,
+            remaining: self.remaining,
+        }
+    }
+
+    /// The selected items of the next internal page (possibly none), or `None` when the
+    /// walk is finished. `keep_decoded` keeps the decoded form of items the selectors had
+    /// to decode, for callers that need it anyway.
+    pub async fn next_batch(
+        &mut self,
+        server: &ApiServer,
+        selectors: &Selectors,
+        keep_decoded: bool,
+    ) -> ApiResult<Option<Vec<Selected>>> {
+        if self.finished {
+            return Ok(None);
+        }
+        let info = self.info;
+        // Without selectors every row is an item, so reading past the limit is waste.
+        let fetch = match self.limit {
+            Some(l) if selectors.is_empty() => (l - self.matched).min(INTERNAL_PAGE),
+            _ => INTERNAL_PAGE,
+        };
+        let continued = self.continued;
+        let page = server
+            .store
+            .list(ListRequest {
+                prefix: self.prefix.clone(),
+                start_key: self.start_key.take(),
+                limit: Some(fetch),
+                at: self.at,
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::Compacted { .. } if continued => ApiError::gone(CONTINUE_TOO_OLD),
+                other => store_error(info, "", other),
+            })?;
+        // Later pages read at the same revision, so the whole list is one snapshot.
+        self.at = ReadAt::Exact(page.revision);
+        self.revision = page.revision;
+        let count = page.items.len();
+        let next_start = page.items.last().map(|kv| format!("{}\u{0}", kv.key));
+        let mut batch = Vec::new();
+        for (i, kv) in page.items.into_iter().enumerate() {
+            let decoded = if selectors.is_empty() {
+                None
+            } else {
+                let obj = objects::decode(info, &kv)?;
+                if !selectors.matches(info, &obj) {
+                    continue;
+                }
+                keep_decoded.then_some(obj)
+            };
+            self.matched += 1;
+            if self.limit == Some(self.matched) {
+                if i + 1 < count || page.more {
+                    self.continue_from = Some(format!("{}\u{0}", kv.key));
+                    if selectors.is_empty() {
+                        self.remaining = page.remaining.map(|r| r + (count - i - 1) as u64);
+                    }
+                }
+                batch.push(Selected { kv, decoded });
+                self.finished = true;
+                return Ok(Some(batch));
+            }
+            batch.push(Selected { kv, decoded });
+        }
+        match next_start {
+            Some(start) if page.more => self.start_key = Some(start),
+            _ => self.finished = true,
+        }
+        Ok(Some(batch))
+    }
+}
+
+/// A page of matching objects.
+pub struct Page {
+    pub items: Vec<Value>,
+    pub meta: ListMeta,
+    pub revision: i64,
+}
+
+/// List matching objects of one collection as decoded objects, honouring
+/// limit/continue (for callers that need every item at once: watch's initial events,
+/// deletecollection, YAML lists).
 pub async fn list_page(
     server: &ApiServer,
-    info: &ResourceInfo,
+    info: &'static ResourceInfo,
     namespace: Option<&str>,
     opts: &ListOptions,
     selectors: &Selectors,
 ) -> ApiResult<Page> {
-    let prefix = info.collection_prefix(namespace);
-    let (mut at, mut start_key) = match &opts.continue_token {
-        Some(token) => {
-            let t = decode_continue(token)?;
-            (ReadAt::Exact(t.rv), Some(format!("{prefix}{}", t.start)))
-        }
-        None => (read_at(server, opts).await?, None),
-    };
-    let limit = opts.limit;
+    let mut walk = ListWalk::start(server, info, namespace, opts).await?;
     let mut items = Vec::new();
-    let mut continue_from: Option<String> = None;
-    let mut remaining: Option<u64> = None;
-    let revision;
-    loop {
-        let page = server
-            .store
-            .list(ListRequest {
-                prefix: prefix.clone(),
-                start_key: start_key.clone(),
-                limit,
-                at,
-            })
-            .await
-            .map_err(|e| match e {
-                StoreError::Compacted { .. } if opts.continue_token.is_some() => {
-                    ApiError::gone(CONTINUE_TOO_OLD)
-                }
-                other => store_error(info, "", other),
-            })?;
-        // Later pages read at the same revision, so the whole list is one snapshot.
-        at = ReadAt::Exact(page.revision);
-        let count = page.items.len();
-        let mut last_key = None;
-        for (i, kv) in page.items.iter().enumerate() {
-            last_key = Some(kv.key.clone());
-            let obj = objects::decode(info, kv)?;
-            if selectors.matches(info, &obj) {
-                items.push(obj);
-            }
-            if limit.map_or(false, |l| items.len() >= l) {
-                let more_in_page = i + 1 < count;
-                if more_in_page || page.more {
-                    continue_from = Some(format!("{}\u{0}", kv.key));
-                    if selectors.is_empty() {
-                        remaining = page.remaining.map(|r| r + (count - i - 1) as u64);
-                    }
-                }
-                break;
-            }
-        }
-        if continue_from.is_some() || !page.more || limit.map_or(false, |l| items.len() >= l) {
-            revision = page.revision;
-            break;
-        }
-        match last_key {
-            Some(k) => start_key = Some(format!("{k}\u{0}")),
-            None => {
-                revision = page.revision;
-                break;
-            }
+    while let Some(batch) = walk.next_batch(server, selectors, true).await? {
+        for sel in batch {
+            items.push(match sel.decoded {
+                Some(obj) => obj,
+                None => objects::decode(info, &sel.kv)?,
+            });
         }
     }
-    let continue_token =
-        continue_from.map(|k| encode_continue(revision, k.strip_prefix(&prefix).unwrap_or(&k)));
     Ok(Page {
         items,
-        meta: ListMeta {
-            resource_version: revision.to_string(),
-            continue_token,
-            remaining,
-        },
-        revision,
+        meta: walk.meta(),
+        revision: walk.revision(),
     })
 }
 
@@ -238,22 +349,34 @@ pub async fn list(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     let info = ctx.target.info;
     let opts = ListOptions::from_query(&ctx.query)?;
     let selectors = Selectors::parse(info, &opts)?;
-    let page = list_page(
-        ctx.server,
+    if ctx.rendering == Rendering::Yaml {
+        let page = list_page(
+            ctx.server,
+            info,
+            ctx.target.namespace.as_deref(),
+            &opts,
+            &selectors,
+        )
+        .await?;
+        let body = render::list(
+            info,
+            page.items,
+            &page.meta,
+            ctx.rendering,
+            opts.include_object,
+        );
+        return Ok(http::object(200, &body, ctx.rendering));
+    }
+    let walk = ListWalk::start(ctx.server, info, ctx.target.namespace.as_deref(), &opts).await?;
+    list_body::respond(
+        ctx.server.clone(),
         info,
-        ctx.target.namespace.as_deref(),
-        &opts,
-        &selectors,
-    )
-    .await?;
-    let body = render::list(
-        info,
-        page.items,
-        &page.meta,
+        walk,
+        selectors,
         ctx.rendering,
         opts.include_object,
-    );
-    Ok(http::object(200, &body, ctx.rendering))
+    )
+    .await
 }
 
 #[cfg(test)]

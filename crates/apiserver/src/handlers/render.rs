@@ -117,6 +117,54 @@ fn envelope(kind: &str, api_version: String, meta: &ListMeta, items: Vec<Value>)
     Value::Object(m)
 }
 
+/// One row of a Table: the object's cells as of `now`, its conditions, and the object
+/// itself in the form `include` asks for.
+pub fn table_row(
+    info: &ResourceInfo,
+    obj: &Value,
+    now: chrono::DateTime<chrono::Utc>,
+    include: IncludeObject,
+) -> Value {
+    table_row_owned(info, obj.clone(), now, include)
+}
+
+/// `table_row` for an object the caller no longer needs: its metadata (with
+/// managedFields, the bulk of a small object) moves into the row instead of being copied.
+pub fn table_row_owned(
+    info: &ResourceInfo,
+    mut obj: Value,
+    now: chrono::DateTime<chrono::Utc>,
+    include: IncludeObject,
+) -> Value {
+    let mut row = Map::new();
+    row.insert(
+        "cells".into(),
+        Value::Array(api::table::row_cells(info, &obj, now)),
+    );
+    let conditions = api::table::row_conditions(info, &obj);
+    if !conditions.is_empty() {
+        row.insert("conditions".into(), Value::Array(conditions));
+    }
+    match include {
+        IncludeObject::None => {}
+        IncludeObject::Metadata => {
+            let metadata = obj
+                .as_object_mut()
+                .and_then(|m| m.remove("metadata"))
+                .unwrap_or_else(|| json!({}));
+            let mut partial = Map::with_capacity(3);
+            partial.insert("kind".into(), json!("PartialObjectMetadata"));
+            partial.insert("apiVersion".into(), json!("meta.k8s.io/v1"));
+            partial.insert("metadata".into(), metadata);
+            row.insert("object".into(), Value::Object(partial));
+        }
+        IncludeObject::Object => {
+            row.insert("object".into(), with_type_meta(info, obj));
+        }
+    }
+    Value::Object(row)
+}
+
 /// A meta.k8s.io/v1 Table of `items`.
 pub fn table(
     info: &ResourceInfo,
@@ -128,27 +176,7 @@ pub fn table(
     let now = chrono::Utc::now();
     let rows: Vec<Value> = items
         .iter()
-        .map(|obj| {
-            let mut row = Map::new();
-            row.insert(
-                "cells".into(),
-                Value::Array(api::table::row_cells(info, obj, now)),
-            );
-            let conditions = api::table::row_conditions(info, obj);
-            if !conditions.is_empty() {
-                row.insert("conditions".into(), Value::Array(conditions));
-            }
-            match include {
-                IncludeObject::None => {}
-                IncludeObject::Metadata => {
-                    row.insert("object".into(), partial_metadata(obj));
-                }
-                IncludeObject::Object => {
-                    row.insert("object".into(), with_type_meta(info, obj.clone()));
-                }
-            }
-            Value::Object(row)
-        })
+        .map(|obj| table_row(info, obj, now, include))
         .collect();
     let mut t = Map::with_capacity(5);
     t.insert("kind".into(), Value::String("Table".into()));
@@ -162,4 +190,26 @@ pub fn table(
     t.insert("columnDefinitions".into(), columns);
     t.insert("rows".into(), Value::Array(rows));
     Value::Object(t)
+}
+
+/// A list in the negotiated JSON form (not YAML) with no items, split where the items go:
+/// the bytes before the first item (ending in `[`) and after the last (`]}`), so a
+/// streamed list has exactly the envelope `list` would give. `None` for YAML.
+pub fn list_frame(
+    info: &ResourceInfo,
+    meta: &ListMeta,
+    rendering: Rendering,
+    include: IncludeObject,
+) -> Option<(Vec<u8>, &'static [u8])> {
+    if rendering == Rendering::Yaml {
+        return None;
+    }
+    let empty = list(info, Vec::new(), meta, rendering, include);
+    let mut bytes = serde_json::to_vec(&empty).ok()?;
+    // The items (or rows) member is the envelope's last, so it ends the bytes.
+    if !bytes.ends_with(b"[]}") {
+        return None;
+    }
+    bytes.truncate(bytes.len() - 2);
+    Some((bytes, b"]}"))
 }

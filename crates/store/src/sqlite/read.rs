@@ -121,21 +121,32 @@ const LIST_LATEST: &str = "
     FROM current c JOIN kv h ON h.revision = c.revision
     WHERE c.key >= ?1 AND c.key < ?2 ORDER BY c.key LIMIT ?3";
 
-// For each key, the newest row at or before the revision (SQLite takes the bare columns
-// from the row that produced MAX), dropping keys whose newest row is a tombstone.
+// For each key, the newest row at or before the revision, unless it is a tombstone. Written
+// as a correlated lookup rather than `GROUP BY key` in a subquery: that form made SQLite
+// sort the whole rest of the range in a temporary b-tree before applying LIMIT, so every
+// page of a paged list read everything after it. This one walks the (key, revision) index
+// in key order and stops at LIMIT.
 const LIST_AT: &str = "
-    SELECT key, value, create_revision, rev FROM (
-        SELECT key, value, create_revision, deleted, MAX(revision) AS rev FROM kv
-        WHERE key >= ?1 AND key < ?2 AND revision <= ?4 GROUP BY key)
-    WHERE deleted = 0 ORDER BY key LIMIT ?3";
+    SELECT h.key, h.value, h.create_revision, h.revision FROM kv h
+    WHERE h.key >= ?1 AND h.key < ?2 AND h.revision <= ?4 AND h.deleted = 0
+      AND h.revision = (SELECT MAX(p.revision) FROM kv p WHERE p.key = h.key AND p.revision <= ?4)
+    ORDER BY h.key LIMIT ?3";
 
 const COUNT_AFTER_LATEST: &str = "SELECT COUNT(*) FROM current WHERE key > ?1 AND key < ?2";
 
+// Live keys after ?1 at revision ?3, derived from the live keys now (`current`, cheap):
+// only keys written after ?3 can differ, so take those out and add back the ones that
+// were live at ?3. Counting over history directly read every remaining row of the table
+// for each page of a paged list.
 const COUNT_AFTER_AT: &str = "
-    SELECT COUNT(*) FROM (
-        SELECT deleted, MAX(revision) FROM kv
-        WHERE key > ?1 AND key < ?2 AND revision <= ?3 GROUP BY key)
-    WHERE deleted = 0";
+    WITH changed AS (
+        SELECT DISTINCT key FROM kv WHERE key > ?1 AND key < ?2 AND revision > ?3)
+    SELECT
+        (SELECT COUNT(*) FROM current WHERE key > ?1 AND key < ?2)
+        - (SELECT COUNT(*) FROM changed d WHERE EXISTS (SELECT 1 FROM current c WHERE c.key = d.key))
+        + (SELECT COUNT(*) FROM changed d WHERE (
+            SELECT p.deleted FROM kv p WHERE p.key = d.key AND p.revision <= ?3
+            ORDER BY p.revision DESC LIMIT 1) = 0)";
 
 pub(crate) fn list(conn: &mut Connection, req: &ListRequest) -> Result<ListResponse> {
     let tx = conn

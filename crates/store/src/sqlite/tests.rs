@@ -334,3 +334,92 @@ async fn list_rejects_a_start_key_outside_the_prefix() {
         .expect_err("start key outside the prefix");
     assert!(err.to_string().contains("/b/x"));
 }
+
+/// Pages of a list at an older revision hold exactly the keys live then, with the
+/// remaining count of that revision, whatever was written since (updates, deletes,
+/// deletes and re-creates, creates then deletes) on either side of each page boundary.
+#[tokio::test]
+async fn paged_lists_at_an_older_revision_match_that_revision() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(&dir, no_auto());
+    let key = |i: usize| format!("/p/k{i:03}");
+    for i in 0..120 {
+        if i % 9 != 4 {
+            store
+                .create(&key(i), Bytes::from("v0"))
+                .await
+                .expect("create");
+        }
+    }
+    // Deleted before the snapshot: absent at it.
+    store.delete(&key(7), None).await.expect("delete");
+    let at = store.current_revision().await.expect("revision");
+    let want: Vec<String> = (0..120)
+        .filter(|i| i % 9 != 4 && *i != 7)
+        .map(key)
+        .collect();
+    for i in (0..120).step_by(5) {
+        let k = key(i);
+        match i % 4 {
+            0 if want.contains(&k) => {
+                store.delete(&k, None).await.expect("delete after");
+            }
+            1 if want.contains(&k) => {
+                store.delete(&k, None).await.expect("delete after");
+                store
+                    .create(&k, Bytes::from("again"))
+                    .await
+                    .expect("re-create");
+            }
+            2 if !want.contains(&k) => {
+                store
+                    .create(&k, Bytes::from("new"))
+                    .await
+                    .expect("create after");
+                store.delete(&k, None).await.expect("delete new");
+            }
+            _ if !want.contains(&k) => {
+                store
+                    .create(&k, Bytes::from("new"))
+                    .await
+                    .expect("create after");
+            }
+            _ => {
+                let cur = store.get(&k).await.expect("get").expect("live");
+                store
+                    .update(&k, Bytes::from("v1"), cur.mod_revision)
+                    .await
+                    .expect("update after");
+            }
+        }
+    }
+    let mut got = Vec::new();
+    let mut start = None;
+    loop {
+        let page = store
+            .list(ListRequest {
+                prefix: "/p/".into(),
+                start_key: start.take(),
+                limit: Some(13),
+                at: ReadAt::Exact(at),
+            })
+            .await
+            .expect("page at the old revision");
+        assert!(
+            page.items.iter().all(|kv| kv.value == "v0"),
+            "values of revision {at}"
+        );
+        got.extend(page.items.iter().map(|kv| kv.key.clone()));
+        assert_eq!(
+            page.remaining,
+            Some((want.len() - got.len()) as u64),
+            "after {got:?}"
+        );
+        assert_eq!(page.more, got.len() < want.len());
+        if !page.more {
+            break;
+        }
+        start = page.items.last().map(|kv| format!("{}\0", kv.key));
+    }
+    assert_eq!(got, want);
+}
