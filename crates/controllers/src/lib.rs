@@ -16,7 +16,9 @@ use futures::FutureExt;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
+pub mod deployment;
 pub mod namespace;
+pub mod replicaset;
 
 /// Settings shared by the controllers (flags of `skiff server`, k3s/kube-controller-manager
 /// names where the concept exists).
@@ -77,7 +79,11 @@ impl Context {
 /// Run every controller until the process ends.
 pub async fn run_all(ctx: Arc<Context>) {
     let client = ctx.client.clone();
-    let controllers: Vec<BoxFuture<'static, ()>> = vec![namespace::run(client).boxed()];
+    let controllers: Vec<BoxFuture<'static, ()>> = vec![
+        namespace::run(client).boxed(),
+        replicaset::start(&ctx),
+        deployment::start(&ctx),
+    ];
     ctx.informers.start();
     futures::future::join_all(controllers).await;
 }
