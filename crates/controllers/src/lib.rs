@@ -16,11 +16,13 @@ use futures::FutureExt;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
+pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbage_collector;
 pub mod namespace;
 pub mod node_lifecycle;
+pub mod replicaset;
 pub mod serviceaccount;
 pub mod taint_eviction;
 
@@ -91,6 +93,8 @@ pub async fn run_all(ctx: Arc<Context>) {
         endpoints::start(&ctx),
         endpointslice::start(&ctx),
         serviceaccount::start(&ctx),
+        replicaset::start(&ctx),
+        deployment::start(&ctx),
     ];
     ctx.informers.start();
     futures::future::join_all(controllers).await;
