@@ -2,8 +2,8 @@
 //! (rollout, history, undo, pause/resume, scale, restart), the rolling-update
 //! availability bound, ReplicaSet self-healing, and skiff's opt-in automatic rollback.
 //!
-//! No node runs pods yet in these tests: `mark_pods_ready` plays the kubelet by patching
-//! pod status (replace it with simulated nodes once they land).
+//! Pods run on three simulated nodes (`skiff agent --simulate 3`), placed by the
+//! scheduler and reported Running and Ready by the simulated kubelets.
 
 mod common;
 use std::time::Duration;
@@ -45,14 +45,6 @@ spec:
     )
 }
 
-fn now_rfc3339() -> String {
-    let out = std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .expect("date");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// Pods matching `selector` as (name, ready, labels, ownerReference kinds/names).
 fn pods(s: &TestServer, selector: &str) -> Vec<serde_json::Value> {
     let v = s.kubectl_json(&["get", "pods", "-l", selector, "-o", "json"]);
@@ -64,41 +56,6 @@ fn is_ready(pod: &serde_json::Value) -> bool {
         c.iter()
             .any(|c| c["type"] == "Ready" && c["status"] == "True")
     })
-}
-
-/// Stand-in for a kubelet: mark up to `limit` not-yet-ready pods of `selector` Running
-/// and Ready. Returns how many were marked.
-fn mark_pods_ready(s: &TestServer, selector: &str, limit: usize) -> usize {
-    let mut marked = 0;
-    for pod in pods(s, selector) {
-        if marked == limit {
-            break;
-        }
-        if is_ready(&pod) || !pod["metadata"]["deletionTimestamp"].is_null() {
-            continue;
-        }
-        let name = pod["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let patch = format!(
-            r#"{{"status":{{"phase":"Running","conditions":[{{"type":"Ready","status":"True","lastTransitionTime":"{}"}}]}}}}"#,
-            now_rfc3339()
-        );
-        let out = s.kubectl(&[
-            "patch",
-            "pod",
-            &name,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &patch,
-        ]);
-        if out.status.success() {
-            marked += 1;
-        }
-    }
-    marked
 }
 
 fn jsonpath(s: &TestServer, args: &[&str], path: &str) -> String {
@@ -117,12 +74,12 @@ fn drive_rollout(
     max_surge: usize,
     max_unavailable: usize,
 ) {
-    drive(s, name, replicas, max_surge, max_unavailable, 1)
+    drive(s, name, replicas, max_surge, max_unavailable)
 }
 
 /// Scaling is not a rollout (new pods start unready): no bounds, start pods quickly.
 fn drive_scale(s: &TestServer, name: &str, replicas: usize) {
-    drive(s, name, replicas, replicas, replicas, replicas)
+    drive(s, name, replicas, replicas, replicas)
 }
 
 fn drive(
@@ -131,11 +88,14 @@ fn drive(
     replicas: usize,
     max_surge: usize,
     max_unavailable: usize,
-    per_step: usize,
 ) {
     let selector = format!("app={name}");
     eventually(LONG, || {
-        let current = pods(s, &selector);
+        // Pods being deleted no longer count (the simulated kubelet removes them promptly).
+        let current: Vec<_> = pods(s, &selector)
+            .into_iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect();
         let ready = current.iter().filter(|p| is_ready(p)).count();
         assert!(
             current.len() <= replicas + max_surge,
@@ -146,8 +106,6 @@ fn drive(
             ready + max_unavailable >= replicas,
             "only {ready} ready pods: fewer than replicas {replicas} - maxUnavailable {max_unavailable}"
         );
-        // Like a kubelet that starts one pod at a time.
-        mark_pods_ready(s, &selector, per_step);
         let st = s.kubectl_json(&["get", "deploy", name, "-o", "json"])["status"].clone();
         let n = |k: &str| st[k].as_u64().unwrap_or(0) as usize;
         if n("updatedReplicas") == replicas && n("availableReplicas") == replicas && n("replicas") == replicas {
@@ -164,15 +122,16 @@ fn replicasets(s: &TestServer, selector: &str) -> Table {
 }
 
 #[test]
-#[ignore = "known broken at hand-off: the availability bound check sees 0 ready pods right after set image (under investigation, see report)"]
 fn deployment_life_through_kubectl() {
     let s = testkit::server!();
+    let _nodes = testkit::simulated_nodes!(&s, 3);
     let strategy = "  strategy:\n    type: RollingUpdate\n    rollingUpdate:\n      maxSurge: 1\n      maxUnavailable: 0";
     s.kubectl_stdin_ok(
         &["apply", "-f", "-"],
         &web_deployment("web", 3, "nginx:1.0", strategy, ""),
     );
-    drive_rollout(&s, "web", 3, 1, 0);
+    // The first rollout starts from nothing: no availability to keep yet.
+    drive_scale(&s, "web", 3);
     let out = s.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=30s"]);
     assert_eq!(out.trim(), "deployment \"web\" successfully rolled out");
 
@@ -308,7 +267,6 @@ fn deployment_life_through_kubectl() {
     s.kubectl_ok(&["set", "image", "deployment/web", "web=nginx:3.0"]);
     s.kubectl_ok(&["scale", "deployment/web", "--replicas=4"]);
     eventually(LONG, || {
-        mark_pods_ready(&s, "app=web", 10);
         let avail = jsonpath(&s, &["get", "deploy", "web"], "{.status.availableReplicas}");
         anyhow::ensure!(avail == "4", "available {avail}");
         Ok(())
@@ -350,9 +308,9 @@ fn deployment_life_through_kubectl() {
 }
 
 #[test]
-#[ignore = "known broken at hand-off: the availability bound check sees 0 ready pods right after set image (under investigation, see report)"]
 fn recreate_and_percentages() {
     let s = testkit::server!();
+    let _nodes = testkit::simulated_nodes!(&s, 3);
     let strategy = "  strategy:\n    type: Recreate";
     s.kubectl_stdin_ok(
         &["apply", "-f", "-"],
@@ -376,7 +334,6 @@ fn recreate_and_percentages() {
             hashes.len() <= 1,
             "old and new pods together under Recreate: {hashes:?}"
         );
-        mark_pods_ready(&s, "app=batch", 10);
         let updated = jsonpath(
             &s,
             &["get", "deploy", "batch"],
@@ -394,7 +351,7 @@ fn recreate_and_percentages() {
         &["apply", "-f", "-"],
         &web_deployment("pct", 10, "app:1", strategy, ""),
     );
-    drive_rollout(&s, "pct", 10, 3, 2);
+    drive_scale(&s, "pct", 10);
     s.kubectl_ok(&["set", "image", "deployment/pct", "web=app:2"]);
     drive_rollout(&s, "pct", 10, 3, 2);
 }
@@ -402,6 +359,7 @@ fn recreate_and_percentages() {
 #[test]
 fn replicaset_heals_after_pod_delete_and_relabel() {
     let s = testkit::server!();
+    let _nodes = testkit::simulated_nodes!(&s, 3);
     let manifest = r#"apiVersion: apps/v1
 kind: ReplicaSet
 metadata:
@@ -423,7 +381,6 @@ spec:
     s.kubectl_stdin_ok(&["apply", "-f", "-"], manifest);
     let wait_ready = |n: usize| {
         eventually(LONG, || {
-            mark_pods_ready(&s, "app=heal", 10);
             let r = jsonpath(
                 &s,
                 &["get", "rs", "heal"],
@@ -506,6 +463,7 @@ spec:
 #[test]
 fn auto_rollback_after_progress_deadline() {
     let s = testkit::server!();
+    let _nodes = testkit::simulated_nodes!(&s, 3);
     let extra = "  progressDeadlineSeconds: 3\n  strategy:\n    rollingUpdate:\n      maxSurge: 1\n      maxUnavailable: 0";
     let manifest = web_deployment(
         "auto",
