@@ -82,13 +82,7 @@ fn drive_scale(s: &TestServer, name: &str, replicas: usize) {
     drive(s, name, replicas, replicas, replicas)
 }
 
-fn drive(
-    s: &TestServer,
-    name: &str,
-    replicas: usize,
-    max_surge: usize,
-    max_unavailable: usize,
-) {
+fn drive(s: &TestServer, name: &str, replicas: usize, max_surge: usize, max_unavailable: usize) {
     let selector = format!("app={name}");
     eventually(LONG, || {
         // Pods being deleted no longer count (the simulated kubelet removes them promptly).

@@ -15,7 +15,11 @@ fn now_rfc3339() -> String {
 /// A pod no scheduler serves, so the only events about it are the ones the test makes
 /// (the default scheduler would add FailedScheduling: there are no nodes).
 fn unscheduled_pod(name: &str, image: &str) -> String {
-    pod(name, image).replacen("spec:\n", "spec:\n  schedulerName: test-scheduler-that-does-not-exist\n", 1)
+    pod(name, image).replacen(
+        "spec:\n",
+        "spec:\n  schedulerName: test-scheduler-that-does-not-exist\n",
+        1,
+    )
 }
 
 fn event_for(name: &str, pod: &str, uid: &str) -> String {
@@ -54,7 +58,10 @@ fn get_events_empty_then_listed() {
         "No resources found in default namespace."
     );
 
-    s.kubectl_stdin_ok(&["apply", "-f", "-"], &unscheduled_pod("hello", "busybox:stable"));
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        &unscheduled_pod("hello", "busybox:stable"),
+    );
     let uid = s.kubectl_ok(&["get", "pod", "hello", "-o", "jsonpath={.metadata.uid}"]);
     s.kubectl_stdin_ok(&["create", "-f", "-"], &event_for("hello.1", "hello", &uid));
 
@@ -91,8 +98,14 @@ fn get_events_empty_then_listed() {
 #[test]
 fn describe_shows_the_objects_events() {
     let s = testkit::server!();
-    s.kubectl_stdin_ok(&["apply", "-f", "-"], &unscheduled_pod("hello", "busybox:stable"));
-    s.kubectl_stdin_ok(&["apply", "-f", "-"], &unscheduled_pod("other", "busybox:stable"));
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        &unscheduled_pod("hello", "busybox:stable"),
+    );
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        &unscheduled_pod("other", "busybox:stable"),
+    );
     let uid = s.kubectl_ok(&["get", "pod", "hello", "-o", "jsonpath={.metadata.uid}"]);
     s.kubectl_stdin_ok(&["create", "-f", "-"], &event_for("hello.1", "hello", &uid));
 

@@ -19,10 +19,16 @@ fn ready_pods_by_node(s: &TestServer, app: &str) -> BTreeMap<String, usize> {
         let terminating = pod["metadata"]["deletionTimestamp"].is_string();
         let ready = pod["status"]["conditions"]
             .as_array()
-            .map(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+            .map(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
             .unwrap_or(false);
         if ready && !terminating && pod["status"]["phase"] == "Running" {
-            let node = pod["spec"]["nodeName"].as_str().unwrap_or_default().to_string();
+            let node = pod["spec"]["nodeName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             *by_node.entry(node).or_default() += 1;
         }
     }
@@ -34,9 +40,11 @@ fn a_dead_nodes_pods_are_replaced_elsewhere_with_the_fast_profile() -> Result<()
     let s = TestServer::start(
         ServerOptions::new(env!("CARGO_BIN_EXE_skiff")).arg("--failover-profile=fast"),
     )?;
-    let mut nodes =
-        testkit::simulated_nodes!(&s, 3, &["--node-lease-duration-seconds", "4"]);
-    s.kubectl_stdin_ok(&["apply", "-f", "-"], &common::deployment("web", 6, "busybox"));
+    let mut nodes = testkit::simulated_nodes!(&s, 3, &["--node-lease-duration-seconds", "4"]);
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        &common::deployment("web", 6, "busybox"),
+    );
     let before = eventually(Duration::from_secs(90), || {
         let by_node = ready_pods_by_node(&s, "web");
         if by_node.values().sum::<usize>() == 6 {

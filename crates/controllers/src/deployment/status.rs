@@ -352,7 +352,11 @@ mod tests {
         let s = rollout(&[&old, &new], Some(&new), &[&old], &d, now);
         let p = get(Some(&s), PROGRESSING).unwrap();
         assert_eq!(
-            (p.status.as_deref().unwrap_or_default(), p.reason.as_deref(), p.message.as_deref()),
+            (
+                p.status.as_deref().unwrap_or_default(),
+                p.reason.as_deref(),
+                p.message.as_deref()
+            ),
             (
                 "True",
                 Some(RS_UPDATED),
@@ -380,7 +384,11 @@ mod tests {
         let s = rollout(&[&old, &new], Some(&new), &[&old], &d, later);
         let p = get(Some(&s), PROGRESSING).unwrap();
         assert_eq!(
-            (p.status.as_deref().unwrap_or_default(), p.reason.as_deref(), p.message.as_deref()),
+            (
+                p.status.as_deref().unwrap_or_default(),
+                p.reason.as_deref(),
+                p.message.as_deref()
+            ),
             (
                 "False",
                 Some(TIMED_OUT),
@@ -394,7 +402,11 @@ mod tests {
         let s = rollout(&[&old, &new], Some(&new), &[&old], &d, later);
         let p = get(Some(&s), PROGRESSING).unwrap();
         assert_eq!(
-            (p.status.as_deref().unwrap_or_default(), p.reason.as_deref(), p.message.as_deref()),
+            (
+                p.status.as_deref().unwrap_or_default(),
+                p.reason.as_deref(),
+                p.message.as_deref()
+            ),
             (
                 "True",
                 Some(NEW_RS_AVAILABLE),
@@ -428,7 +440,11 @@ mod tests {
         let s = paused_transition(&d, now).unwrap();
         let p = get(Some(&s), PROGRESSING).unwrap();
         assert_eq!(
-            (p.status.as_deref().unwrap_or_default(), p.reason.as_deref(), p.message.as_deref()),
+            (
+                p.status.as_deref().unwrap_or_default(),
+                p.reason.as_deref(),
+                p.message.as_deref()
+            ),
             ("Unknown", Some(PAUSED), Some("Deployment is paused"))
         );
         d.status = Some(s);

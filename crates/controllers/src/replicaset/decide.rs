@@ -309,7 +309,11 @@ mod tests {
         let s = status(&rs(5, 0), &refs, Some(&failure), now);
         let c = &s.conditions.as_ref().unwrap()[0];
         assert_eq!(
-            (c.type_.as_deref().unwrap_or_default(), c.reason.as_deref(), c.message.as_deref()),
+            (
+                c.type_.as_deref().unwrap_or_default(),
+                c.reason.as_deref(),
+                c.message.as_deref()
+            ),
             ("ReplicaFailure", Some("FailedCreate"), Some("quota"))
         );
         let mut healed = rs(5, 0);
