@@ -16,6 +16,7 @@ use futures::FutureExt;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
+pub mod job;
 pub mod namespace;
 
 /// Settings shared by the controllers (flags of `skiff server`, k3s/kube-controller-manager
@@ -77,7 +78,10 @@ impl Context {
 /// Run every controller until the process ends.
 pub async fn run_all(ctx: Arc<Context>) {
     let client = ctx.client.clone();
-    let controllers: Vec<BoxFuture<'static, ()>> = vec![namespace::run(client).boxed()];
+    let controllers: Vec<BoxFuture<'static, ()>> = vec![
+        namespace::run(client).boxed(),
+        job::start(&ctx),
+    ];
     ctx.informers.start();
     futures::future::join_all(controllers).await;
 }
