@@ -16,8 +16,11 @@ use futures::FutureExt;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
+pub mod cronjob;
 pub mod job;
 pub mod namespace;
+pub mod podgc;
+pub mod ttl_after_finished;
 
 /// Settings shared by the controllers (flags of `skiff server`, k3s/kube-controller-manager
 /// names where the concept exists).
@@ -81,6 +84,9 @@ pub async fn run_all(ctx: Arc<Context>) {
     let controllers: Vec<BoxFuture<'static, ()>> = vec![
         namespace::run(client).boxed(),
         job::start(&ctx),
+        cronjob::start(&ctx),
+        ttl_after_finished::start(&ctx),
+        podgc::start(&ctx),
     ];
     ctx.informers.start();
     futures::future::join_all(controllers).await;

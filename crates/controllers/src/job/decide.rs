@@ -313,8 +313,8 @@ pub fn decide(job: &Job, pods: &[&Pod], now: Timestamp) -> Plan {
     let backoff_limit = spec.backoff_limit.unwrap_or(DEFAULT_BACKOFF_LIMIT);
     let suspended = spec.suspend == Some(true);
 
-    let finished = has_true_condition(&old_status, "Complete")
-        || has_true_condition(&old_status, "Failed");
+    let finished =
+        has_true_condition(&old_status, "Complete") || has_true_condition(&old_status, "Failed");
     let succeeding = finished && has_true_condition(&old_status, "Complete")
         || has_true_condition(&old_status, "SuccessCriteriaMet");
 
@@ -323,12 +323,17 @@ pub fn decide(job: &Job, pods: &[&Pod], now: Timestamp) -> Plan {
         .uncounted_terminated_pods
         .clone()
         .unwrap_or_default();
-    let mut unc_succeeded: BTreeSet<String> =
-        uncounted.succeeded.unwrap_or_default().into_iter().collect();
-    let mut unc_failed: BTreeSet<String> = uncounted.failed.unwrap_or_default().into_iter().collect();
+    let mut unc_succeeded: BTreeSet<String> = uncounted
+        .succeeded
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let mut unc_failed: BTreeSet<String> =
+        uncounted.failed.unwrap_or_default().into_iter().collect();
     let mut succeeded = old_status.succeeded.unwrap_or(0);
     let mut failed = old_status.failed.unwrap_or(0);
-    let mut completed_indexes = parse_indexes(old_status.completed_indexes.as_deref().unwrap_or(""));
+    let mut completed_indexes =
+        parse_indexes(old_status.completed_indexes.as_deref().unwrap_or(""));
     let by_uid: BTreeMap<String, &Pod> = pods.iter().map(|p| (uid(p), *p)).collect();
 
     // Uncounted pods whose finalizer is gone (or that are gone) are now counted.
@@ -359,8 +364,7 @@ pub fn decide(job: &Job, pods: &[&Pod], now: Timestamp) -> Plan {
         let is_succeeded = pod_phase == "Succeeded";
         // A pod deleted before it finished failed, unless it was removed because the Job
         // already succeeded.
-        let is_failed =
-            pod_phase == "Failed" || (is_deleting(pod) && !is_succeeded && !succeeding);
+        let is_failed = pod_phase == "Failed" || (is_deleting(pod) && !is_succeeded && !succeeding);
         if !is_succeeded && !is_failed {
             if !is_deleting(pod) {
                 active.push(pod);
@@ -581,7 +585,10 @@ pub fn decide(job: &Job, pods: &[&Pod], now: Timestamp) -> Plan {
         if let Some(c) = final_failure.filter(|_| failure_target.is_some()) {
             let reason = c.reason.clone().unwrap_or_default();
             let message = c.message.clone().unwrap_or_default();
-            set_condition(&mut status, condition("Failed", "True", &reason, &message, now));
+            set_condition(
+                &mut status,
+                condition("Failed", "True", &reason, &message, now),
+            );
             plan.events.push(JobEvent {
                 warning: true,
                 reason,
@@ -590,7 +597,10 @@ pub fn decide(job: &Job, pods: &[&Pod], now: Timestamp) -> Plan {
         } else if let Some(c) = final_success.filter(|_| success_target.is_some()) {
             let reason = c.reason.clone().unwrap_or_default();
             let message = c.message.clone().unwrap_or_default();
-            set_condition(&mut status, condition("Complete", "True", &reason, &message, now));
+            set_condition(
+                &mut status,
+                condition("Complete", "True", &reason, &message, now),
+            );
             status.completion_time = Some(Time(now));
             plan.events.push(JobEvent {
                 warning: false,
@@ -624,7 +634,10 @@ fn normalized(s: &JobStatus) -> serde_json::Value {
     let mut v = serde_json::to_value(s).unwrap_or_default();
     if let Some(map) = v.as_object_mut() {
         map.retain(|_, v| !(v.is_null() || *v == serde_json::json!(0)));
-        if let Some(u) = map.get_mut("uncountedTerminatedPods").and_then(|u| u.as_object_mut()) {
+        if let Some(u) = map
+            .get_mut("uncountedTerminatedPods")
+            .and_then(|u| u.as_object_mut())
+        {
             u.retain(|_, v| v.as_array().is_some_and(|a| !a.is_empty()));
         }
         if map

@@ -1,7 +1,9 @@
 //! Tables of Job syncs: given a Job and its pods, what the controller decides.
 
 use super::*;
-use k8s_openapi::api::batch::v1::{JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement};
+use k8s_openapi::api::batch::v1::{
+    JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+};
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateTerminated, ContainerStatus, PodCondition, PodStatus,
 };
@@ -129,7 +131,11 @@ fn pod_creation_follows_completions_and_parallelism() {
     for (completions, parallelism, pods, want) in cases {
         let j = job(spec(completions, parallelism), started());
         let plan = run(&j, &pods, 1);
-        assert_eq!(plan.create.len(), want, "{completions:?} {parallelism} {pods:?}");
+        assert_eq!(
+            plan.create.len(),
+            want,
+            "{completions:?} {parallelism} {pods:?}"
+        );
         assert!(plan.create.iter().all(Option::is_none));
     }
 }
@@ -185,7 +191,11 @@ fn completion_goes_through_success_criteria_met() {
     assert_eq!(status.succeeded, Some(3));
     assert_eq!(
         cond(&status, "SuccessCriteriaMet"),
-        Some(("True".into(), "CompletionsReached".into(), "Reached expected number of succeeded pods".into()))
+        Some((
+            "True".into(),
+            "CompletionsReached".into(),
+            "Reached expected number of succeeded pods".into()
+        ))
     );
     assert_eq!(cond(&status, "Complete"), None);
     assert!(plan.create.is_empty());
@@ -209,21 +219,36 @@ fn completion_goes_through_success_criteria_met() {
 #[test]
 fn failures_past_the_backoff_limit_fail_the_job() {
     // (backoffLimit, already failed, newly failed pods, fails?)
-    let cases = [(Some(0), 0, 1, true), (Some(1), 1, 0, false), (Some(1), 1, 1, true), (None, 6, 0, false), (None, 6, 1, true)];
+    let cases = [
+        (Some(0), 0, 1, true),
+        (Some(1), 1, 0, false),
+        (Some(1), 1, 1, true),
+        (None, 6, 0, false),
+        (None, 6, 1, true),
+    ];
     for (limit, already, new, fails) in cases {
         let mut s = spec(Some(1), 1);
         s.backoff_limit = limit;
         let mut status = started();
         status.failed = Some(already);
-        let pods: Vec<Pod> = (0..new).map(|i| pod(&format!("f{i}"), "Failed", true)).collect();
+        let pods: Vec<Pod> = (0..new)
+            .map(|i| pod(&format!("f{i}"), "Failed", true))
+            .collect();
         let j = job(s.clone(), status);
         let plan = run(&j, &pods, 1);
-        let status = plan.status.clone().unwrap_or_else(|| j.status.clone().unwrap());
+        let status = plan
+            .status
+            .clone()
+            .unwrap_or_else(|| j.status.clone().unwrap());
         let target = cond(&status, "FailureTarget");
         if fails {
             assert_eq!(
                 target,
-                Some(("True".into(), REASON_BACKOFF_LIMIT.into(), MESSAGE_BACKOFF_LIMIT.into())),
+                Some((
+                    "True".into(),
+                    REASON_BACKOFF_LIMIT.into(),
+                    MESSAGE_BACKOFF_LIMIT.into()
+                )),
                 "{limit:?} {already} {new}"
             );
             assert!(plan.create.is_empty());
@@ -247,7 +272,10 @@ fn failure_target_becomes_failed_once_pods_are_gone() {
 
     // b is now terminating: counted as failed, not final yet.
     let j = job(s.clone(), status);
-    let pods = vec![pod("a", "Failed", false), deleting(pod("b", "Running", true))];
+    let pods = vec![
+        pod("a", "Failed", false),
+        deleting(pod("b", "Running", true)),
+    ];
     let plan = run(&j, &pods, 2);
     let status = plan.status.expect("status");
     assert_eq!(status.terminating, Some(1));
@@ -260,19 +288,32 @@ fn failure_target_becomes_failed_once_pods_are_gone() {
     assert_eq!(status.failed, Some(2));
     assert_eq!(
         cond(&status, "Failed"),
-        Some(("True".into(), REASON_BACKOFF_LIMIT.into(), MESSAGE_BACKOFF_LIMIT.into()))
+        Some((
+            "True".into(),
+            REASON_BACKOFF_LIMIT.into(),
+            MESSAGE_BACKOFF_LIMIT.into()
+        ))
     );
     assert_eq!(status.completion_time, None);
     assert_eq!(
         plan.events,
-        vec![JobEvent { warning: true, reason: REASON_BACKOFF_LIMIT.into(), message: MESSAGE_BACKOFF_LIMIT.into() }]
+        vec![JobEvent {
+            warning: true,
+            reason: REASON_BACKOFF_LIMIT.into(),
+            message: MESSAGE_BACKOFF_LIMIT.into()
+        }]
     );
 }
 
 #[test]
 fn active_deadline() {
     // (deadline, now since start, past?)
-    for (deadline, now, past) in [(10, 9, false), (10, 10, true), (10, 500, true), (1, 0, false)] {
+    for (deadline, now, past) in [
+        (10, 9, false),
+        (10, 10, true),
+        (10, 500, true),
+        (1, 0, false),
+    ] {
         let mut s = spec(Some(1), 1);
         s.active_deadline_seconds = Some(deadline);
         let j = job(s, started());
@@ -281,13 +322,20 @@ fn active_deadline() {
             let status = plan.status.expect("status");
             assert_eq!(
                 cond(&status, "FailureTarget"),
-                Some(("True".into(), REASON_DEADLINE.into(), MESSAGE_DEADLINE.into()))
+                Some((
+                    "True".into(),
+                    REASON_DEADLINE.into(),
+                    MESSAGE_DEADLINE.into()
+                ))
             );
             assert_eq!(plan.delete, vec!["a".to_string()]);
             assert_eq!(plan.requeue_after, None);
         } else {
             assert!(plan.delete.is_empty());
-            assert_eq!(plan.requeue_after, Some(Duration::from_secs((deadline - now) as u64)));
+            assert_eq!(
+                plan.requeue_after,
+                Some(Duration::from_secs((deadline - now) as u64))
+            );
         }
     }
 }
@@ -297,11 +345,18 @@ fn suspend_and_resume() {
     let mut s = spec(Some(2), 2);
     s.suspend = Some(true);
     let j = job(s.clone(), started());
-    let plan = run(&j, &[pod("a", "Running", true), pod("b", "Pending", true)], 5);
+    let plan = run(
+        &j,
+        &[pod("a", "Running", true), pod("b", "Pending", true)],
+        5,
+    );
     assert_eq!(plan.delete, vec!["a".to_string(), "b".to_string()]);
     assert!(plan.create.is_empty());
     let status = plan.status.expect("status");
-    assert_eq!(cond(&status, "Suspended"), Some(("True".into(), "JobSuspended".into(), "Job suspended".into())));
+    assert_eq!(
+        cond(&status, "Suspended"),
+        Some(("True".into(), "JobSuspended".into(), "Job suspended".into()))
+    );
     assert_eq!(plan.events[0].reason, "Suspended");
     assert_eq!(status.active, Some(0));
 
@@ -315,7 +370,10 @@ fn suspend_and_resume() {
     let j = job(s, status);
     let plan = run(&j, &[], 50);
     let status = plan.status.expect("status");
-    assert_eq!(cond(&status, "Suspended"), Some(("False".into(), "JobResumed".into(), "Job resumed".into())));
+    assert_eq!(
+        cond(&status, "Suspended"),
+        Some(("False".into(), "JobResumed".into(), "Job resumed".into()))
+    );
     assert_eq!(status.start_time, Some(Time(ts(50))));
     assert_eq!(plan.create.len(), 2);
     assert_eq!(plan.events[0].reason, "Resumed");
@@ -339,9 +397,24 @@ fn indexed_jobs_create_missing_indexes_and_track_completed_ones() {
     let cases: Vec<(Vec<Pod>, &str, Vec<i32>, &str)> = vec![
         (vec![], "", vec![0, 1], ""),
         (vec![indexed_pod("p0", 0, "Running", true)], "", vec![1], ""),
-        (vec![indexed_pod("p0", 0, "Succeeded", true)], "", vec![1, 2], "0"),
-        (vec![indexed_pod("p2", 2, "Running", true)], "0-1", vec![3], "0-1"),
-        (vec![indexed_pod("p3", 3, "Succeeded", true)], "0-1", vec![2], "0-1,3"),
+        (
+            vec![indexed_pod("p0", 0, "Succeeded", true)],
+            "",
+            vec![1, 2],
+            "0",
+        ),
+        (
+            vec![indexed_pod("p2", 2, "Running", true)],
+            "0-1",
+            vec![3],
+            "0-1",
+        ),
+        (
+            vec![indexed_pod("p3", 3, "Succeeded", true)],
+            "0-1",
+            vec![2],
+            "0-1,3",
+        ),
     ];
     for (pods, before, want, after) in cases {
         let mut status = started();
@@ -363,7 +436,11 @@ fn indexed_duplicates_are_deleted() {
     s.completion_mode = Some("Indexed".into());
     let mut newer = indexed_pod("dup", 0, "Running", true);
     newer.metadata.creation_timestamp = Some(Time(ts(5)));
-    let pods = vec![indexed_pod("p0", 0, "Running", true), newer, indexed_pod("p1", 1, "Running", true)];
+    let pods = vec![
+        indexed_pod("p0", 0, "Running", true),
+        newer,
+        indexed_pod("p1", 1, "Running", true),
+    ];
     let plan = run(&job(s, started()), &pods, 6);
     assert_eq!(plan.delete, vec!["dup".to_string()]);
     assert!(plan.create.is_empty());
@@ -393,12 +470,18 @@ fn pod_failure_policy_rules() {
     let disruption = PodFailurePolicyRule {
         action: "Ignore".into(),
         on_exit_codes: None,
-        on_pod_conditions: Some(vec![k8s_openapi::api::batch::v1::PodFailurePolicyOnPodConditionsPattern {
-            type_: "DisruptionTarget".into(),
-            status: None,
-        }]),
+        on_pod_conditions: Some(vec![
+            k8s_openapi::api::batch::v1::PodFailurePolicyOnPodConditionsPattern {
+                type_: "DisruptionTarget".into(),
+                status: None,
+            },
+        ]),
     };
-    let rules = vec![rule("FailJob", "In", vec![42]), disruption, rule("Ignore", "NotIn", vec![1, 2])];
+    let rules = vec![
+        rule("FailJob", "In", vec![42]),
+        disruption,
+        rule("Ignore", "NotIn", vec![1, 2]),
+    ];
     let mut s = spec(Some(1), 1);
     s.pod_failure_policy = Some(PodFailurePolicy { rules });
     s.backoff_limit = Some(3);
@@ -421,12 +504,26 @@ fn pod_failure_policy_rules() {
     for (p, fail_message, counted) in cases {
         let j = job(s.clone(), started());
         let plan = run(&j, &[p.clone()], 1);
-        let status = plan.status.clone().unwrap_or_else(|| j.status.clone().unwrap());
+        let status = plan
+            .status
+            .clone()
+            .unwrap_or_else(|| j.status.clone().unwrap());
         let target = cond(&status, "FailureTarget");
-        assert_eq!(target.map(|t| t.2), fail_message.map(String::from), "{:?}", p.metadata.name);
-        let unc = status.uncounted_terminated_pods.and_then(|u| u.failed).unwrap_or_default();
+        assert_eq!(
+            target.map(|t| t.2),
+            fail_message.map(String::from),
+            "{:?}",
+            p.metadata.name
+        );
+        let unc = status
+            .uncounted_terminated_pods
+            .and_then(|u| u.failed)
+            .unwrap_or_default();
         assert_eq!(!unc.is_empty(), counted, "{:?}", p.metadata.name);
-        assert_eq!(plan.remove_finalizers, vec![p.metadata.name.clone().unwrap()]);
+        assert_eq!(
+            plan.remove_finalizers,
+            vec![p.metadata.name.clone().unwrap()]
+        );
     }
 }
 
@@ -438,10 +535,17 @@ fn status_counts_ready_and_terminating() {
         status: "True".into(),
         ..Default::default()
     }]);
-    let pods = vec![ready, pod("n", "Running", true), deleting(pod("t", "Running", false))];
+    let pods = vec![
+        ready,
+        pod("n", "Running", true),
+        deleting(pod("t", "Running", false)),
+    ];
     let plan = run(&job(spec(Some(5), 3), started()), &pods, 1);
     let status = plan.status.expect("status");
-    assert_eq!((status.active, status.ready, status.terminating), (Some(2), Some(1), Some(1)));
+    assert_eq!(
+        (status.active, status.ready, status.terminating),
+        (Some(2), Some(1), Some(1))
+    );
     // The terminating pod does not hold back a replacement (podReplacementPolicy default).
     assert_eq!(plan.create.len(), 1);
 }

@@ -70,12 +70,8 @@ fn owning_job(pod: &Pod) -> Option<ObjectKey> {
         .as_ref()?
         .iter()
         .find(|o| o.controller == Some(true))?;
-    (owner.kind == "Job" && owner.api_version == "batch/v1").then(|| {
-        ObjectKey::new(
-            pod.metadata.namespace.as_deref().unwrap_or(""),
-            &owner.name,
-        )
-    })
+    (owner.kind == "Job" && owner.api_version == "batch/v1")
+        .then(|| ObjectKey::new(pod.metadata.namespace.as_deref().unwrap_or(""), &owner.name))
 }
 
 fn controlled_by(pod: &Pod, uid: &str) -> bool {
@@ -106,7 +102,10 @@ pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
             while let Some(change) = job_changes.recv().await {
                 match change {
                     Change::Applied(j) | Change::Deleted(j) => q.add(ObjectKey::of(j.as_ref())),
-                    Change::Resync => jobs.list().iter().for_each(|j| q.add(ObjectKey::of(j.as_ref()))),
+                    Change::Resync => jobs
+                        .list()
+                        .iter()
+                        .for_each(|j| q.add(ObjectKey::of(j.as_ref()))),
                 }
             }
         };
@@ -159,7 +158,9 @@ impl JobController {
                 .get(&key.namespace, n)
                 .is_some_and(|p| p.metadata.deletion_timestamp.is_none())
         });
-        let expired = pending.since.is_some_and(|t| t.elapsed() > EXPECTATION_TIMEOUT);
+        let expired = pending
+            .since
+            .is_some_and(|t| t.elapsed() > EXPECTATION_TIMEOUT);
         if (pending.created.is_empty() && pending.deleted.is_empty()) || expired {
             all.remove(key);
             return true;
@@ -188,9 +189,16 @@ impl JobController {
                 .remove(key);
             for pod in self.pods.list_namespace(&key.namespace) {
                 if owning_job(&pod).as_ref() == Some(key)
-                    && pod.metadata.finalizers.iter().flatten().any(|f| f == TRACKING_FINALIZER)
+                    && pod
+                        .metadata
+                        .finalizers
+                        .iter()
+                        .flatten()
+                        .any(|f| f == TRACKING_FINALIZER)
                 {
-                    remove_finalizer(&pod_api, &pod).await.map_err(Self::kube_err(key, "removing pod finalizer"))?;
+                    remove_finalizer(&pod_api, &pod)
+                        .await
+                        .map_err(Self::kube_err(key, "removing pod finalizer"))?;
                 }
             }
             return Ok(None);
@@ -232,10 +240,16 @@ impl JobController {
                 .map_err(Self::kube_err(key, "updating status"))?;
         }
         for name in &plan.remove_finalizers {
-            if let Some(pod) = pods.iter().find(|p| p.metadata.name.as_deref() == Some(name)) {
+            if let Some(pod) = pods
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some(name))
+            {
                 remove_finalizer(&pod_api, pod)
                     .await
-                    .map_err(Self::kube_err(key, format!("removing finalizer of pod {name}")))?;
+                    .map_err(Self::kube_err(
+                        key,
+                        format!("removing finalizer of pod {name}"),
+                    ))?;
             }
         }
 
@@ -244,8 +258,13 @@ impl JobController {
             match pod_api.delete(name, &DeleteParams::background()).await {
                 Ok(_) => {
                     deleted.push(name.clone());
-                    self.publish(&job_ref, false, "SuccessfulDelete", format!("Deleted pod: {name}"))
-                        .await;
+                    self.publish(
+                        &job_ref,
+                        false,
+                        "SuccessfulDelete",
+                        format!("Deleted pod: {name}"),
+                    )
+                    .await;
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => return Err(Self::kube_err(key, format!("deleting pod {name}"))(e)),
@@ -260,8 +279,13 @@ impl JobController {
             match pod_api.create(&PostParams::default(), &pod).await {
                 Ok(made) => {
                     let name = made.metadata.name.unwrap_or_default();
-                    self.publish(&job_ref, false, "SuccessfulCreate", format!("Created pod: {name}"))
-                        .await;
+                    self.publish(
+                        &job_ref,
+                        false,
+                        "SuccessfulCreate",
+                        format!("Created pod: {name}"),
+                    )
+                    .await;
                     created.push(name);
                 }
                 Err(e) => {
@@ -270,8 +294,13 @@ impl JobController {
                         kube::Error::Api(s) => s.message.clone(),
                         other => other.to_string(),
                     };
-                    self.publish(&job_ref, true, "FailedCreate", format!("Error creating: {message}"))
-                        .await;
+                    self.publish(
+                        &job_ref,
+                        true,
+                        "FailedCreate",
+                        format!("Error creating: {message}"),
+                    )
+                    .await;
                     failure = Some(e);
                     break;
                 }
@@ -283,7 +312,8 @@ impl JobController {
         }
 
         for ev in plan.events {
-            self.publish(&job_ref, ev.warning, &ev.reason, ev.message).await;
+            self.publish(&job_ref, ev.warning, &ev.reason, ev.message)
+                .await;
         }
         Ok(plan.requeue_after)
     }
@@ -296,7 +326,11 @@ impl JobController {
         note: String,
     ) {
         let event = Event {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: reason.to_string(),
             note: Some(note),
             action: reason.to_string(),
@@ -326,7 +360,10 @@ async fn remove_finalizer(api: &Api<Pod>, pod: &Pod) -> Result<(), kube::Error> 
         }
     });
     let name = pod.metadata.name.as_deref().unwrap_or("");
-    match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e),
@@ -363,7 +400,11 @@ pub fn pod_for(job: &Job, index: Option<i32>) -> Pod {
                     ..Default::default()
                 }),
             };
-            for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+            for c in spec
+                .containers
+                .iter_mut()
+                .chain(spec.init_containers.iter_mut().flatten())
+            {
                 let envs = c.env.get_or_insert_with(Vec::new);
                 if !envs.iter().any(|e| e.name == env.name) {
                     envs.push(env.clone());
@@ -418,7 +459,10 @@ mod tests {
                         ..Default::default()
                     }),
                     spec: Some(PodSpec {
-                        containers: vec![Container { name: "c".into(), ..Default::default() }],
+                        containers: vec![Container {
+                            name: "c".into(),
+                            ..Default::default()
+                        }],
                         ..Default::default()
                     }),
                 },
@@ -431,19 +475,32 @@ mod tests {
     #[test]
     fn pods_carry_owner_finalizer_and_index() {
         // (index, generateName, hostname, index label)
-        let cases = [(None, "pi-", None, None), (Some(3), "pi-3-", Some("pi-3"), Some("3"))];
+        let cases = [
+            (None, "pi-", None, None),
+            (Some(3), "pi-3-", Some("pi-3"), Some("3")),
+        ];
         for (index, generate, hostname, label) in cases {
             let pod = pod_for(&job(), index);
             assert_eq!(pod.metadata.generate_name.as_deref(), Some(generate));
-            assert_eq!(pod.metadata.finalizers, Some(vec![TRACKING_FINALIZER.to_string()]));
+            assert_eq!(
+                pod.metadata.finalizers,
+                Some(vec![TRACKING_FINALIZER.to_string()])
+            );
             let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
-            assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("Job", "u1", Some(true)));
+            assert_eq!(
+                (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+                ("Job", "u1", Some(true))
+            );
             let spec = pod.spec.as_ref().unwrap();
             assert_eq!(spec.hostname.as_deref(), hostname);
             let labels = pod.metadata.labels.as_ref().unwrap();
             assert_eq!(labels.get(COMPLETION_INDEX).map(String::as_str), label);
             assert_eq!(labels.get("job-name").map(String::as_str), Some("pi"));
-            let has_env = spec.containers[0].env.iter().flatten().any(|e| e.name == "JOB_COMPLETION_INDEX");
+            let has_env = spec.containers[0]
+                .env
+                .iter()
+                .flatten()
+                .any(|e| e.name == "JOB_COMPLETION_INDEX");
             assert_eq!(has_env, index.is_some());
             assert_eq!(owning_job(&pod), Some(ObjectKey::new("ns", "pi")));
         }
