@@ -5,6 +5,7 @@
 //! No I/O and no async here: the apiserver owns side effects.
 
 pub mod conversion;
+pub mod cron;
 pub mod defaults;
 pub mod fields;
 pub mod managed_fields;

@@ -16,15 +16,19 @@ use futures::FutureExt;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
+pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbage_collector;
+pub mod job;
 pub mod namespace;
 pub mod node_lifecycle;
+pub mod podgc;
 pub mod replicaset;
 pub mod serviceaccount;
 pub mod taint_eviction;
+pub mod ttl_after_finished;
 
 /// Settings shared by the controllers (flags of `skiff server`, k3s/kube-controller-manager
 /// names where the concept exists).
@@ -95,6 +99,10 @@ pub async fn run_all(ctx: Arc<Context>) {
         serviceaccount::start(&ctx),
         replicaset::start(&ctx),
         deployment::start(&ctx),
+        job::start(&ctx),
+        cronjob::start(&ctx),
+        ttl_after_finished::start(&ctx),
+        podgc::start(&ctx),
     ];
     ctx.informers.start();
     futures::future::join_all(controllers).await;
