@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
 pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
+pub mod events;
 pub mod garbage_collector;
 pub mod job;
 pub mod namespace;
@@ -75,14 +75,8 @@ impl Context {
 
     /// An event recorder reporting as `component` (upstream names such as
     /// `replicaset-controller`, shown as FROM by `kubectl get events`).
-    pub fn recorder(&self, component: &str) -> Recorder {
-        Recorder::new(
-            self.client.clone(),
-            Reporter {
-                controller: component.to_string(),
-                instance: None,
-            },
-        )
+    pub fn recorder(&self, component: &str) -> events::Recorder {
+        events::Recorder::new(self.client.clone(), component)
     }
 }
 

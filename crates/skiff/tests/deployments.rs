@@ -479,8 +479,14 @@ fn auto_rollback_after_progress_deadline() {
     })
     .unwrap();
 
-    // A release whose pods never become ready: past the deadline it is rolled back.
-    s.kubectl_ok(&["set", "image", "deployment/auto", "web=app:broken"]);
+    // A release whose pods never become ready (the simulated kubelet holds their
+    // readiness for an hour): past the deadline it is rolled back.
+    s.kubectl_ok(&[
+        "patch",
+        "deployment/auto",
+        "-p",
+        r#"{"spec":{"template":{"metadata":{"annotations":{"skiff.dev/simulate-ready-after-seconds":"3600"}},"spec":{"containers":[{"name":"web","image":"app:broken"}]}}}}"#,
+    ]);
     eventually(LONG, || {
         let image = jsonpath(
             &s,
@@ -506,7 +512,12 @@ fn auto_rollback_after_progress_deadline() {
 
     // Without the annotation, a stuck rollout just reports ProgressDeadlineExceeded.
     s.kubectl_ok(&["annotate", "deployment/auto", "skiff.dev/auto-rollback-"]);
-    s.kubectl_ok(&["set", "image", "deployment/auto", "web=app:broken2"]);
+    s.kubectl_ok(&[
+        "patch",
+        "deployment/auto",
+        "-p",
+        r#"{"spec":{"template":{"metadata":{"annotations":{"skiff.dev/simulate-ready-after-seconds":"3600"}},"spec":{"containers":[{"name":"web","image":"app:broken2"}]}}}}"#,
+    ]);
     let out = s.kubectl(&["rollout", "status", "deployment/auto", "--timeout=60s"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

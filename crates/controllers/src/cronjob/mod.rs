@@ -15,7 +15,9 @@ use futures::FutureExt;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
+
+use crate::events::Recorder;
 use kube::Resource;
 
 use informers::{Change, Informer, ObjectKey, WorkQueue};

@@ -131,7 +131,7 @@ pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
 
 async fn evict(
     client: &kube::Client,
-    recorder: &kube::runtime::events::Recorder,
+    recorder: &crate::events::Recorder,
     pod: &Pod,
 ) -> Result<(), String> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
