@@ -291,9 +291,14 @@ fn deployment_life_through_kubectl() {
         Ok(())
     })
     .unwrap();
-    let out = s.kubectl_ok(&["get", "deploy", "web"]);
-    let t = Table::parse(&out);
-    assert_eq!(t.column("READY"), ["3/3"], "{out}");
+    // The status catches up with the pods a moment later.
+    eventually(LONG, || {
+        let out = s.kubectl_ok(&["get", "deploy", "web"]);
+        let t = Table::parse(&out);
+        anyhow::ensure!(t.column("READY") == ["3/3"], "{out}");
+        Ok(())
+    })
+    .unwrap();
 
     // restart: a new revision with the same image.
     s.kubectl_ok(&["rollout", "restart", "deployment/web"]);
