@@ -7,7 +7,11 @@ use testkit::describe_field;
 #[test]
 fn describe_pod() {
     let s = testkit::server!();
-    s.kubectl_stdin_ok(&["apply", "-f", "-"], &pod("hello", "busybox:stable"));
+    // A scheduler nobody runs keeps the pod Pending without events (the default
+    // scheduler would report that there are no nodes).
+    let manifest =
+        pod("hello", "busybox:stable").replacen("spec:\n", "spec:\n  schedulerName: nobody\n", 1);
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], &manifest);
     let out = s.kubectl_ok(&["describe", "pod", "hello"]);
     let f = |k| describe_field(&out, k).unwrap_or_else(|| panic!("no {k}: in\n{out}"));
     assert_eq!(f("Name"), "hello");
@@ -29,6 +33,19 @@ fn describe_deployment() {
         &["apply", "-f", "-"],
         &deployment("web", 3, "busybox:stable"),
     );
+    // Wait for the controller: three pods made, none available (there are no nodes).
+    testkit::eventually(std::time::Duration::from_secs(30), || {
+        let n = s.kubectl_ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.status.updatedReplicas}",
+        ]);
+        anyhow::ensure!(n.trim() == "3", "updated {n}");
+        Ok(())
+    })
+    .expect("deployment controller");
     let out = s.kubectl_ok(&["describe", "deployment", "web"]);
     let f = |k| describe_field(&out, k).unwrap_or_else(|| panic!("no {k}: in\n{out}"));
     assert_eq!(f("Name"), "web");
@@ -36,7 +53,7 @@ fn describe_deployment() {
     assert_eq!(f("Selector"), "app=web");
     assert_eq!(
         f("Replicas"),
-        "3 desired | 0 updated | 0 total | 0 available | 0 unavailable"
+        "3 desired | 3 updated | 3 total | 0 available | 3 unavailable"
     );
     assert_eq!(f("StrategyType"), "RollingUpdate");
     assert_eq!(f("MinReadySeconds"), "0");

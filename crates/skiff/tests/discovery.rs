@@ -106,7 +106,11 @@ fn short_names_and_categories_work() {
         s.kubectl_ok(&["get", "deploy", "-o", "name"]).trim(),
         "deployment.apps/web"
     );
-    assert_eq!(s.kubectl_ok(&["get", "po", "-o", "name"]).trim(), "pod/p");
+    assert_eq!(
+        s.kubectl_ok(&["get", "po", "-l", "app=p", "-o", "name"])
+            .trim(),
+        "pod/p"
+    );
     // `kubectl get all` uses the "all" category.
     let out = s.kubectl_ok(&["get", "all", "-o", "name"]);
     assert_contains(&out, "pod/p");
