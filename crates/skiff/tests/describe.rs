@@ -61,8 +61,8 @@ fn describe_deployment() {
         f("RollingUpdateStrategy"),
         "25% max unavailable, 25% max surge"
     );
-    // The last-applied annotation is hidden by describe.
-    assert_eq!(f("Annotations"), "<none>");
+    // The last-applied annotation is hidden by describe; the controller's revision shows.
+    assert_eq!(f("Annotations"), "deployment.kubernetes.io/revision: 1");
     assert_contains(&out, "Pod Template:\n  Labels:  app=web\n");
     assert_contains(&out, "busybox:stable");
 }
