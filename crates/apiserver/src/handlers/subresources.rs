@@ -164,8 +164,17 @@ async fn scale_write(ctx: Ctx<'_>, method: Method) -> ApiResult<Response<Body>> 
                 .unwrap_or(info);
             write::apply_patch(scales, &scale, pt, &ctx.body)?
         };
-        if let Some(rv) = objects::meta_str(&new_scale, "resourceVersion").filter(|r| !r.is_empty())
-        {
+        // Only a resourceVersion the client sent is a precondition: a patch is applied to
+        // a Scale that already carries the current one.
+        let client_rv = if method == Method::PUT {
+            objects::meta_str(&new_scale, "resourceVersion").map(String::from)
+        } else {
+            serde_json::from_slice::<Value>(&ctx.body)
+                .ok()
+                .and_then(|b| objects::meta_str(&b, "resourceVersion").map(String::from))
+        }
+        .filter(|r| !r.is_empty());
+        if let Some(rv) = client_rv.as_deref() {
             if Some(rv) != objects::meta_str(&current, "resourceVersion") {
                 return Err(ApiError::conflict(info, &name));
             }
@@ -191,14 +200,8 @@ async fn scale_write(ctx: Ctx<'_>, method: Method) -> ApiResult<Response<Body>> 
         .await
         {
             Ok(updated) => return Ok(http::object(200, &scale_of(&updated)?, ctx.rendering)),
-            Err(e)
-                if e.code == 409
-                    && e.reason == "Conflict"
-                    && objects::meta_str(&new_scale, "resourceVersion")
-                        .map_or(true, str::is_empty) =>
-            {
-                continue
-            }
+            // Someone wrote in between: without a client precondition, recompute.
+            Err(e) if e.code == 409 && e.reason == "Conflict" && client_rv.is_none() => continue,
             Err(e) => return Err(e),
         }
     }
