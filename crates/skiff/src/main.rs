@@ -195,44 +195,36 @@ fn main() -> std::process::ExitCode {
     match cli.command {
         Command::Server(args) => {
             init_logging(args.debug);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("skiff: starting the async runtime: {e}");
-                    return std::process::ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(server::run(args)) {
-                Ok(()) => std::process::ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("skiff server: {e:#}");
-                    std::process::ExitCode::FAILURE
-                }
-            }
+            run_to_completion("skiff server", server::run(args))
         }
         Command::Agent(args) => {
             // Logs go to stderr: stdout is the simulated fleet's control channel.
             init_logging(args.debug);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("skiff: starting the async runtime: {e}");
-                    return std::process::ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(agent_cmd::run(args)) {
-                Ok(()) => std::process::ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("skiff agent: {e:#}");
-                    std::process::ExitCode::FAILURE
-                }
-            }
+            run_to_completion("skiff agent", agent_cmd::run(args))
+        }
+    }
+}
+
+/// Run a command's future on a multi-threaded runtime; errors are printed with context.
+fn run_to_completion(
+    what: &str,
+    fut: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("skiff: starting the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fut) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{what}: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
 }
