@@ -17,6 +17,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
@@ -103,6 +104,7 @@ pub async fn run_all(ctx: Arc<Context>) {
         cronjob::start(&ctx),
         ttl_after_finished::start(&ctx),
         podgc::start(&ctx),
+        daemonset::start(&ctx),
     ];
     ctx.informers.start();
     futures::future::join_all(controllers).await;
