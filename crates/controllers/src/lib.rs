@@ -16,6 +16,7 @@ use futures::FutureExt;
 use kube::Client;
 
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
@@ -97,6 +98,7 @@ pub async fn run_all(ctx: Arc<Context>) {
         cronjob::start(&ctx),
         ttl_after_finished::start(&ctx),
         podgc::start(&ctx),
+        daemonset::start(&ctx),
     ];
     ctx.informers.start();
     futures::future::join_all(controllers).await;
