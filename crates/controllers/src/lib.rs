@@ -18,6 +18,7 @@ use kube::Client;
 
 pub mod cronjob;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbage_collector;
@@ -103,6 +104,7 @@ pub async fn run_all(ctx: Arc<Context>) {
         cronjob::start(&ctx),
         ttl_after_finished::start(&ctx),
         podgc::start(&ctx),
+        disruption::start(&ctx),
     ];
     ctx.informers.start();
     futures::future::join_all(controllers).await;
