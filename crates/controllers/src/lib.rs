@@ -18,6 +18,7 @@ use kube::Client;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod events;
@@ -99,6 +100,7 @@ pub async fn run_all(ctx: Arc<Context>) {
         ttl_after_finished::start(&ctx),
         podgc::start(&ctx),
         daemonset::start(&ctx),
+        disruption::start(&ctx),
     ];
     ctx.informers.start();
     futures::future::join_all(controllers).await;

@@ -302,57 +302,174 @@ async fn eviction(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
         .map(|o| serde_json::to_vec(o).unwrap_or_default())
         .unwrap_or_default();
     let opts = DeleteOptions::from_request(&ctx.query, &opts_body)?;
-    // PodDisruptionBudgets are honoured by the disruption controller's status
-    // (status.disruptionsAllowed); without one there is nothing to block the eviction.
-    check_disruption_budgets(ctx.server, ns.as_deref().unwrap_or(""), &name).await?;
+    // The PodDisruptionBudget covering the pod is charged first (upstream's eviction
+    // REST): refused when it allows no disruption, else disruptionsAllowed is decremented
+    // and the pod recorded in disruptedPods before the pod is deleted.
+    charge_disruption_budget(ctx.server, ns.as_deref().unwrap_or(""), &name, opts.dry_run).await?;
     write::delete_object(ctx.server, info, ns.as_deref(), &name, &opts).await?;
     Ok(http::object(201, &success_status(info, 201), ctx.rendering))
 }
 
-/// Refuse an eviction that would violate a PodDisruptionBudget covering the pod, using the
-/// budget's `status.disruptionsAllowed` as upstream's eviction REST does.
-async fn check_disruption_budgets(
+/// Upstream `MaxDisruptedPodSize`: evictions the disruption controller has not yet
+/// confirmed beyond this many are refused.
+const MAX_DISRUPTED_POD_SIZE: usize = 2000;
+
+/// How often a budget write that lost a race with another eviction (or the disruption
+/// controller) is retried before giving up with 429 (upstream retries on conflict too).
+const EVICTION_CONFLICT_RETRIES: usize = 20;
+
+fn pdb_429(message: String) -> ApiError {
+    ApiError::new(
+        429,
+        "TooManyRequests",
+        "Cannot evict pod as it would violate the pod's disruption budget.",
+    )
+    .with_details(json!({"causes": [{"reason": "DisruptionBudget", "message": message}]}))
+}
+
+/// Check the eviction of `pod_name` against the PodDisruptionBudget covering it and, when
+/// allowed, record it in the budget's status (disruptionsAllowed - 1, the pod added to
+/// disruptedPods, the DisruptionAllowed condition turned False at 0) with a
+/// compare-and-swap on the budget, as upstream's eviction REST `checkAndDecrement`.
+/// The disruption controller drops the disruptedPods entry once the pod is going and
+/// recounts. Pods that are not running (Pending, finished, already being deleted) are
+/// evicted without touching any budget, as upstream `canIgnorePDB`.
+async fn charge_disruption_budget(
     server: &ApiServer,
     namespace: &str,
     pod_name: &str,
+    dry_run: bool,
 ) -> ApiResult<()> {
     let pods = api::registry::lookup("", "v1", "pods")
         .ok_or_else(|| ApiError::internal("pods not registered"))?;
     let pdbs = api::registry::lookup("policy", "v1", "poddisruptionbudgets")
         .ok_or_else(|| ApiError::internal("pdbs not registered"))?;
     let pod = read::get_object(server, pods, Some(namespace), pod_name).await?;
-    let list = server
-        .store
-        .list(store::ListRequest {
-            prefix: pdbs.collection_prefix(Some(namespace)),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| ApiError::internal(format!("listing disruption budgets: {e}")))?;
-    for kv in &list.items {
-        let pdb = objects::decode(pdbs, kv)?;
-        let Some(sel) = pdb["spec"].get("selector").filter(|s| !s.is_null()) else {
-            continue;
-        };
-        let Ok(typed) = serde_json::from_value::<
-            k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
-        >(sel.clone()) else {
-            continue;
-        };
-        let Ok(selector) = LabelSelector::from_label_selector(&typed) else {
-            continue;
-        };
-        if !selector.matches_object(&pod) {
-            continue;
+    let phase = pod["status"]["phase"].as_str().unwrap_or("");
+    if matches!(phase, "Succeeded" | "Failed" | "Pending") || objects::is_deleting(&pod) {
+        return Ok(());
+    }
+    let pod_ready = pod["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    });
+    for _attempt in 0..EVICTION_CONFLICT_RETRIES {
+        let list = server
+            .store
+            .list(store::ListRequest {
+                prefix: pdbs.collection_prefix(Some(namespace)),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                ApiError::internal(format!("listing disruption budgets in {namespace}: {e}"))
+            })?;
+        let mut covering = Vec::new();
+        for kv in &list.items {
+            let pdb = objects::decode(pdbs, kv)?;
+            let Some(sel) = pdb["spec"].get("selector").filter(|s| !s.is_null()) else {
+                continue;
+            };
+            let Ok(typed) = serde_json::from_value::<
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+            >(sel.clone()) else {
+                continue;
+            };
+            let Ok(selector) = LabelSelector::from_label_selector(&typed) else {
+                continue;
+            };
+            if selector.matches_object(&pod) {
+                covering.push((kv.mod_revision, pdb));
+            }
         }
-        let allowed = pdb["status"]["disruptionsAllowed"].as_i64().unwrap_or(0);
-        if allowed <= 0 {
-            let pdb_name = objects::name_of(&pdb);
-            return Err(ApiError::new(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.")
-                .with_details(json!({"causes": [{"reason": "DisruptionBudget", "message": format!("The disruption budget {pdb_name} needs {} healthy pods and has {} currently", pdb["status"]["desiredHealthy"].as_i64().unwrap_or(0), pdb["status"]["currentHealthy"].as_i64().unwrap_or(0))}]})));
+        let (revision, mut pdb) = match covering.len() {
+            0 => return Ok(()),
+            1 => covering.remove(0),
+            _ => {
+                return Err(ApiError::internal(
+                    "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+                ))
+            }
+        };
+        let pdb_name = objects::name_of(&pdb).to_string();
+        let status = pdb["status"].clone();
+        let int = |field: &str| status[field].as_i64().unwrap_or(0);
+        // An unready pod does not count as healthy; evicting it cannot lower the healthy
+        // count, so upstream (unhealthyPodEvictionPolicy IfHealthyBudget, or AlwaysAllow)
+        // lets it go without charging the budget.
+        if !pod_ready {
+            let always = pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow";
+            if always
+                || (int("desiredHealthy") > 0 && int("currentHealthy") >= int("desiredHealthy"))
+            {
+                return Ok(());
+            }
+        }
+        let generation = pdb["metadata"]["generation"].as_i64().unwrap_or(0);
+        if int("observedGeneration") < generation {
+            return Err(pdb_429(format!(
+                "The disruption budget {pdb_name} is still being processed by the server."
+            )));
+        }
+        let allowed = int("disruptionsAllowed");
+        if allowed < 0 {
+            return Err(ApiError::forbidden(format!(
+                "poddisruptionbudgets.policy \"{pdb_name}\" is forbidden: pdb disruptions allowed is negative"
+            )));
+        }
+        if status["disruptedPods"].as_object().map_or(0, |m| m.len()) > MAX_DISRUPTED_POD_SIZE {
+            return Err(ApiError::forbidden(format!(
+                "poddisruptionbudgets.policy \"{pdb_name}\" is forbidden: DisruptedPods map too big - too many evictions not confirmed by PDB controller"
+            )));
+        }
+        if allowed == 0 {
+            return Err(pdb_429(format!(
+                "The disruption budget {pdb_name} needs {} healthy pods and has {} currently",
+                int("desiredHealthy"),
+                int("currentHealthy")
+            )));
+        }
+        if dry_run {
+            return Ok(());
+        }
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        pdb["status"]["disruptionsAllowed"] = json!(allowed - 1);
+        if !pdb["status"]["disruptedPods"].is_object() {
+            pdb["status"]["disruptedPods"] = json!({});
+        }
+        pdb["status"]["disruptedPods"][pod_name] = json!(now);
+        if allowed - 1 == 0 {
+            let conditions = pdb["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mut next: Vec<Value> = Vec::new();
+            for mut c in conditions {
+                if c["type"] == "DisruptionAllowed" {
+                    if c["status"] != "False" {
+                        c["lastTransitionTime"] = json!(now);
+                    }
+                    c["status"] = json!("False");
+                    c["reason"] = json!("InsufficientPods");
+                }
+                next.push(c);
+            }
+            pdb["status"]["conditions"] = Value::Array(next);
+        }
+        let key = pdbs.key(Some(namespace), &pdb_name);
+        match server
+            .store
+            .update(&key, objects::encode(pdbs, &pdb)?, revision)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(store::StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(store_error(pdbs, &pdb_name, e)),
         }
     }
-    Ok(())
+    Err(pdb_429(
+        "The disruption budget is being updated by other evictions; try again".to_string(),
+    ))
 }
 
 async fn finalize(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
