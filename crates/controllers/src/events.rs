@@ -5,7 +5,7 @@
 //! so "Scaled up ... to 3" followed by "Scaled down ... to 2" would show as one event.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
@@ -26,12 +26,14 @@ struct Key {
     message: String,
 }
 
-/// Writes events for one component (e.g. `replicaset-controller`).
+/// Writes events for one component (e.g. `replicaset-controller`). Clones share the
+/// aggregation state, so a repeated event is counted once however many clones record it.
+#[derive(Clone)]
 pub struct Recorder {
     client: Client,
     component: String,
     /// Key -> (event name, count so far).
-    seen: Mutex<HashMap<Key, (String, i32)>>,
+    seen: Arc<Mutex<HashMap<Key, (String, i32)>>>,
 }
 
 impl Recorder {
@@ -39,7 +41,7 @@ impl Recorder {
         Recorder {
             client,
             component: component.to_string(),
-            seen: Mutex::new(HashMap::new()),
+            seen: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 

@@ -393,6 +393,19 @@ fn drain_evicts_pods_and_respects_a_pod_disruption_budget() {
         assert_eq!(wait_bound(&s, p), "n1");
     }
     assert_eq!(wait_bound(&s, "elsewhere"), "n2");
+    // These nodes have no agent, so play the kubelet: the pods run and are Ready. (A
+    // Pending pod is evicted regardless of budgets, as upstream.)
+    for p in ["a", "b", "guarded", "elsewhere"] {
+        s.kubectl_ok(&[
+            "patch",
+            "pod",
+            p,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}]}}"#,
+        ]);
+    }
     s.kubectl_stdin_ok(
         &["apply", "-f", "-"],
         "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: guard\nspec:\n  minAvailable: 1\n  selector:\n    matchLabels:\n      app: guarded\n",

@@ -19,11 +19,12 @@ use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Pod, ReplicationController};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType};
+use crate::events::Recorder;
 use kube::Resource;
 
 use informers::{Change, Informer, ObjectKey, WorkQueue};
@@ -42,7 +43,6 @@ struct Controller {
     replicasets: Informer<ReplicaSet>,
     deployments: Informer<Deployment>,
     statefulsets: Informer<StatefulSet>,
-    rcs: Informer<ReplicationController>,
 }
 
 /// Pods a budget covers: same namespace, matched by its selector. In policy/v1 a null
@@ -60,7 +60,8 @@ fn covered_pods(pdb: &PodDisruptionBudget, pods: &[Arc<Pod>]) -> Vec<Arc<Pod>> {
 
 impl Controller {
     /// The controller whose scale counts for a pod's controller reference, as upstream's
-    /// finders: a ReplicaSet (or its Deployment), a StatefulSet, a ReplicationController.
+    /// finders: a ReplicaSet (or its Deployment), a StatefulSet. skiff does not serve
+    /// ReplicationControllers, so a pod claiming one has no known controller.
     fn scale_of(&self, namespace: &str, owner: &OwnerReference) -> Option<(String, i32)> {
         let group = owner.api_version.split('/').next().unwrap_or("");
         match (owner.kind.as_str(), group) {
@@ -84,13 +85,6 @@ impl Controller {
                 let ss = self.statefulsets.get(namespace, &owner.name)?;
                 (ss.metadata.uid.as_deref() == Some(owner.uid.as_str())).then(|| {
                     let replicas = ss.spec.replicas.unwrap_or(1);
-                    (owner.uid.clone(), replicas)
-                })
-            }
-            ("ReplicationController", "v1") => {
-                let rc = self.rcs.get(namespace, &owner.name)?;
-                (rc.metadata.uid.as_deref() == Some(owner.uid.as_str())).then(|| {
-                    let replicas = rc.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
                     (owner.uid.clone(), replicas)
                 })
             }
@@ -160,14 +154,12 @@ pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
         replicasets: ctx.informers.informer::<ReplicaSet>(),
         deployments: ctx.informers.informer::<Deployment>(),
         statefulsets: ctx.informers.informer::<StatefulSet>(),
-        rcs: ctx.informers.informer::<ReplicationController>(),
     };
     let mut pdb_changes = ctl.pdbs.subscribe();
     let mut pod_changes = ctl.pods.subscribe();
     let mut rs_changes = ctl.replicasets.subscribe();
     let mut deploy_changes = ctl.deployments.subscribe();
     let mut sts_changes = ctl.statefulsets.subscribe();
-    let mut rc_changes = ctl.rcs.subscribe();
     let workers = ctx.options.workers;
     let queue: WorkQueue<ObjectKey> = WorkQueue::new();
     async move {
@@ -241,7 +233,6 @@ pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
         let feed_rs = feed_scale!(rs_changes);
         let feed_deploy = feed_scale!(deploy_changes);
         let feed_sts = feed_scale!(sts_changes);
-        let feed_rc = feed_scale!(rc_changes);
         let work = queue.run(workers, COMPONENT, move |key: ObjectKey| {
             let ctl = ctl.clone();
             async move { ctl.reconcile(&key).await }
@@ -252,7 +243,6 @@ pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
             feed_rs,
             feed_deploy,
             feed_sts,
-            feed_rc,
             work
         );
     }
