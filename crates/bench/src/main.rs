@@ -6,7 +6,7 @@
 //! and the latest figures.
 //!
 //! ```text
-//! cargo run --release -p bench -- [startup|latency|throughput|list|watch|schedule|all]...
+//! cargo run --release -p bench -- [startup|latency|throughput|list|watch|schedule|failover|all]...
 //! ```
 
 mod client;
@@ -27,7 +27,17 @@ pub enum Scenario {
     List,
     Watch,
     Schedule,
+    Failover,
     All,
+}
+
+/// Node-failure settings of the server (and lease duration of the simulated nodes).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Profile {
+    /// Upstream's defaults: 50 s grace period, 300 s tolerations, 40 s leases.
+    Upstream,
+    /// `--failover-profile fast` with 4 s node leases.
+    Fast,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -74,9 +84,28 @@ pub struct Args {
     /// list: pods to create; schedule: pending pods to create and have scheduled.
     #[arg(long, default_value_t = 10_000)]
     pub pods: usize,
-    /// schedule: node counts to measure, one server each (e.g. --nodes 100,1000,5000).
+    /// schedule: simulated node counts to measure, one server each (e.g. --nodes 100,1000,5000).
     #[arg(long, value_delimiter = ',', default_values_t = vec![100, 1000])]
     pub nodes: Vec<usize>,
+    /// schedule: replicas per Deployment (the pods are spread over as many as needed).
+    #[arg(long, default_value_t = 1000)]
+    pub per_deployment: usize,
+    /// schedule: the failover profile of the server and simulated nodes (fast counts
+    /// false NotReady under the load).
+    #[arg(long, value_enum, default_value_t = Profile::Upstream)]
+    pub profile: Profile,
+    /// failover: profiles to measure (default: fast, then upstream).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub profiles: Vec<Profile>,
+    /// failover: runs per profile for the fast profile (upstream runs once: ~6 minutes).
+    #[arg(long, default_value_t = 3)]
+    pub failover_runs: usize,
+    /// failover: simulated nodes.
+    #[arg(long, default_value_t = 10)]
+    pub failover_nodes: usize,
+    /// failover: replicas of the Deployment.
+    #[arg(long, default_value_t = 30)]
+    pub failover_replicas: usize,
     /// list: lists per kind of list.
     #[arg(long, default_value_t = 20)]
     pub lists: usize,
@@ -161,6 +190,7 @@ async fn run(args: Args) -> Result<()> {
             Scenario::List => scenarios::list::run(&env).await,
             Scenario::Watch => scenarios::watch::run(&env).await,
             Scenario::Schedule => scenarios::schedule::run(&env).await,
+            Scenario::Failover => scenarios::failover::run(&env).await,
             Scenario::All => unreachable!(),
         }
         .with_context(|| format!("scenario {s:?}"))?;

@@ -102,6 +102,7 @@ impl SkiffProc {
         port: u16,
         endpoint: Option<&str>,
         log: &Path,
+        extra_args: &[String],
     ) -> Result<SkiffProc> {
         let mut out = fs::OpenOptions::new()
             .create(true)
@@ -124,6 +125,7 @@ impl SkiffProc {
         if let Some(e) = endpoint {
             cmd.arg("--datastore-endpoint").arg(e);
         }
+        cmd.args(extra_args);
         // The binary reads SKIFF_* variables; the caller's shell must not leak in.
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("SKIFF_") {
@@ -167,6 +169,108 @@ fn tail(path: &Path, n: usize) -> String {
         path.display(),
         lines[from..].join("\n")
     )
+}
+
+/// `skiff agent --simulate N` joined to a server with its token file: simulated nodes,
+/// driven by `stop NAME` / `start NAME` lines on stdin, answering one line each on stdout.
+pub struct SimAgent {
+    pub guard: Guard,
+    stdin: std::process::ChildStdin,
+    replies: std::sync::mpsc::Receiver<String>,
+    pub log: PathBuf,
+}
+
+impl SimAgent {
+    /// Starts `n` nodes against the server at `port` whose data dir is `data_dir`, and
+    /// waits (up to `timeout`) until all are registered.
+    pub fn start(
+        bin: &Path,
+        data_dir: &Path,
+        port: u16,
+        n: usize,
+        extra_args: &[String],
+        log: &Path,
+        timeout: Duration,
+    ) -> Result<SimAgent> {
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("agent")
+            .arg("--simulate")
+            .arg(n.to_string())
+            .arg("--server")
+            .arg(format!("https://127.0.0.1:{port}"))
+            .arg("--token-file")
+            .arg(data_dir.join("server").join("token"))
+            .args(extra_args);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("SKIFF_") {
+                cmd.env_remove(k);
+            }
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("starting {} agent --simulate {n}", bin.display()))?;
+        let stdin = child.stdin.take().context("no stdin pipe")?;
+        let stdout = child.stdout.take().context("no stdout pipe")?;
+        let (tx, replies) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(|l| l.ok())
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut agent = SimAgent {
+            guard: Guard::new("skiff agent --simulate", child),
+            stdin,
+            replies,
+            log: log.to_path_buf(),
+        };
+        let ready = agent.reply(timeout)?;
+        if ready != format!("ready {n}") {
+            bail!(
+                "expected `ready {n}` from the simulator, got {ready:?}\n{}",
+                tail(log, 20)
+            );
+        }
+        Ok(agent)
+    }
+
+    pub fn pid(&self) -> Result<u32> {
+        self.guard.pid()
+    }
+
+    /// Sends a control line (`stop sim-3`) and waits for its `ok ...` answer.
+    pub fn command(&mut self, line: &str) -> Result<()> {
+        writeln!(self.stdin, "{line}").context("writing to the simulator's stdin")?;
+        self.stdin.flush()?;
+        let reply = self.reply(Duration::from_secs(30))?;
+        if !reply.starts_with("ok") {
+            bail!("simulator answered {reply:?} to {line:?}");
+        }
+        Ok(())
+    }
+
+    fn reply(&mut self, timeout: Duration) -> Result<String> {
+        match self.replies.recv_timeout(timeout) {
+            Ok(line) => Ok(line),
+            Err(_) => bail!(
+                "no answer from the simulator within {timeout:?}\n{}",
+                tail(&self.log, 20)
+            ),
+        }
+    }
 }
 
 /// A private single-member etcd (Debian's `etcd-server`) on free ports.

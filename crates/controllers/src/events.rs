@@ -3,9 +3,18 @@
 //! (object, type, reason, message) folded into one Event whose `count` and
 //! `lastTimestamp` are bumped. kube-runtime's recorder keys repeats without the message,
 //! so "Scaled up ... to 3" followed by "Scaled down ... to 2" would show as one event.
+//!
+//! [`Recorder::record`] is what controllers call: like client-go's broadcaster it never
+//! blocks the caller. It applies upstream's per-object spam filter (a token bucket of 25
+//! events, refilled one per 5 minutes, per source and object), then hands the event to a
+//! background writer through a queue of 1,000 that drops when full, as client-go does. A
+//! ReplicaSet creating 1,000 pods therefore writes 25 "Created pod" events, not 1,000,
+//! and its pod creations never wait on event writes. [`Recorder::publish`] writes at once
+//! and returns the API's answer.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
@@ -16,6 +25,51 @@ use kube::Client;
 
 /// Folded events remembered per recorder; beyond this the memory starts over.
 const REMEMBERED: usize = 4096;
+/// Events queued for the background writer; more are dropped (client-go: 1,000).
+const QUEUE: usize = 1000;
+/// Upstream's spam filter: a burst of 25 events per source and object ...
+const SPAM_BURST: f64 = 25.0;
+/// ... refilled at one event per 5 minutes.
+const SPAM_REFILL_EVERY: Duration = Duration::from_secs(300);
+
+/// Per source and object token buckets (client-go's EventSourceObjectSpamFilter).
+#[derive(Default)]
+struct SpamFilter {
+    buckets: HashMap<(String, String, String, String, &'static str), (f64, Instant)>,
+}
+
+impl SpamFilter {
+    /// Whether an event about `object` of type `type_` may be written at `now`.
+    fn allow(&mut self, object: &ObjectReference, type_: &'static str, now: Instant) -> bool {
+        let key = (
+            object.kind.clone().unwrap_or_default(),
+            object.namespace.clone().unwrap_or_default(),
+            object.name.clone().unwrap_or_default(),
+            object.uid.clone().unwrap_or_default(),
+            type_,
+        );
+        if self.buckets.len() >= REMEMBERED && !self.buckets.contains_key(&key) {
+            self.buckets.clear();
+        }
+        let (tokens, at) = self.buckets.entry(key).or_insert((SPAM_BURST, now));
+        let refill = now.duration_since(*at).as_secs_f64() / SPAM_REFILL_EVERY.as_secs_f64();
+        *tokens = (*tokens + refill).min(SPAM_BURST);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn type_name(t: &EventType) -> &'static str {
+    match t {
+        EventType::Normal => "Normal",
+        EventType::Warning => "Warning",
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
@@ -34,6 +88,9 @@ pub struct Recorder {
     component: String,
     /// Key -> (event name, count so far).
     seen: Arc<Mutex<HashMap<Key, (String, i32)>>>,
+    spam: Arc<Mutex<SpamFilter>>,
+    /// The background writer's queue, started by the first `record`.
+    queue: Arc<OnceLock<tokio::sync::mpsc::Sender<(Event, ObjectReference)>>>,
 }
 
 impl Recorder {
@@ -42,6 +99,48 @@ impl Recorder {
             client,
             component: component.to_string(),
             seen: Arc::new(Mutex::new(HashMap::new())),
+            spam: Arc::new(Mutex::new(SpamFilter::default())),
+            queue: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Record `ev` about `regarding` without waiting: spam-filtered, then written in the
+    /// background in the order recorded. Must be called within a Tokio runtime.
+    pub fn record(&self, ev: Event, regarding: ObjectReference) {
+        let allowed = self.spam.lock().unwrap_or_else(|e| e.into_inner()).allow(
+            &regarding,
+            type_name(&ev.type_),
+            Instant::now(),
+        );
+        if !allowed {
+            tracing::debug!(
+                "{}: event {} about {:?} dropped by the spam filter",
+                self.component,
+                ev.reason,
+                regarding.name
+            );
+            return;
+        }
+        let queue = self.queue.get_or_init(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<(Event, ObjectReference)>(QUEUE);
+            let writer = self.clone();
+            tokio::spawn(async move {
+                while let Some((ev, regarding)) = rx.recv().await {
+                    if let Err(e) = writer.publish(&ev, &regarding).await {
+                        tracing::warn!(
+                            "{}: recording {} for {}/{}: {e}",
+                            writer.component,
+                            ev.reason,
+                            regarding.namespace.as_deref().unwrap_or(""),
+                            regarding.name.as_deref().unwrap_or("")
+                        );
+                    }
+                }
+            });
+            tx
+        });
+        if queue.try_send((ev, regarding)).is_err() {
+            tracing::warn!("{}: event queue full, event dropped", self.component);
         }
     }
 
@@ -56,10 +155,7 @@ impl Recorder {
             .clone()
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "default".to_string());
-        let type_ = match ev.type_ {
-            EventType::Normal => "Normal",
-            EventType::Warning => "Warning",
-        };
+        let type_ = type_name(&ev.type_);
         let message = ev.note.clone().unwrap_or_default();
         let key = Key {
             namespace: namespace.clone(),
@@ -130,5 +226,37 @@ impl Recorder {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, (String, i32)>> {
         self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(name: &str) -> ObjectReference {
+        ObjectReference {
+            kind: Some("ReplicaSet".into()),
+            namespace: Some("default".into()),
+            name: Some(name.into()),
+            uid: Some(format!("uid-{name}")),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn spam_filter_allows_a_burst_of_25_per_object_then_one_per_five_minutes() {
+        let mut f = SpamFilter::default();
+        let t0 = Instant::now();
+        let allowed = (0..100)
+            .filter(|_| f.allow(&object("web"), "Normal", t0))
+            .count();
+        assert_eq!(allowed, 25);
+        // Another object and the Warning type have their own buckets.
+        assert!(f.allow(&object("api"), "Normal", t0));
+        assert!(f.allow(&object("web"), "Warning", t0));
+        // One token back after five minutes, not before.
+        assert!(!f.allow(&object("web"), "Normal", t0 + Duration::from_secs(299)));
+        assert!(f.allow(&object("web"), "Normal", t0 + Duration::from_secs(600)));
+        assert!(!f.allow(&object("web"), "Normal", t0 + Duration::from_secs(600)));
     }
 }

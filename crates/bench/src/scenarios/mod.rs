@@ -1,6 +1,7 @@
 //! The scenarios and what they share: starting a server (on SQLite or on a private etcd)
 //! ready for measuring, and the objects they create.
 
+pub mod failover;
 pub mod latency;
 pub mod list;
 pub mod schedule;
@@ -16,7 +17,7 @@ use bytes::Bytes;
 use hyper::StatusCode;
 
 use crate::client::{self, Client, KubeConfig};
-use crate::procs::{self, Etcd, SkiffProc};
+use crate::procs::{self, Etcd, SimAgent, SkiffProc};
 use crate::{Args, StoreChoice};
 
 pub struct Env {
@@ -51,6 +52,11 @@ impl Env {
 
     /// Starts a server on `store` and waits until it is ready.
     pub async fn start(&self, store: Store) -> Result<Running> {
+        self.start_with(store, &[]).await
+    }
+
+    /// Starts a server on `store` with extra `skiff server` flags.
+    pub async fn start_with(&self, store: Store, extra_args: &[String]) -> Result<Running> {
         let dir = tempfile::Builder::new()
             .prefix("skiff-bench-")
             .tempdir()
@@ -60,12 +66,14 @@ impl Env {
             Store::Etcd => Some(Etcd::start(&self.args.etcd, dir.path())?),
         };
         let endpoint = etcd.as_ref().map(|e| e.endpoint());
+        let port = procs::free_port()?;
         let mut server = SkiffProc::spawn(
             &self.skiff,
             &dir.path().join("data"),
-            procs::free_port()?,
+            port,
             endpoint.as_deref(),
             &dir.path().join("server.log"),
+            extra_args,
         )?;
         client::wait_ready(&mut server, Duration::from_secs(30)).await?;
         let kc = KubeConfig::load(&server.kubeconfig())?;
@@ -74,6 +82,8 @@ impl Env {
             client,
             kc,
             store,
+            port,
+            agent: None,
             server,
             _etcd: etcd,
             _dir: dir,
@@ -81,11 +91,15 @@ impl Env {
     }
 }
 
-/// A ready server. Fields drop in order: the client, the server, etcd, then the dir.
+/// A ready server. Fields drop in order: the client, the simulated nodes, the server,
+/// etcd, then the dir.
 pub struct Running {
     pub client: Client,
     pub kc: KubeConfig,
     pub store: Store,
+    pub port: u16,
+    /// Simulated nodes joined with [`Running::simulate`].
+    pub agent: Option<SimAgent>,
     pub server: SkiffProc,
     _etcd: Option<Etcd>,
     _dir: tempfile::TempDir,
@@ -98,6 +112,27 @@ impl Running {
 
     pub fn rss(&self) -> Result<u64> {
         procs::rss_bytes(self.pid()?)
+    }
+
+    /// Joins `n` simulated nodes (`sim-0` ..) with extra `skiff agent` flags; returns once
+    /// all are registered.
+    pub fn simulate(
+        &mut self,
+        skiff: &std::path::Path,
+        n: usize,
+        extra_args: &[String],
+    ) -> Result<()> {
+        let agent = SimAgent::start(
+            skiff,
+            &self.server.data_dir,
+            self.port,
+            n,
+            extra_args,
+            &self._dir.path().join("agent.log"),
+            Duration::from_secs(600),
+        )?;
+        self.agent = Some(agent);
+        Ok(())
     }
 
     pub async fn create_namespace(&self, name: &str) -> Result<()> {

@@ -1,208 +1,290 @@
-//! Scheduling throughput end to end: `--nodes` Node objects (each 32 cores, 256 GiB,
-//! 110 pods, created with their status as a kubelet registers them), then `--pods`
-//! pending pods (100m CPU, 128 MiB each) created through the API by 32 closed-loop
-//! clients, while one watch on the namespace counts each pod the first time it is seen
-//! bound (`spec.nodeName` set: the binding is persisted). Reports pods bound per second
-//! from the first create to the last binding, the create rate alone, the lag of the last
-//! binding behind the last create, and the server's CPU and RSS. The scheduler runs inside
-//! the server, as `skiff server` starts it.
+//! Scheduling throughput end to end, and control-plane memory at scale: `--nodes` simulated
+//! nodes (`skiff agent --simulate N`, each with room for its share of the pods), then
+//! `--pods` pods created through Deployments of `--per-deployment` replicas each. Nothing
+//! but the Deployments comes from the benchmark: the ReplicaSet controller creates the
+//! pods, the scheduler binds them, the simulated kubelets report them Running, all
+//! through the API as in a real cluster.
+//!
+//! One watch on the namespace sees every pod the first time it is bound (`spec.nodeName`
+//! set, i.e. the binding is persisted) and the first time it is Running. Reported: pods
+//! bound per second from the first Deployment create to the last binding, the same for
+//! Running, CPU of the server and of the simulator, and RSS of both once everything runs.
+//! A second watch, on Nodes, counts nodes whose Ready condition left True although the
+//! simulator kept them alive: false NotReady (see `--profile fast`).
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper::StatusCode;
 
-use super::{Env, Running};
-use crate::procs::{mib, CpuMeter};
+use super::Env;
+use super::Running;
+use crate::procs::{self, mib, CpuMeter};
 use crate::stats::print_table;
-use crate::StoreChoice;
+use crate::{Profile, StoreChoice};
 
 const NS: &str = "sched";
-const CREATORS: usize = 32;
 
-fn node_body(name: &str) -> Bytes {
-    let res = r#"{"cpu":"32","memory":"256Gi","pods":"110"}"#;
+fn deployment_body(name: &str, replicas: usize) -> Bytes {
     Bytes::from(format!(
-        r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{name}","labels":{{"kubernetes.io/hostname":"{name}","kubernetes.io/os":"linux"}}}},"status":{{"capacity":{res},"allocatable":{res},"conditions":[{{"type":"Ready","status":"True","reason":"KubeletReady"}}]}}}}"#
+        r#"{{"apiVersion":"apps/v1","kind":"Deployment","metadata":{{"name":"{name}"}},"spec":{{"replicas":{replicas},"selector":{{"matchLabels":{{"app":"{name}"}}}},"template":{{"metadata":{{"labels":{{"app":"{name}"}}}},"spec":{{"containers":[{{"name":"app","image":"registry.k8s.io/pause:3.10","resources":{{"requests":{{"cpu":"100m","memory":"128Mi"}}}}}}]}}}}}}}}"#
     ))
 }
 
-fn pod_body(i: usize) -> Bytes {
-    Bytes::from(format!(
-        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"s-{i}","labels":{{"app":"sched-bench"}}}},"spec":{{"containers":[{{"name":"app","image":"registry.k8s.io/pause:3.10","resources":{{"requests":{{"cpu":"100m","memory":"128Mi"}}}}}}]}}}}"#
-    ))
+/// A pod watch event's name, whether it is bound (`spec.nodeName` set) and Running.
+fn pod_state(line: &[u8]) -> Option<(String, bool, bool)> {
+    let ev: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let pod = &ev["object"];
+    let name = pod["metadata"]["name"].as_str()?.to_string();
+    let bound = pod["spec"]["nodeName"]
+        .as_str()
+        .is_some_and(|n| !n.is_empty());
+    let running = pod["status"]["phase"] == "Running";
+    Some((name, bound, running))
 }
 
-/// `i` of pod `s-<i>` in a watch line, without parsing the JSON.
-fn pod_index(line: &[u8]) -> Option<usize> {
-    const KEY: &[u8] = br#""name":"s-"#;
-    let at = line.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
-    let digits = line[at..].iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&line[at..at + digits])
-        .ok()?
-        .parse()
-        .ok()
+/// What the pod watch saw: when each milestone was last reached.
+#[derive(Default)]
+struct PodProgress {
+    bound: usize,
+    running: usize,
+    last_bound: Option<Instant>,
+    last_running: Option<Instant>,
 }
 
-fn is_bound(line: &[u8]) -> bool {
-    const KEY: &[u8] = br#""nodeName":""#;
-    line.windows(KEY.len()).any(|w| w == KEY)
-}
-
-/// Run `n` requests through `parallel` closed-loop workers; `make(i)` builds request `i`.
-async fn post_all(
-    srv: &Running,
-    path: &str,
-    n: usize,
-    parallel: usize,
-    make: fn(usize) -> Bytes,
-) -> Result<()> {
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..parallel {
-        let client = srv.client.clone();
-        let next = next.clone();
-        let path = path.to_string();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= n {
-                    return Ok::<(), anyhow::Error>(());
-                }
-                let r = client.post(&path, make(i)).await?;
-                if r.status != StatusCode::CREATED {
-                    bail!(
-                        "POST {path} #{i}: HTTP {}: {}",
-                        r.status,
-                        String::from_utf8_lossy(&r.body)
-                    );
-                }
+/// Reads pod watch events until `pods` pods have been seen Running (or the deadline).
+async fn follow_pods(mut body: Incoming, pods: usize, deadline: Instant) -> PodProgress {
+    let mut bound: HashSet<String> = HashSet::with_capacity(pods);
+    let mut running: HashSet<String> = HashSet::with_capacity(pods);
+    let mut p = PodProgress::default();
+    let mut buf: Vec<u8> = Vec::new();
+    while p.running < pods {
+        let frame = match tokio::time::timeout_at(deadline.into(), body.frame()).await {
+            Ok(Some(Ok(f))) => f,
+            _ => break,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        buf.extend_from_slice(&data);
+        let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
+            continue;
+        };
+        for line in buf[..end].split(|&b| b == b'\n') {
+            let Some((name, is_bound, is_running)) = pod_state(line) else {
+                continue;
+            };
+            if is_bound && bound.insert(name.clone()) {
+                p.bound += 1;
+                p.last_bound = Some(Instant::now());
             }
-        }));
+            if is_running && running.insert(name) {
+                p.running += 1;
+                p.last_running = Some(Instant::now());
+            }
+        }
+        buf.drain(..=end);
     }
-    for t in tasks {
-        t.await??;
+    p
+}
+
+/// Follows the Node watch until `stop` fires; returns how many times a node's Ready
+/// condition went from True to anything else, and how many distinct nodes that hit.
+async fn follow_nodes(
+    mut body: Incoming,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> (usize, usize) {
+    let mut ready: HashMap<String, bool> = HashMap::new();
+    let mut flips = 0usize;
+    let mut flipped: HashSet<String> = HashSet::new();
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let frame = tokio::select! {
+            f = body.frame() => f,
+            _ = &mut stop => break,
+        };
+        let Some(Ok(frame)) = frame else { break };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        buf.extend_from_slice(&data);
+        let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
+            continue;
+        };
+        for line in buf[..end].split(|&b| b == b'\n') {
+            let Ok(ev) = serde_json::from_slice::<serde_json::Value>(line) else {
+                continue;
+            };
+            let node = &ev["object"];
+            let Some(name) = node["metadata"]["name"].as_str() else {
+                continue;
+            };
+            let is_ready = node["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                .map(|c| c["status"] == "True")
+                .unwrap_or(false);
+            let was = ready.insert(name.to_string(), is_ready);
+            if was == Some(true) && !is_ready {
+                flips += 1;
+                flipped.insert(name.to_string());
+            }
+        }
+        buf.drain(..=end);
     }
-    Ok(())
+    (flips, flipped.len())
+}
+
+/// Opens a watch on `path` from the collection's current resourceVersion.
+pub async fn watch_from_now(srv: &Running, path: &str) -> Result<Incoming> {
+    let list = srv
+        .client
+        .get(&format!("{path}?limit=1"))
+        .await?
+        .expect(StatusCode::OK, &format!("list {path}"))?
+        .json()?;
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("0")
+        .to_string();
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let (status, body) = srv
+        .client
+        .stream(&format!("{path}{sep}watch=1&resourceVersion={rv}"))
+        .await?;
+    if status != StatusCode::OK {
+        bail!("watch {path}: HTTP {status}");
+    }
+    Ok(body)
+}
+
+/// `skiff server` and `skiff agent` flags for a failover profile.
+pub fn profile_flags(profile: Profile) -> (Vec<String>, Vec<String>) {
+    match profile {
+        Profile::Upstream => (vec![], vec![]),
+        Profile::Fast => (
+            vec!["--failover-profile".into(), "fast".into()],
+            vec!["--node-lease-duration-seconds".into(), "4".into()],
+        ),
+    }
 }
 
 pub async fn run(env: &Env) -> Result<()> {
     let mut rows = Vec::new();
     let store = env.stores(StoreChoice::Sqlite)[0];
+    let pods = env.args.pods;
+    let per = env.args.per_deployment.max(1);
     for &nodes in &env.args.nodes {
-        let pods = env.args.pods;
-        let srv = env.start(store).await?;
-        srv.create_namespace(NS).await?;
+        let (server_flags, mut agent_flags) = profile_flags(env.args.profile);
+        let mut srv = env.start_with(store, &server_flags).await?;
+        // Room for the pods on every node count: kwok-style nodes with a high pod limit.
+        let per_node = (pods * 3 / 2 / nodes.max(1)).max(110);
+        agent_flags.extend(
+            [
+                "--simulate-pods".to_string(),
+                per_node.to_string(),
+                "--simulate-cpu".into(),
+                (per_node / 5 + 8).to_string(),
+                "--simulate-memory".into(),
+                format!("{}Mi", per_node * 256 + 4096),
+            ]
+            .into_iter(),
+        );
         let t = Instant::now();
-        post_all(&srv, "/api/v1/nodes", nodes, 16, |i| {
-            node_body(&format!("node-{i}"))
-        })
-        .await
-        .context("creating nodes")?;
+        srv.simulate(&env.skiff, nodes, &agent_flags)
+            .context("starting simulated nodes")?;
         println!(
-            "  {nodes} nodes created in {:.1} s",
+            "  {nodes} simulated nodes registered in {:.1} s",
             t.elapsed().as_secs_f64()
         );
-        // Let the scheduler's informers take the nodes in before timing starts.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        srv.create_namespace(NS).await?;
+        // Let the informers settle and the node registrations drain.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let agent_pid = srv
+            .agent
+            .as_ref()
+            .map(|a| a.pid())
+            .transpose()?
+            .unwrap_or(0);
 
-        let coll = format!("/api/v1/namespaces/{NS}/pods");
-        let list = srv
-            .client
-            .get(&coll)
-            .await?
-            .expect(StatusCode::OK, "list pods")?
-            .json()?;
-        let rv = list["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap_or("0")
-            .to_string();
-        let (status, mut body) = srv
-            .client
-            .stream(&format!("{coll}?watch=1&resourceVersion={rv}"))
-            .await?;
-        if status != StatusCode::OK {
-            bail!("watch pods: HTTP {status}");
-        }
-        let cpu = CpuMeter::start(srv.pid()?);
+        let pod_watch = watch_from_now(&srv, &format!("/api/v1/namespaces/{NS}/pods")).await?;
+        let node_watch = watch_from_now(&srv, "/api/v1/nodes").await?;
+        let (stop_nodes, stop_rx) = tokio::sync::oneshot::channel();
+        let node_task = tokio::spawn(follow_nodes(node_watch, stop_rx));
+        let deadline = Instant::now() + Duration::from_secs(300 + pods as u64 / 50);
+        let server_cpu = CpuMeter::start(srv.pid()?);
+        let agent_cpu = CpuMeter::start(agent_pid);
         let start = Instant::now();
-        let watcher = tokio::spawn(async move {
-            let mut bound = vec![false; pods];
-            let mut count = 0usize;
-            let mut last = None;
-            let mut buf: Vec<u8> = Vec::new();
-            let deadline = Instant::now() + Duration::from_secs(600);
-            while count < pods {
-                let frame = match tokio::time::timeout_at(deadline.into(), body.frame()).await {
-                    Ok(Some(Ok(f))) => f,
-                    _ => break,
-                };
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                buf.extend_from_slice(&data);
-                let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
-                    continue;
-                };
-                for line in buf[..end].split(|&b| b == b'\n') {
-                    if !is_bound(line) {
-                        continue;
-                    }
-                    if let Some(i) = pod_index(line).filter(|i| *i < pods) {
-                        if !bound[i] {
-                            bound[i] = true;
-                            count += 1;
-                            last = Some(Instant::now());
-                        }
-                    }
-                }
-                buf.drain(..=end);
-            }
-            (count, last)
-        });
-        post_all(&srv, &coll, pods, CREATORS, pod_body)
-            .await
-            .context("creating pods")?;
-        let created = start.elapsed();
-        let (bound, last) = watcher.await?;
-        let cpu = cpu.stop();
-        let rss = srv.rss()?;
-        let end = last.map(|l| l.duration_since(start)).unwrap_or(created);
-        if bound < pods {
+        let pod_task = tokio::spawn(follow_pods(pod_watch, pods, deadline));
+        let mut left = pods;
+        let mut d = 0;
+        while left > 0 {
+            let n = left.min(per);
+            srv.client
+                .post(
+                    &format!("/apis/apps/v1/namespaces/{NS}/deployments"),
+                    deployment_body(&format!("d{d}"), n),
+                )
+                .await?
+                .expect(StatusCode::CREATED, "create deployment")?;
+            left -= n;
+            d += 1;
+        }
+        let progress = pod_task.await?;
+        let server_cpu = server_cpu.stop();
+        let agent_cpu = agent_cpu.stop();
+        let server_rss = srv.rss()?;
+        let agent_rss = procs::rss_bytes(agent_pid).unwrap_or(0);
+        let _ = stop_nodes.send(());
+        let (flips, flipped_nodes) = node_task.await?;
+        if progress.running < pods {
             eprintln!(
-                "  only {bound} of {pods} pods were seen bound within 10 minutes\n{}",
+                "  only {} bound and {} running of {pods} pods before the deadline\n{}",
+                progress.bound,
+                progress.running,
                 srv.server.log_tail(20)
             );
         }
+        let secs = |at: Option<Instant>| at.map(|t| t.duration_since(start).as_secs_f64());
+        let bound_s = secs(progress.last_bound).unwrap_or(f64::NAN);
+        let running_s = secs(progress.last_running).unwrap_or(f64::NAN);
         rows.push(vec![
             nodes.to_string(),
             pods.to_string(),
-            bound.to_string(),
-            format!("{:.0}", pods as f64 / created.as_secs_f64()),
-            format!("{:.0}", bound as f64 / end.as_secs_f64()),
-            format!("{:.2}", end.as_secs_f64()),
-            format!("{:.0}", end.saturating_sub(created).as_secs_f64() * 1000.0),
-            format!("{:.2}", cpu.server_cores),
-            format!("{:.2}", cpu.client_cores),
-            mib(rss),
+            d.to_string(),
+            format!("{:.0}", progress.bound as f64 / bound_s),
+            format!("{:.1}", bound_s),
+            format!("{:.0}", progress.running as f64 / running_s),
+            format!("{:.1}", running_s),
+            format!("{:.2}", server_cpu.server_cores),
+            format!("{:.2}", agent_cpu.server_cores),
+            mib(server_rss),
+            mib(agent_rss),
+            format!("{flips} ({flipped_nodes} nodes)"),
         ]);
     }
     print_table(
-        "schedule: pending pods created through the API, bound by the in-process scheduler",
+        &format!(
+            "schedule: pods created through Deployments, bound by the scheduler, run by simulated nodes ({:?} profile)",
+            env.args.profile
+        ),
         &[
             "nodes",
             "pods",
-            "bound",
-            "creates/s",
-            "bound/s (e2e)",
-            "total s",
-            "last bind after last create ms",
+            "deployments",
+            "bound/s",
+            "all bound s",
+            "running/s",
+            "all running s",
             "server cores",
-            "bench cores",
+            "agent cores",
             "server RSS",
+            "agent RSS",
+            "false NotReady",
         ],
         &rows,
     );

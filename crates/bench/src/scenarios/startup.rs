@@ -24,7 +24,7 @@ pub async fn run(env: &Env) -> Result<()> {
     let mut fresh_rss = Vec::new();
     for i in 0..n {
         let dir = root.path().join(format!("fresh-{i}"));
-        let mut srv = SkiffProc::spawn(&env.skiff, &dir, procs::free_port()?, None, &log)?;
+        let mut srv = SkiffProc::spawn(&env.skiff, &dir, procs::free_port()?, None, &log, &[])?;
         fresh.push(client::wait_ready(&mut srv, Duration::from_secs(30)).await?);
         fresh_rss.push(procs::rss_bytes(srv.pid()?)?);
         srv.guard.terminate(Duration::from_secs(5));
@@ -37,7 +37,7 @@ pub async fn run(env: &Env) -> Result<()> {
     let mut restart_rss = Vec::new();
     let mut last = None;
     for i in 0..n {
-        let mut srv = SkiffProc::spawn(&env.skiff, &dir, port, None, &log)?;
+        let mut srv = SkiffProc::spawn(&env.skiff, &dir, port, None, &log, &[])?;
         restart.push(client::wait_ready(&mut srv, Duration::from_secs(30)).await?);
         restart_rss.push(procs::rss_bytes(srv.pid()?)?);
         if i + 1 < n {

@@ -176,12 +176,7 @@ impl Controller {
             action: action.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &d.object_ref(&())).await {
-            tracing::warn!(
-                "deployment {}: recording event {reason}: {e}",
-                ObjectKey::of(d)
-            );
-        }
+        self.recorder.record(ev, d.object_ref(&()));
     }
 
     fn err(key: &ObjectKey, context: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {

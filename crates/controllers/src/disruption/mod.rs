@@ -15,6 +15,7 @@ pub mod decide;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::events::Recorder;
 use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -24,7 +25,6 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, PostParams};
 use kube::runtime::events::{Event, EventType};
-use crate::events::Recorder;
 use kube::Resource;
 
 use informers::{Change, Informer, ObjectKey, WorkQueue};
@@ -100,9 +100,7 @@ impl Controller {
             action: "Sync".into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &pdb.object_ref(&())).await {
-            tracing::warn!("pdb {}: recording event {reason}: {e}", ObjectKey::of(pdb));
-        }
+        self.recorder.record(ev, pdb.object_ref(&()));
     }
 
     async fn reconcile(&self, key: &ObjectKey) -> Result<Option<Duration>, String> {
@@ -237,14 +235,7 @@ pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
             let ctl = ctl.clone();
             async move { ctl.reconcile(&key).await }
         });
-        futures::join!(
-            feed_pdbs,
-            feed_pods,
-            feed_rs,
-            feed_deploy,
-            feed_sts,
-            work
-        );
+        futures::join!(feed_pdbs, feed_pods, feed_rs, feed_deploy, feed_sts, work);
     }
     .boxed()
 }

@@ -270,9 +270,7 @@ impl Monitor {
                         action: "MarkPodNotReady".into(),
                         secondary: None,
                     };
-                    if let Err(e) = recorder.publish(&ev, &pod.object_ref(&())).await {
-                        tracing::debug!("recording NodeNotReady for {ns}/{name}: {e}");
-                    }
+                    recorder.record(ev, pod.object_ref(&()));
                 }
             })
             .await;
@@ -286,8 +284,6 @@ impl Monitor {
             action: reason.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &node.object_ref(&())).await {
-            tracing::debug!("recording {reason} event: {e}");
-        }
+        self.recorder.record(ev, node.object_ref(&()));
     }
 }

@@ -160,12 +160,7 @@ impl Controller {
             action: action.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &rs.object_ref(&())).await {
-            tracing::warn!(
-                "replicaset {}: recording event {reason}: {e}",
-                ObjectKey::of(rs)
-            );
-        }
+        self.recorder.record(ev, rs.object_ref(&()));
     }
 
     async fn reconcile(&self, key: &ObjectKey) -> Result<Option<Duration>, Error> {

@@ -144,9 +144,7 @@ async fn evict(
         action: "Delete".into(),
         secondary: None,
     };
-    if let Err(e) = recorder.publish(&ev, &pod.object_ref(&())).await {
-        tracing::debug!("recording TaintManagerEviction for {ns}/{name}: {e}");
-    }
+    recorder.record(ev, pod.object_ref(&()));
     let condition = serde_json::json!({"status": {"conditions": [{
         "type": "DisruptionTarget", "status": "True", "reason": "DeletionByTaintManager",
         "message": "Taint manager: deleting due to NoExecute taint",
