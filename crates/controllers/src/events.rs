@@ -256,7 +256,7 @@ mod tests {
         assert!(f.allow(&object("web"), "Warning", t0));
         // One token back after five minutes, not before.
         assert!(!f.allow(&object("web"), "Normal", t0 + Duration::from_secs(299)));
-        assert!(f.allow(&object("web"), "Normal", t0 + Duration::from_secs(600)));
-        assert!(!f.allow(&object("web"), "Normal", t0 + Duration::from_secs(600)));
+        assert!(f.allow(&object("web"), "Normal", t0 + Duration::from_secs(300)));
+        assert!(!f.allow(&object("web"), "Normal", t0 + Duration::from_secs(300)));
     }
 }
