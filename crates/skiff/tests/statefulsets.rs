@@ -534,3 +534,90 @@ fn parallel_policy_creates_at_once_and_bad_specs_are_refused() {
         );
     }
 }
+
+#[test]
+fn retention_policy_delete_removes_claims_and_failed_pods_are_replaced() {
+    let s = testkit::server!();
+    let _nodes = testkit::simulated_nodes!(&s, 3);
+    let extra = format!(
+        "  podManagementPolicy: Parallel\n  persistentVolumeClaimRetentionPolicy:\n    whenDeleted: Delete\n    whenScaled: Delete\n{CLAIMS}"
+    );
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        &manifest("cache", 3, "redis:7", &extra),
+    );
+    wait_for_pods(&s, "cache", &["cache-0", "cache-1", "cache-2"], "redis:7");
+    assert_eq!(
+        claim_names(&s),
+        ["www-cache-0", "www-cache-1", "www-cache-2"]
+    );
+    let claim = s.kubectl_json(&["get", "pvc", "www-cache-0", "-o", "json"]);
+    let owners = claim["metadata"]["ownerReferences"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        owners
+            .iter()
+            .any(|o| o["kind"] == "StatefulSet" && o["name"] == "cache"),
+        "whenDeleted=Delete makes the set own its claims: {owners:?}"
+    );
+
+    // whenScaled=Delete: scaling down takes the condemned pods' claims with them.
+    s.kubectl_ok(&["scale", "sts/cache", "--replicas=1"]);
+    wait_for_pods(&s, "cache", &["cache-0"], "redis:7");
+    eventually(LONG, || {
+        let names = claim_names(&s);
+        anyhow::ensure!(names == ["www-cache-0"], "claims {names:?}");
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("scaled-down claims stayed: {e:#}\n{}", s.log_tail(60)));
+
+    // A pod that failed is deleted and recreated under its name.
+    let old_uid = pods(&s, "cache")["cache-0"]["metadata"]["uid"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    s.kubectl_ok(&[
+        "patch",
+        "pod",
+        "cache-0",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Failed"}}"#,
+    ]);
+    eventually(LONG, || {
+        let got = pods(&s, "cache");
+        let p = got
+            .get("cache-0")
+            .ok_or_else(|| anyhow::anyhow!("cache-0 missing"))?;
+        anyhow::ensure!(
+            p["metadata"]["uid"] != old_uid.as_str(),
+            "still the failed pod"
+        );
+        anyhow::ensure!(is_ready(p), "new cache-0 not ready");
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("failed pod never replaced: {e:#}\n{}", s.log_tail(60)));
+    let events = s.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=cache",
+    ]);
+    assert!(
+        events.contains("delete Pod cache-0 in StatefulSet cache successful"),
+        "{events}"
+    );
+
+    // whenDeleted=Delete: deleting the set removes pods and claims.
+    s.kubectl_ok(&["delete", "sts", "cache"]);
+    eventually(LONG, || {
+        anyhow::ensure!(pods(&s, "cache").is_empty(), "pods left");
+        let claims = s.kubectl_ok(&["get", "pvc", "-o", "name"]);
+        anyhow::ensure!(claims.trim().is_empty(), "claims left: {claims}");
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("set deletion left things: {e:#}\n{}", s.log_tail(60)));
+}
