@@ -222,13 +222,15 @@ mod tests {
     use super::*;
 
     fn rev(name: &str, number: i64, image: &str) -> ControllerRevision {
-        let mut t = PodTemplateSpec::default();
-        t.spec = Some(
-            serde_json::from_value(
-                serde_json::json!({"containers": [{"name": "c", "image": image}]}),
-            )
-            .unwrap(),
-        );
+        let t = PodTemplateSpec {
+            spec: Some(
+                serde_json::from_value(
+                    serde_json::json!({"containers": [{"name": "c", "image": image}]}),
+                )
+                .expect("pod spec"),
+            ),
+            ..Default::default()
+        };
         let mut r = ControllerRevision {
             revision: Some(number),
             data: RawExtension(revision_data(&t)),

@@ -271,6 +271,16 @@ fn ordered_statefulset_with_claims_scales_rolls_and_heals() {
         assert!(events.contains(note), "no event {note:?} in\n{events}");
     }
 
+    let described = s.kubectl_ok(&["describe", "sts", "web"]);
+    for want in [
+        "Pods Status:        3 Running / 0 Waiting / 0 Succeeded / 0 Failed",
+        "Volume Claims:",
+        "statefulset-controller",
+        "create Claim www-web-2 Pod web-2 in StatefulSet web success",
+    ] {
+        assert!(described.contains(want), "no {want:?} in\n{described}");
+    }
+
     // Scale 3 -> 5 in order, then 5 -> 2 from the highest ordinal, one at a time.
     s.kubectl_ok(&["scale", "sts/web", "--replicas=5"]);
     wait_for_pods(

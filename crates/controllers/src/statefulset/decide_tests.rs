@@ -101,6 +101,9 @@ fn claims(ordinal: i32) -> Action {
     }
 }
 
+/// (what, set, pods, ordinals whose claim exists, wanted actions)
+type Case = (&'static str, StatefulSet, Vec<Pod>, Vec<i32>, Vec<Action>);
+
 #[test]
 fn ordered_ready_and_parallel_pod_management() {
     use DeleteWhy::{Finished, ScaleDown};
@@ -108,7 +111,7 @@ fn ordered_ready_and_parallel_pod_management() {
     let parallel = json!({"podManagementPolicy": "Parallel"});
     let on_delete = json!({"updateStrategy": {"type": "OnDelete"}});
     let partition = |p: i32| json!({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": p}}});
-    let cases: Vec<(&str, StatefulSet, Vec<Pod>, Vec<i32>, Vec<Action>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "fresh set: claim then pod 0 only",
             set(3, json!({})),
