@@ -28,7 +28,9 @@ pub mod namespace;
 pub mod node_lifecycle;
 pub mod podgc;
 pub mod replicaset;
+pub mod revisions;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod taint_eviction;
 pub mod ttl_after_finished;
 
@@ -101,6 +103,7 @@ pub async fn run_all(ctx: Arc<Context>) {
         podgc::start(&ctx),
         daemonset::start(&ctx),
         disruption::start(&ctx),
+        statefulset::start(&ctx),
     ];
     ctx.informers.start();
     futures::future::join_all(controllers).await;

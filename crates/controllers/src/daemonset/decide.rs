@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::deployment::rolling::scaled_value;
 use crate::replicaset::podutil;
 
-pub const CONTROLLER_REVISION_HASH: &str = "controller-revision-hash";
+pub use crate::revisions::CONTROLLER_REVISION_HASH;
 pub const POD_TEMPLATE_GENERATION: &str = "pod-template-generation";
 
 /// Tolerations upstream's DaemonSet controller adds to every daemon pod

@@ -22,15 +22,14 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
 };
-use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::events::{Event, EventType};
 use kube::Resource;
 
-use crate::deployment::revision::pod_template_hash;
 use crate::replicaset::expectations::Expectations;
 use crate::replicaset::podutil;
 use crate::replicaset::{api_message, is_status};
+use crate::revisions;
 use crate::Context;
 use decide::{DeleteReason, CONTROLLER_REVISION_HASH, POD_TEMPLATE_GENERATION};
 
@@ -229,45 +228,34 @@ impl Controller {
     }
 
     /// Make sure the ControllerRevision of the current template exists and carries the
-    /// highest revision number; prune history beyond revisionHistoryLimit. Returns the
-    /// hash, or None after recording a hash collision.
+    /// highest revision number; prune history beyond revisionHistoryLimit (shared with
+    /// the StatefulSet controller in `crate::revisions`). Returns the hash, or None after
+    /// recording a hash collision.
     async fn ensure_revision(
         &self,
         ds: &DaemonSet,
         key: &ObjectKey,
         pods: &[&Pod],
     ) -> Result<Option<String>, Error> {
-        let kube_err = |context: String| {
-            let key = key.clone();
-            move |source| Error::Kube {
-                key,
-                context,
-                source,
-            }
-        };
-        let uid = ds.metadata.uid.clone().unwrap_or_default();
-        let api: Api<ControllerRevision> = Api::namespaced(self.client.clone(), &key.namespace);
         let collision = ds.status.as_ref().and_then(|s| s.collision_count);
-        let template = ds.spec.template.clone();
-        let hash = pod_template_hash(&template, collision);
-        let name = format!("{}-{}", key.name, hash);
-        let mut template_json = serde_json::to_value(&template).unwrap_or_default();
-        if let Some(obj) = template_json.as_object_mut() {
-            obj.insert("$patch".into(), "replace".into());
-        }
-        let data = serde_json::json!({"spec": {"template": template_json}});
-        let ns_revisions = self.revisions.list_namespace(&key.namespace);
-        let mut owned: Vec<&ControllerRevision> = ns_revisions
-            .iter()
-            .map(|r| r.as_ref())
-            .filter(|r| podutil::controller_of(&r.metadata).is_some_and(|o| o.uid == uid))
-            .collect();
-        let max = owned.iter().filter_map(|r| r.revision).max().unwrap_or(0);
-        match owned
-            .iter()
-            .find(|r| r.metadata.name.as_deref() == Some(name.as_str()))
-        {
-            Some(existing) if existing.data.0 != data => {
+        let owner = revisions::Owner {
+            kind: "DaemonSet",
+            meta: &ds.metadata,
+            template: &ds.spec.template,
+            collision_count: collision,
+            history_limit: ds.spec.revision_history_limit.unwrap_or(10),
+            annotations: None,
+        };
+        let ensured = revisions::ensure(&self.client, &self.revisions, &owner, pods, &[])
+            .await
+            .map_err(|e| Error::Kube {
+                key: key.clone(),
+                context: e.context,
+                source: e.source,
+            })?;
+        match ensured {
+            revisions::Ensured::Current { hash, .. } => Ok(Some(hash)),
+            revisions::Ensured::Collision => {
                 // Same name, other template: bump collisionCount as upstream.
                 let mut updated = ds.clone();
                 let mut status = updated.status.clone().unwrap_or_default();
@@ -278,77 +266,16 @@ impl Controller {
                     .replace_status(&key.name, &PostParams::default(), &updated)
                     .await
                 {
-                    Ok(_) => return Ok(None),
-                    Err(e) if is_status(&e, 409) => return Ok(None),
-                    Err(e) => return Err(kube_err("recording a hash collision".into())(e)),
-                }
-            }
-            Some(existing) if existing.revision.unwrap_or(0) < max => {
-                let patch = serde_json::json!({"revision": max + 1});
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .map_err(kube_err(format!("raising revision {name}")))?;
-            }
-            Some(_) => {}
-            None => {
-                let mut labels = template
-                    .metadata
-                    .as_ref()
-                    .and_then(|m| m.labels.clone())
-                    .unwrap_or_default();
-                labels.insert(CONTROLLER_REVISION_HASH.into(), hash.clone());
-                let mut cr = ControllerRevision {
-                    revision: Some(max + 1),
-                    data: RawExtension(data),
-                    ..Default::default()
-                };
-                cr.metadata.name = Some(name.clone());
-                cr.metadata.namespace = Some(key.namespace.clone());
-                cr.metadata.labels = Some(labels);
-                cr.metadata.owner_references = Some(vec![podutil::controller_ref(
-                    "apps/v1",
-                    "DaemonSet",
-                    &ds.metadata,
-                )]);
-                match api.create(&PostParams::default(), &cr).await {
-                    Ok(_) => {}
-                    // Created by an earlier sync the cache has not shown yet.
-                    Err(e) if is_status(&e, 409) => {}
-                    Err(e) => return Err(kube_err(format!("creating revision {name}"))(e)),
+                    Ok(_) => Ok(None),
+                    Err(e) if is_status(&e, 409) => Ok(None),
+                    Err(source) => Err(Error::Kube {
+                        key: key.clone(),
+                        context: "recording a hash collision".into(),
+                        source,
+                    }),
                 }
             }
         }
-        // History: keep revisionHistoryLimit revisions besides the current one and any a
-        // live pod still runs.
-        let limit = ds.spec.revision_history_limit.unwrap_or(10).max(0) as usize;
-        let in_use = |r: &ControllerRevision| {
-            r.metadata.name.as_deref() == Some(name.as_str())
-                || r.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(CONTROLLER_REVISION_HASH))
-                    .is_some_and(|h| {
-                        pods.iter().any(|p| {
-                            p.metadata
-                                .labels
-                                .as_ref()
-                                .and_then(|l| l.get(CONTROLLER_REVISION_HASH))
-                                == Some(h)
-                        })
-                    })
-        };
-        owned.retain(|r| !in_use(*r));
-        owned.sort_by_key(|r| r.revision.unwrap_or(0));
-        let excess = owned.len().saturating_sub(limit);
-        for r in owned.into_iter().take(excess) {
-            let rname = r.metadata.name.clone().unwrap_or_default();
-            match api.delete(&rname, &DeleteParams::default()).await {
-                Ok(_) => {}
-                Err(e) if is_status(&e, 404) => {}
-                Err(e) => return Err(kube_err(format!("pruning revision {rname}"))(e)),
-            }
-        }
-        Ok(Some(hash))
     }
 
     /// The daemon pod for `node`: the template with the revision labels, the daemon
