@@ -160,12 +160,7 @@ impl Controller {
             action: action.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &set.object_ref(&())).await {
-            tracing::warn!(
-                "statefulset {}: recording event {reason}: {e}",
-                ObjectKey::of(set)
-            );
-        }
+        self.recorder.record(ev, set.object_ref(&()));
     }
 
     async fn reconcile(&self, key: &ObjectKey) -> Result<Option<Duration>, Error> {
