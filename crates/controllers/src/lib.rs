@@ -26,6 +26,7 @@ pub mod garbage_collector;
 pub mod job;
 pub mod namespace;
 pub mod node_lifecycle;
+pub mod persistentvolume;
 pub mod podgc;
 pub mod replicaset;
 pub mod serviceaccount;
@@ -43,6 +44,9 @@ pub struct ControllerOptions {
     pub node_monitor_period: Duration,
     /// Workers per controller (upstream `--concurrent-*-syncs`, 5 for most).
     pub workers: usize,
+    /// Where local-path volumes live on nodes (k3s `--default-local-storage-path`,
+    /// `<data-dir>/storage`).
+    pub local_storage_path: std::path::PathBuf,
 }
 
 impl Default for ControllerOptions {
@@ -51,6 +55,7 @@ impl Default for ControllerOptions {
             node_monitor_grace_period: Duration::from_secs(50),
             node_monitor_period: Duration::from_secs(5),
             workers: 5,
+            local_storage_path: std::path::PathBuf::from("/var/lib/skiff/storage"),
         }
     }
 }
@@ -101,6 +106,7 @@ pub async fn run_all(ctx: Arc<Context>) {
         podgc::start(&ctx),
         daemonset::start(&ctx),
         disruption::start(&ctx),
+        persistentvolume::start(&ctx),
     ];
     ctx.informers.start();
     futures::future::join_all(controllers).await;

@@ -13,6 +13,7 @@ pub mod decide;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::events::Recorder;
 use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -24,7 +25,6 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType};
-use crate::events::Recorder;
 use kube::Resource;
 
 use crate::deployment::revision::pod_template_hash;

@@ -15,6 +15,7 @@ pub mod decide;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::events::Recorder;
 use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -24,7 +25,6 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, PostParams};
 use kube::runtime::events::{Event, EventType};
-use crate::events::Recorder;
 use kube::Resource;
 
 use informers::{Change, Informer, ObjectKey, WorkQueue};
@@ -237,14 +237,7 @@ pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
             let ctl = ctl.clone();
             async move { ctl.reconcile(&key).await }
         });
-        futures::join!(
-            feed_pdbs,
-            feed_pods,
-            feed_rs,
-            feed_deploy,
-            feed_sts,
-            work
-        );
+        futures::join!(feed_pdbs, feed_pods, feed_rs, feed_deploy, feed_sts, work);
     }
     .boxed()
 }
