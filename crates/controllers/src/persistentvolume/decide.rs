@@ -731,6 +731,7 @@ mod tests {
     fn claim_syncs_follow_upstream() {
         let local = class("local-path", "WaitForFirstConsumer", LOCAL_PATH_PROVISIONER);
         let immediate = class("manual", "Immediate", "kubernetes.io/no-provisioner");
+        let local_immediate = class("local-path", "Immediate", LOCAL_PATH_PROVISIONER);
         let static_pv = pv("static", json!({}));
         let big_pv = pv("big", json!({"spec": {"capacity": {"storage": "10Gi"}}}));
         let bound_pv = pv(
@@ -896,7 +897,7 @@ mod tests {
             Case {
                 name: "immediate local-path has no node",
                 claim: pvc(json!({})),
-                class: Some(&class("local-path", "Immediate", LOCAL_PATH_PROVISIONER)),
+                class: Some(&local_immediate),
                 volumes: vec![],
                 in_use: false,
                 want: vec![
