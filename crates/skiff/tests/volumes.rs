@@ -351,3 +351,29 @@ fn static_volumes_bind_by_size_are_retained_and_pin_their_pods() {
         "default/small"
     );
 }
+
+#[test]
+fn the_default_class_is_made_once_and_a_users_edit_survives_restarts() {
+    let mut s = testkit::server!();
+    s.kubectl_ok(&[
+        "annotate",
+        "sc",
+        "local-path",
+        "storageclass.kubernetes.io/is-default-class=false",
+        "--overwrite",
+    ]);
+    s.restart().expect("restart the server");
+    let sc = row(&s, &["get", "sc"]);
+    assert_eq!(sc["NAME"], "local-path", "the user's edit is kept: {sc:?}");
+    // No default class now: a new claim keeps its empty class, as upstream.
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], &claim("plain", None, "1Gi"));
+    assert_eq!(
+        jsonpath(&s, &["get", "pvc", "plain"], "{.spec.storageClassName}"),
+        ""
+    );
+    // Deleted, it comes back at the next start (k3s re-applies its addons the same way;
+    // `--disable local-storage` turns it off).
+    s.kubectl_ok(&["delete", "sc", "local-path"]);
+    s.restart().expect("restart the server");
+    assert_eq!(row(&s, &["get", "sc"])["NAME"], "local-path (default)");
+}
