@@ -72,6 +72,53 @@ pub fn check_namespace_delete(name: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// Upstream's DefaultStorageClass admission: a new claim that names no class (the field
+/// absent, not `""`, and no beta class annotation) gets the default StorageClass, the
+/// newest of those annotated `is-default-class: "true"` (ties by name), if there is one.
+pub async fn default_storage_class(server: &ApiServer, claim: &mut Value) -> ApiResult<()> {
+    let has_class = !claim["spec"]["storageClassName"].is_null()
+        || !claim["metadata"]["annotations"][api::volumes::ANN_BETA_STORAGE_CLASS].is_null();
+    if has_class {
+        return Ok(());
+    }
+    let classes = registry::lookup("storage.k8s.io", "v1", "storageclasses")
+        .ok_or_else(|| ApiError::internal("storageclasses not registered"))?;
+    let list = server
+        .store
+        .list(ListRequest {
+            prefix: classes.collection_prefix(None),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("listing storage classes for the default: {e}")))?;
+    let mut best: Option<(String, String)> = None;
+    for kv in &list.items {
+        let class: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
+        let ann = &class["metadata"]["annotations"];
+        let default = ann[api::volumes::ANN_DEFAULT_CLASS] == "true"
+            || ann[api::volumes::ANN_BETA_DEFAULT_CLASS] == "true";
+        if !default {
+            continue;
+        }
+        let created = class["metadata"]["creationTimestamp"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let name = objects::name_of(&class).to_string();
+        let newer = match &best {
+            None => true,
+            Some((c, n)) => created > *c || (created == *c && name < *n),
+        };
+        if newer {
+            best = Some((created, name));
+        }
+    }
+    if let Some((_, name)) = best {
+        claim["spec"]["storageClassName"] = json!(name);
+    }
+    Ok(())
+}
+
 /// What is already taken by existing Services.
 struct Taken {
     ips: HashSet<Ipv4Addr>,

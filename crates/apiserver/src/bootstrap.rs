@@ -1,5 +1,6 @@
 //! What exists from the first start: the built-in namespaces and the `kubernetes` Service
-//! in `default` pointing at this API server. Idempotent: run at every start.
+//! in `default` pointing at this API server, and (k3s's packaged `local-storage` addon)
+//! the default `local-path` StorageClass. Idempotent: run at every start.
 
 use serde_json::json;
 
@@ -76,6 +77,26 @@ pub async fn ensure_builtin_objects(server: &ApiServer, https_port: u16) -> Resu
         )?;
     }
     Ok(())
+}
+
+/// k3s's `local-path` StorageClass, the cluster default, created if absent. An existing
+/// class of that name (perhaps edited by its user) is left exactly as it is; a user who
+/// wants none starts the server with `--disable local-storage`, as with k3s.
+pub async fn ensure_default_storage_class(server: &ApiServer) -> Result<(), ApiError> {
+    let classes = registry::lookup("storage.k8s.io", "v1", "storageclasses")
+        .ok_or_else(|| ApiError::internal("storageclasses not registered"))?;
+    let class = json!({
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {
+            "name": api::volumes::LOCAL_PATH_CLASS,
+            "annotations": {api::volumes::ANN_DEFAULT_CLASS: "true"},
+        },
+        "provisioner": api::volumes::LOCAL_PATH_PROVISIONER,
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "WaitForFirstConsumer",
+    });
+    ignore_exists(create_object(server, classes, None, class, false, Some(MANAGER)).await)
 }
 
 fn ignore_exists<T>(r: Result<T, ApiError>) -> Result<(), ApiError> {

@@ -26,6 +26,7 @@ pub mod garbage_collector;
 pub mod job;
 pub mod namespace;
 pub mod node_lifecycle;
+pub mod persistentvolume;
 pub mod podgc;
 pub mod replicaset;
 pub mod revisions;
@@ -45,6 +46,9 @@ pub struct ControllerOptions {
     pub node_monitor_period: Duration,
     /// Workers per controller (upstream `--concurrent-*-syncs`, 5 for most).
     pub workers: usize,
+    /// Where local-path volumes live on nodes (k3s `--default-local-storage-path`,
+    /// `<data-dir>/storage`).
+    pub local_storage_path: std::path::PathBuf,
 }
 
 impl Default for ControllerOptions {
@@ -53,6 +57,7 @@ impl Default for ControllerOptions {
             node_monitor_grace_period: Duration::from_secs(50),
             node_monitor_period: Duration::from_secs(5),
             workers: 5,
+            local_storage_path: std::path::PathBuf::from("/var/lib/skiff/storage"),
         }
     }
 }
@@ -104,6 +109,7 @@ pub async fn run_all(ctx: Arc<Context>) {
         daemonset::start(&ctx),
         disruption::start(&ctx),
         statefulset::start(&ctx),
+        persistentvolume::start(&ctx),
     ];
     ctx.informers.start();
     futures::future::join_all(controllers).await;

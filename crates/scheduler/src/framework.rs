@@ -226,6 +226,9 @@ pub struct Snapshot {
     index: HashMap<String, usize>,
     /// Labels of every namespace, for affinity terms with a namespaceSelector.
     pub namespace_labels: HashMap<String, BTreeMap<String, String>>,
+    /// Claims, volumes and classes (VolumeBinding). Shared so that cloning a snapshot
+    /// (preemption's trial runs) does not copy them.
+    pub volumes: Arc<crate::plugins::volume_binding::Volumes>,
 }
 
 impl Snapshot {

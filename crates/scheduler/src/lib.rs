@@ -1,5 +1,6 @@
 //! The pod scheduler (upstream kube-scheduler's default profile), an API client like any
-//! other: it reads Pods, Nodes and Namespaces from the shared informers and writes only
+//! other: it reads Pods, Nodes, Namespaces, PersistentVolumeClaims, PersistentVolumes and
+//! StorageClasses from the shared informers and writes only
 //! through the API (pods/binding, pod status, events).
 //!
 //! - [`queue`]: active / back-off / unschedulable sub-queues.
@@ -13,7 +14,8 @@
 //! Decisions that differ from upstream: no preemption (a node where evicting
 //! lower-priority pods would help is reported as "No preemption victims found for incoming
 //! pod"); the cluster-default PodTopologySpread constraints (which need Service/ReplicaSet
-//! selectors) are not applied; volume plugins are absent (no volumes yet).
+//! selectors) are not applied; of the volume plugins only VolumeBinding exists (no cloud
+//! volume limits, no VolumeZone, no volume capacity scoring).
 
 pub mod cache;
 pub mod framework;

@@ -38,6 +38,8 @@ pub enum ClusterEvent {
     AssignedPodDeleted,
     /// A pod was placed or relabelled (affinity, spread).
     AssignedPodChanged,
+    /// A PersistentVolumeClaim, PersistentVolume or StorageClass appeared or changed.
+    VolumeChanged,
 }
 
 impl ClusterEvent {
@@ -56,6 +58,7 @@ impl ClusterEvent {
             ClusterEvent::AssignedPodChanged => {
                 [inter_pod_affinity::NAME, pod_topology_spread::NAME].contains(&plugin)
             }
+            ClusterEvent::VolumeChanged => plugin == volume_binding::NAME,
         }
     }
 }

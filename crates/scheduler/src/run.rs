@@ -10,15 +10,19 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use informers::{Change, Informer, ObjectKey, Subscription};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, PodCondition};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodCondition,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::cache::{self, Cache, PodEffect};
 use crate::framework::{self, Cursor, PodInfo, Profile, TieBreaker};
+use crate::plugins::volume_binding::{self, BindStep};
 use crate::queue::{ClusterEvent, SchedulingQueue};
 use crate::SCHEDULER_NAME;
 
@@ -30,6 +34,10 @@ const BATCH: usize = 64;
 const FAILURE_EVENT_INTERVAL: Duration = Duration::from_secs(60);
 /// How often unschedulable pods are checked for the five-minute retry.
 const LEFTOVER_FLUSH_PERIOD: Duration = Duration::from_secs(30);
+/// How long PreBind waits for a pod's claims to be bound (upstream `bindTimeoutSeconds`).
+const VOLUME_BIND_TIMEOUT: Duration = Duration::from_secs(600);
+/// How often PreBind looks at the claim cache while it waits.
+const VOLUME_BIND_POLL: Duration = Duration::from_millis(100);
 
 /// What a background bind reports back to the loop.
 enum BindOutcome {
@@ -48,8 +56,36 @@ enum Wake {
     Pod(Option<Change<Pod>>),
     Node(Option<Change<Node>>),
     Namespace(Option<Change<Namespace>>),
+    Volume(Option<VolumeChange>),
     Outcome(Option<BindOutcome>),
     Timer,
+}
+
+/// A change to one of the kinds VolumeBinding reads.
+enum VolumeChange {
+    Claim(Change<PersistentVolumeClaim>),
+    Volume(Change<PersistentVolume>),
+    Class(Change<StorageClass>),
+}
+
+/// The informers and subscriptions VolumeBinding reads.
+struct VolumeInformers {
+    claims: Informer<PersistentVolumeClaim>,
+    volumes: Informer<PersistentVolume>,
+    classes: Informer<StorageClass>,
+    claim_changes: Subscription<PersistentVolumeClaim>,
+    volume_changes: Subscription<PersistentVolume>,
+    class_changes: Subscription<StorageClass>,
+}
+
+impl VolumeInformers {
+    async fn recv(&mut self) -> Option<VolumeChange> {
+        tokio::select! {
+            c = self.claim_changes.recv() => c.map(VolumeChange::Claim),
+            c = self.volume_changes.recv() => c.map(VolumeChange::Volume),
+            c = self.class_changes.recv() => c.map(VolumeChange::Class),
+        }
+    }
 }
 
 pub(crate) struct Scheduler {
@@ -60,6 +96,7 @@ pub(crate) struct Scheduler {
     pod_changes: Subscription<Pod>,
     node_changes: Subscription<Node>,
     namespace_changes: Subscription<Namespace>,
+    storage: VolumeInformers,
     profile: Profile,
     cache: Cache,
     queue: SchedulingQueue,
@@ -111,6 +148,17 @@ impl Scheduler {
         let pods = factory.informer::<Pod>();
         let nodes = factory.informer::<Node>();
         let namespaces = factory.informer::<Namespace>();
+        let claims = factory.informer::<PersistentVolumeClaim>();
+        let volumes = factory.informer::<PersistentVolume>();
+        let classes = factory.informer::<StorageClass>();
+        let storage = VolumeInformers {
+            claim_changes: claims.subscribe(),
+            volume_changes: volumes.subscribe(),
+            class_changes: classes.subscribe(),
+            claims,
+            volumes,
+            classes,
+        };
         let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel();
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -120,6 +168,7 @@ impl Scheduler {
             pod_changes: pods.subscribe(),
             node_changes: nodes.subscribe(),
             namespace_changes: namespaces.subscribe(),
+            storage,
             failure_recorder: Recorder::new(client.clone(), reporter()),
             client,
             pods,
@@ -142,6 +191,9 @@ impl Scheduler {
         self.nodes.wait_synced().await;
         self.namespaces.wait_synced().await;
         self.pods.wait_synced().await;
+        self.storage.claims.wait_synced().await;
+        self.storage.volumes.wait_synced().await;
+        self.storage.classes.wait_synced().await;
         tracing::info!("scheduler started");
         let mut last_leftover_flush = Instant::now();
         loop {
@@ -201,6 +253,14 @@ impl Scheduler {
                 Some(None) => return false,
                 None => {}
             }
+            match self.storage.recv().now_or_never() {
+                Some(Some(c)) => {
+                    self.on_volume_change(c);
+                    progressed = true;
+                }
+                Some(None) => return false,
+                None => {}
+            }
             while let Ok(o) = self.outcomes_rx.try_recv() {
                 self.on_outcome(o);
                 progressed = true;
@@ -223,6 +283,7 @@ impl Scheduler {
             c = self.pod_changes.recv() => Wake::Pod(c),
             c = self.node_changes.recv() => Wake::Node(c),
             c = self.namespace_changes.recv() => Wake::Namespace(c),
+            c = self.storage.recv() => Wake::Volume(c),
             o = self.outcomes_rx.recv() => Wake::Outcome(o),
             _ = tokio::time::sleep_until(until.into()) => Wake::Timer,
         };
@@ -230,10 +291,13 @@ impl Scheduler {
             Wake::Pod(Some(c)) => self.on_pod(c),
             Wake::Node(Some(c)) => self.on_node(c),
             Wake::Namespace(Some(c)) => self.on_namespace(c),
+            Wake::Volume(Some(c)) => self.on_volume_change(c),
             Wake::Outcome(Some(o)) => self.on_outcome(o),
             Wake::Outcome(None) => {}
             Wake::Timer => {}
-            Wake::Pod(None) | Wake::Node(None) | Wake::Namespace(None) => return false,
+            Wake::Pod(None) | Wake::Node(None) | Wake::Namespace(None) | Wake::Volume(None) => {
+                return false
+            }
         }
         true
     }
@@ -363,6 +427,63 @@ impl Scheduler {
         }
     }
 
+    /// Keep the snapshot's claims, volumes and classes current; any change may let a pod
+    /// VolumeBinding rejected fit.
+    fn on_volume_change(&mut self, change: VolumeChange) {
+        let v = Arc::make_mut(&mut self.cache.snapshot.volumes);
+        match change {
+            VolumeChange::Claim(Change::Applied(c)) => {
+                v.claims.insert(ObjectKey::of(c.as_ref()), c);
+            }
+            VolumeChange::Claim(Change::Deleted(c)) => {
+                v.claims.remove(&ObjectKey::of(c.as_ref()));
+            }
+            VolumeChange::Claim(Change::Resync) => {
+                v.claims = self
+                    .storage
+                    .claims
+                    .list()
+                    .into_iter()
+                    .map(|c| (ObjectKey::of(c.as_ref()), c))
+                    .collect();
+            }
+            VolumeChange::Volume(Change::Applied(p)) => {
+                v.volumes
+                    .insert(p.metadata.name.clone().unwrap_or_default(), p);
+            }
+            VolumeChange::Volume(Change::Deleted(p)) => {
+                v.volumes.remove(p.metadata.name.as_deref().unwrap_or(""));
+            }
+            VolumeChange::Volume(Change::Resync) => {
+                v.volumes = self
+                    .storage
+                    .volumes
+                    .list()
+                    .into_iter()
+                    .map(|p| (p.metadata.name.clone().unwrap_or_default(), p))
+                    .collect();
+            }
+            VolumeChange::Class(Change::Applied(c)) => {
+                v.classes
+                    .insert(c.metadata.name.clone().unwrap_or_default(), c);
+            }
+            VolumeChange::Class(Change::Deleted(c)) => {
+                v.classes.remove(c.metadata.name.as_deref().unwrap_or(""));
+            }
+            VolumeChange::Class(Change::Resync) => {
+                v.classes = self
+                    .storage
+                    .classes
+                    .list()
+                    .into_iter()
+                    .map(|c| (c.metadata.name.clone().unwrap_or_default(), c))
+                    .collect();
+            }
+        }
+        self.queue
+            .on_cluster_event(ClusterEvent::VolumeChanged, Instant::now());
+    }
+
     fn on_outcome(&mut self, outcome: BindOutcome) {
         match outcome {
             BindOutcome::Bound => {}
@@ -410,10 +531,14 @@ impl Scheduler {
         );
         match decision {
             Ok(node) => {
+                let volume_plan = match self.cache.snapshot.node(&node) {
+                    Some(n) => volume_binding::plan_binding(&info, n, &self.cache.snapshot.volumes),
+                    None => (Vec::new(), Vec::new()),
+                };
                 self.cache.assume(&node, info);
                 self.queue.done(&key);
                 self.last_failure_event.remove(&key);
-                self.spawn_bind(pod, node);
+                self.spawn_bind(pod, node, volume_plan);
             }
             Err(fit) => {
                 let message = fit.message();
@@ -425,11 +550,45 @@ impl Scheduler {
         }
     }
 
-    fn spawn_bind(&self, pod: Arc<Pod>, node: String) {
+    fn spawn_bind(
+        &self,
+        pod: Arc<Pod>,
+        node: String,
+        volume_plan: (Vec<BindStep>, Vec<ObjectKey>),
+    ) {
         let client = self.client.clone();
         let permits = self.binds.clone();
         let outcomes = self.outcomes_tx.clone();
+        let claims = self.storage.claims.clone();
+        let volumes = self.storage.volumes.clone();
+        let recorder = self.failure_recorder.clone();
         tokio::spawn(async move {
+            let (steps, wait_for) = volume_plan;
+            if !wait_for.is_empty() {
+                // PreBind: outside the bind permits, since it may wait for provisioning.
+                if let Err(error) =
+                    bind_volumes(&client, &claims, &volumes, &steps, &wait_for).await
+                {
+                    let message = format!("running PreBind plugin \"VolumeBinding\": {error}");
+                    let ev = Event {
+                        type_: EventType::Warning,
+                        reason: "FailedScheduling".into(),
+                        note: Some(message.clone()),
+                        action: "Scheduling".into(),
+                        secondary: None,
+                    };
+                    if let Err(e) = recorder.publish(&ev, &pod.object_ref(&())).await {
+                        tracing::debug!("scheduler: recording FailedScheduling: {e}");
+                    }
+                    let _ = outcomes.send(BindOutcome::Failed {
+                        pod: pod.clone(),
+                        node: node.clone(),
+                        error: message,
+                        retry: true,
+                    });
+                    return;
+                }
+            }
             let Ok(_permit) = permits.acquire_owned().await else {
                 return;
             };
@@ -491,6 +650,94 @@ impl Scheduler {
                 }
             }
         });
+    }
+}
+
+/// PreBind for VolumeBinding: write the plan (pre-bind static volumes, select the node on
+/// claims to provision), then wait until the PV controller has bound every claim.
+async fn bind_volumes(
+    client: &Client,
+    claims: &Informer<PersistentVolumeClaim>,
+    volumes: &Informer<PersistentVolume>,
+    steps: &[BindStep],
+    wait_for: &[ObjectKey],
+) -> Result<(), String> {
+    for step in steps {
+        match step {
+            BindStep::SelectNode { claim, node } => {
+                let api: Api<PersistentVolumeClaim> =
+                    Api::namespaced(client.clone(), &claim.namespace);
+                let patch = serde_json::json!({"metadata": {"annotations": {
+                    api::volumes::ANN_SELECTED_NODE: node,
+                }}});
+                api.patch(&claim.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(|e| {
+                        format!("binding volumes: selecting node {node} on claim {claim}: {e}")
+                    })?;
+            }
+            BindStep::PreBindVolume { volume, claim } => {
+                let (Some(pv), Some(pvc)) = (volumes.get("", volume), claims.get_key(claim)) else {
+                    return Err(format!(
+                        "binding volumes: volume {volume} or claim {claim} is gone"
+                    ));
+                };
+                let mut pv = (*pv).clone();
+                pv.spec.get_or_insert_with(Default::default).claim_ref =
+                    Some(k8s_openapi::api::core::v1::ObjectReference {
+                        api_version: Some("v1".into()),
+                        kind: Some("PersistentVolumeClaim".into()),
+                        namespace: pvc.metadata.namespace.clone(),
+                        name: pvc.metadata.name.clone(),
+                        uid: pvc.metadata.uid.clone(),
+                        resource_version: pvc.metadata.resource_version.clone(),
+                        ..Default::default()
+                    });
+                pv.metadata
+                    .annotations
+                    .get_or_insert_with(Default::default)
+                    .insert(api::volumes::ANN_BOUND_BY_CONTROLLER.into(), "yes".into());
+                let api: Api<PersistentVolume> = Api::all(client.clone());
+                // The cached resourceVersion makes a volume taken meanwhile a conflict.
+                api.replace(volume, &PostParams::default(), &pv)
+                    .await
+                    .map_err(|e| {
+                        format!("binding volumes: pre-binding volume {volume} to {claim}: {e}")
+                    })?;
+            }
+        }
+    }
+    let deadline = Instant::now() + VOLUME_BIND_TIMEOUT;
+    loop {
+        let mut pending = None;
+        for key in wait_for {
+            let Some(claim) = claims.get_key(key) else {
+                return Err(format!(
+                    "binding volumes: persistentvolumeclaim {key} was deleted"
+                ));
+            };
+            let volume_name = claim
+                .spec
+                .as_ref()
+                .and_then(|s| s.volume_name.clone())
+                .unwrap_or_default();
+            let volume = (!volume_name.is_empty())
+                .then(|| volumes.get("", &volume_name))
+                .flatten();
+            if !volume_binding::claim_fully_bound(&claim, volume.as_deref()) {
+                pending = Some(key);
+                break;
+            }
+        }
+        let Some(key) = pending else {
+            return Ok(());
+        };
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "binding volumes: timed out waiting for persistentvolumeclaim {key} to be bound"
+            ));
+        }
+        tokio::time::sleep(VOLUME_BIND_POLL).await;
     }
 }
 

@@ -90,9 +90,13 @@ pub struct ServerArgs {
     /// Do not run the embedded node agent.
     #[arg(long)]
     pub disable_agent: bool,
-    /// Components not to deploy (e.g. traefik, servicelb).
+    /// Components not to deploy (e.g. traefik, servicelb, local-storage: the default
+    /// `local-path` StorageClass).
     #[arg(long)]
     pub disable: Vec<String>,
+    /// Where local-path volumes are kept on nodes (default: <data-dir>/storage, as k3s).
+    #[arg(long)]
+    pub default_local_storage_path: Option<PathBuf>,
     /// Log at debug level.
     #[arg(long)]
     pub debug: bool,

@@ -170,6 +170,11 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     apiserver::bootstrap::ensure_builtin_objects(&api, port)
         .await
         .map_err(|e| anyhow::anyhow!("creating built-in objects: {e}"))?;
+    if !args.disable.iter().any(|d| d == "local-storage") {
+        apiserver::bootstrap::ensure_default_storage_class(&api)
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the local-path StorageClass: {e}"))?;
+    }
 
     let url = format!(
         "https://{}:{port}",
@@ -206,6 +211,10 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let controller_options = controllers::ControllerOptions {
         node_monitor_grace_period: failover.node_monitor_grace_period,
         node_monitor_period: failover.node_monitor_period,
+        local_storage_path: args
+            .default_local_storage_path
+            .clone()
+            .unwrap_or_else(|| data_dir.join("storage")),
         ..Default::default()
     };
     let controllers = tokio::spawn(run_controllers(controller_kubeconfig, controller_options));

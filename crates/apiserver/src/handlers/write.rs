@@ -73,6 +73,9 @@ pub async fn create_object(
     if let Some(ns) = namespace.filter(|_| info.namespaced) {
         admission::check_namespace_for_create(server, info, ns, &name).await?;
     }
+    if info.kind == "PersistentVolumeClaim" && info.group.is_empty() {
+        admission::default_storage_class(server, &mut obj).await?;
+    }
     let key = info.key(namespace, &name);
     let _allocation = if info.kind == "Service" && info.group.is_empty() {
         let guard = server.allocation_lock.lock().await;

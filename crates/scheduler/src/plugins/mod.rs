@@ -1,5 +1,6 @@
 //! The Filter and Score plugins of upstream's default profile, one file each, and the
-//! profile that orders and weighs them as upstream v1.32 does.
+//! profile that orders and weighs them as upstream v1.32 does (VolumeBinding filters
+//! after NodeResourcesFit, as upstream; the cloud volume-limit plugins are absent).
 
 pub mod inter_pod_affinity;
 pub mod node_affinity;
@@ -10,6 +11,7 @@ pub mod node_resources_fit;
 pub mod node_unschedulable;
 pub mod pod_topology_spread;
 pub mod taint_toleration;
+pub mod volume_binding;
 
 use crate::framework::Profile;
 
@@ -25,6 +27,7 @@ pub fn default_profile() -> Profile {
             Box::new(node_affinity::NodeAffinity),
             Box::new(node_ports::NodePorts),
             Box::new(node_resources_fit::NodeResourcesFit),
+            Box::new(volume_binding::VolumeBinding),
             Box::new(pod_topology_spread::PodTopologySpread),
             Box::new(inter_pod_affinity::InterPodAffinity),
         ],
