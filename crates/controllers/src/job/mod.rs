@@ -5,9 +5,12 @@
 //! that stop a sync from acting twice on pods the cache has not seen yet, and applies a
 //! [`decide::Plan`] through the API.
 //!
-//! Not done yet: the failed-pod re-creation back-off (upstream waits 10 s doubling up to
-//! 6 min before replacing a failed pod), backoffLimitPerIndex, successPolicy, managedBy,
-//! and adopting orphan pods that match a Job's selector.
+//! The pod failure back-off record ([`decide::Backoff`]) lives here in memory, one per
+//! Job, as upstream's `backoffStore`: it is updated only after the status write it
+//! belongs to succeeds, and forgotten when the Job goes.
+//!
+//! Not done yet: backoffLimitPerIndex, successPolicy, managedBy, and adopting orphan pods
+//! that match a Job's selector.
 
 pub mod decide;
 
@@ -30,7 +33,7 @@ use kube::Resource;
 use informers::{Change, Informer, ObjectKey, WorkQueue};
 
 use crate::Context;
-use decide::{COMPLETION_INDEX, TRACKING_FINALIZER};
+use decide::{Backoff, COMPLETION_INDEX, TRACKING_FINALIZER};
 
 /// Reporting component, as upstream.
 pub const COMPONENT: &str = "job-controller";
@@ -62,6 +65,8 @@ struct JobController {
     client: kube::Client,
     recorder: Recorder,
     expectations: Mutex<HashMap<ObjectKey, Pending>>,
+    /// Pod failure back-off per Job (upstream's `podBackoffStore`).
+    backoffs: Mutex<HashMap<ObjectKey, Backoff>>,
 }
 
 /// The Job that controls `pod`, from its controller ownerReference.
@@ -96,6 +101,7 @@ pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
         client: ctx.client.clone(),
         recorder: ctx.recorder(COMPONENT),
         expectations: Mutex::new(HashMap::new()),
+        backoffs: Mutex::new(HashMap::new()),
     });
     let queue: WorkQueue<ObjectKey> = WorkQueue::new();
     async move {
@@ -189,6 +195,10 @@ impl JobController {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(key);
+            self.backoffs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(key);
             for pod in self.pods.list_namespace(&key.namespace) {
                 if owning_job(&pod).as_ref() == Some(key)
                     && pod
@@ -217,7 +227,14 @@ impl JobController {
             .filter(|p| controlled_by(p, &uid))
             .collect();
         let refs: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).collect();
-        let plan = decide::decide(&job, &refs, Timestamp::now());
+        let backoff = self
+            .backoffs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+            .unwrap_or_default();
+        let plan = decide::decide(&job, &refs, &backoff, Timestamp::now());
         self.act(key, &job, &pods, plan).await
     }
 
@@ -240,6 +257,16 @@ impl JobController {
                 .replace_status(&key.name, &PostParams::default(), &updated)
                 .await
                 .map_err(Self::kube_err(key, "updating status"))?;
+        }
+        // The back-off record follows the status it was computed with (upstream updates
+        // its store only after a successful status write).
+        {
+            let mut backoffs = self.backoffs.lock().unwrap_or_else(|e| e.into_inner());
+            if plan.backoff == Backoff::default() {
+                backoffs.remove(key);
+            } else {
+                backoffs.insert(key.clone(), plan.backoff.clone());
+            }
         }
         for name in &plan.remove_finalizers {
             if let Some(pod) = pods
@@ -309,13 +336,14 @@ impl JobController {
             }
         }
         self.expect(key, &created, &[]);
-        if let Some(e) = failure {
-            return Err(Self::kube_err(key, "creating pod")(e));
-        }
 
         for ev in plan.events {
             self.publish(&job_ref, ev.warning, &ev.reason, ev.message)
                 .await;
+        }
+        if let Some(e) = failure {
+            // Retried with this Job's own back-off; other Jobs are not held up.
+            return Err(Self::kube_err(key, "creating pod")(e));
         }
         Ok(plan.requeue_after)
     }
