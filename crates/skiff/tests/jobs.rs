@@ -88,6 +88,21 @@ fn wait_active(s: &TestServer, job: &str, n: usize) -> Vec<String> {
     .unwrap()
 }
 
+/// Wait until job `job` has no pods at all (stopped and removed).
+fn wait_no_pods(s: &TestServer, job: &str) {
+    eventually(WAIT, || {
+        let pods = job_pods(s, job);
+        if !pods.is_empty() {
+            bail!(
+                "{job}: pods left: {:?}",
+                pods.iter().map(pod_name).collect::<Vec<_>>()
+            );
+        }
+        Ok(())
+    })
+    .unwrap();
+}
+
 fn ts(v: &Value) -> Timestamp {
     v.as_str()
         .and_then(|t| t.parse().ok())
@@ -299,17 +314,7 @@ fn job_past_active_deadline_fails() {
     wait_job_row(&s, "slow", "Failed", "0/1");
     assert_eq!(failed_reason(&s, "slow"), "DeadlineExceeded");
     // The running pod was stopped and removed.
-    eventually(WAIT, || {
-        let pods = job_pods(&s, "slow");
-        if !pods.is_empty() {
-            bail!(
-                "pods left: {:?}",
-                pods.iter().map(pod_name).collect::<Vec<_>>()
-            );
-        }
-        Ok(())
-    })
-    .unwrap();
+    wait_no_pods(&s, "slow");
     wait_event(
         &s,
         "job/slow",
@@ -512,17 +517,7 @@ fn suspended_job_stops_its_pods_and_resumes() {
         r#"{"spec":{"suspend":true}}"#,
     ]);
     wait_job_row(&s, "sus", "Suspended", "0/2");
-    eventually(WAIT, || {
-        let pods = job_pods(&s, "sus");
-        if !pods.is_empty() {
-            bail!(
-                "pods left: {:?}",
-                pods.iter().map(pod_name).collect::<Vec<_>>()
-            );
-        }
-        Ok(())
-    })
-    .unwrap();
+    wait_no_pods(&s, "sus");
     wait_event(&s, "job/sus", "Suspended", "Job suspended");
     s.kubectl_ok(&[
         "patch",
@@ -564,17 +559,7 @@ fn finished_job_is_removed_after_its_ttl() {
     .context("ttlSecondsAfterFinished")
     .unwrap();
     // Its pods go with it (background propagation).
-    eventually(WAIT, || {
-        let pods = job_pods(&s, "brief");
-        if !pods.is_empty() {
-            bail!(
-                "pods left: {:?}",
-                pods.iter().map(pod_name).collect::<Vec<_>>()
-            );
-        }
-        Ok(())
-    })
-    .unwrap();
+    wait_no_pods(&s, "brief");
 }
 
 /// Jobs of cronjob `cj`, by name.

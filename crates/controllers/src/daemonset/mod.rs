@@ -13,6 +13,7 @@ pub mod decide;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::events::Recorder;
 use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -23,9 +24,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event, EventType};
-use crate::events::Recorder;
-use kube::Resource;
+use kube::runtime::events::EventType;
 
 use crate::deployment::revision::pod_template_hash;
 use crate::replicaset::expectations::Expectations;
@@ -144,19 +143,7 @@ impl Controller {
         action: &str,
         note: String,
     ) {
-        let ev = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&ev, &ds.object_ref(&())).await {
-            tracing::warn!(
-                "daemonset {}: recording event {reason}: {e}",
-                ObjectKey::of(ds)
-            );
-        }
+        crate::workload::record(&self.recorder, "daemonset", ds, type_, reason, action, note).await;
     }
 
     async fn reconcile(&self, key: &ObjectKey) -> Result<Option<Duration>, Error> {

@@ -30,7 +30,7 @@ use kube::runtime::events::{Event, EventType};
 use crate::events::Recorder;
 use kube::Resource;
 
-use informers::{Change, Informer, ObjectKey, WorkQueue};
+use informers::{Informer, ObjectKey, WorkQueue};
 
 use crate::Context;
 use decide::{Backoff, COMPLETION_INDEX, TRACKING_FINALIZER};
@@ -71,14 +71,7 @@ struct JobController {
 
 /// The Job that controls `pod`, from its controller ownerReference.
 fn owning_job(pod: &Pod) -> Option<ObjectKey> {
-    let owner = pod
-        .metadata
-        .owner_references
-        .as_ref()?
-        .iter()
-        .find(|o| o.controller == Some(true))?;
-    (owner.kind == "Job" && owner.api_version == "batch/v1")
-        .then(|| ObjectKey::new(pod.metadata.namespace.as_deref().unwrap_or(""), &owner.name))
+    crate::feed::controller_key(&pod.metadata, "batch/v1", "Job")
 }
 
 fn controlled_by(pod: &Pod, uid: &str) -> bool {
@@ -92,8 +85,8 @@ fn controlled_by(pod: &Pod, uid: &str) -> bool {
 pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
     let jobs = ctx.informers.informer::<Job>();
     let pods = ctx.informers.informer::<Pod>();
-    let mut job_changes = jobs.subscribe();
-    let mut pod_changes = pods.subscribe();
+    let job_changes = jobs.subscribe();
+    let pod_changes = pods.subscribe();
     let workers = ctx.options.workers;
     let controller = Arc::new(JobController {
         jobs: jobs.clone(),
@@ -105,36 +98,13 @@ pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
     });
     let queue: WorkQueue<ObjectKey> = WorkQueue::new();
     async move {
-        let q = queue.clone();
-        let job_feed = async move {
-            while let Some(change) = job_changes.recv().await {
-                match change {
-                    Change::Applied(j) | Change::Deleted(j) => q.add(ObjectKey::of(j.as_ref())),
-                    Change::Resync => jobs
-                        .list()
-                        .iter()
-                        .for_each(|j| q.add(ObjectKey::of(j.as_ref()))),
-                }
-            }
-        };
-        let q = queue.clone();
-        let pod_jobs = controller.pods.clone();
-        let pod_feed = async move {
-            while let Some(change) = pod_changes.recv().await {
-                match change {
-                    Change::Applied(p) | Change::Deleted(p) => {
-                        if let Some(key) = owning_job(&p) {
-                            q.add(key);
-                        }
-                    }
-                    Change::Resync => pod_jobs
-                        .list()
-                        .iter()
-                        .filter_map(|p| owning_job(p))
-                        .for_each(|k| q.add(k)),
-                }
-            }
-        };
+        let job_feed = crate::feed::own_changes(job_changes, jobs, queue.clone());
+        let pod_feed = crate::feed::owner_changes(
+            pod_changes,
+            controller.pods.clone(),
+            queue.clone(),
+            owning_job,
+        );
         let c = controller.clone();
         let work = queue.run(workers, COMPONENT, move |key: ObjectKey| {
             let c = c.clone();
