@@ -22,6 +22,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod events;
+pub mod feed;
 pub mod garbage_collector;
 pub mod job;
 pub mod namespace;
@@ -34,6 +35,7 @@ pub mod serviceaccount;
 pub mod statefulset;
 pub mod taint_eviction;
 pub mod ttl_after_finished;
+pub mod workload;
 
 /// Settings shared by the controllers (flags of `skiff server`, k3s/kube-controller-manager
 /// names where the concept exists).

@@ -159,6 +159,47 @@ fn a_dependent_of_an_owner_that_never_existed_is_collected() {
 }
 
 #[test]
+fn a_dependent_naming_an_owner_in_another_namespace_is_warned_about_and_collected() {
+    let s = testkit::server!();
+    s.kubectl_ok(&["create", "namespace", "other"]);
+    s.kubectl_ok(&[
+        "create",
+        "configmap",
+        "owner",
+        "-n",
+        "other",
+        "--from-literal=a=b",
+    ]);
+    let uid = uid_of(&s, &["configmap", "owner", "-n", "other"]);
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        &dependent_configmap("cross", &uid, false, None),
+    );
+    let want = format!(
+        "ownerRef [v1/ConfigMap, namespace: default, name: owner, uid: {uid}] does not exist in namespace \"default\""
+    );
+    eventually(WAIT, || {
+        let out = s.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=cross",
+            "-o",
+            "jsonpath={range .items[*]}{.type} {.reason} {.source.component}: {.message}{\"\\n\"}{end}",
+        ]);
+        let line = format!("Warning OwnerRefInvalidNamespace garbage-collector-controller: {want}");
+        if !out.lines().any(|l| l == line) {
+            anyhow::bail!("no {line:?} in {out}");
+        }
+        Ok(())
+    })
+    .unwrap();
+    // An owner cannot live in another namespace: the dependent has none left.
+    wait_gone(&s, &["configmap", "cross"]);
+    assert!(exists(&s, &["configmap", "owner", "-n", "other"]));
+}
+
+#[test]
 fn a_dependent_with_two_owners_outlives_one_of_them() {
     let s = testkit::server!();
     s.kubectl_ok(&["create", "configmap", "owner", "--from-literal=a=b"]);

@@ -20,7 +20,7 @@ use kube::runtime::events::{Event, EventType};
 use crate::events::Recorder;
 use kube::Resource;
 
-use informers::{Change, Informer, ObjectKey, WorkQueue};
+use informers::{Informer, ObjectKey, WorkQueue};
 
 use crate::Context;
 
@@ -45,21 +45,14 @@ struct CronJobController {
 }
 
 fn owning_cronjob(job: &Job) -> Option<ObjectKey> {
-    let owner = job
-        .metadata
-        .owner_references
-        .as_ref()?
-        .iter()
-        .find(|o| o.controller == Some(true))?;
-    (owner.kind == "CronJob" && owner.api_version == "batch/v1")
-        .then(|| ObjectKey::new(job.metadata.namespace.as_deref().unwrap_or(""), &owner.name))
+    crate::feed::controller_key(&job.metadata, "batch/v1", "CronJob")
 }
 
 pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
     let cronjobs = ctx.informers.informer::<CronJob>();
     let jobs = ctx.informers.informer::<Job>();
-    let mut cj_changes = cronjobs.subscribe();
-    let mut job_changes = jobs.subscribe();
+    let cj_changes = cronjobs.subscribe();
+    let job_changes = jobs.subscribe();
     let workers = ctx.options.workers;
     let controller = Arc::new(CronJobController {
         cronjobs: cronjobs.clone(),
@@ -69,35 +62,8 @@ pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
     });
     let queue: WorkQueue<ObjectKey> = WorkQueue::new();
     async move {
-        let q = queue.clone();
-        let cj_feed = async move {
-            while let Some(change) = cj_changes.recv().await {
-                match change {
-                    Change::Applied(c) | Change::Deleted(c) => q.add(ObjectKey::of(c.as_ref())),
-                    Change::Resync => cronjobs
-                        .list()
-                        .iter()
-                        .for_each(|c| q.add(ObjectKey::of(c.as_ref()))),
-                }
-            }
-        };
-        let q = queue.clone();
-        let job_feed = async move {
-            while let Some(change) = job_changes.recv().await {
-                match change {
-                    Change::Applied(j) | Change::Deleted(j) => {
-                        if let Some(key) = owning_cronjob(&j) {
-                            q.add(key);
-                        }
-                    }
-                    Change::Resync => jobs
-                        .list()
-                        .iter()
-                        .filter_map(|j| owning_cronjob(j))
-                        .for_each(|k| q.add(k)),
-                }
-            }
-        };
+        let cj_feed = crate::feed::own_changes(cj_changes, cronjobs, queue.clone());
+        let job_feed = crate::feed::owner_changes(job_changes, jobs, queue.clone(), owning_cronjob);
         let c = controller.clone();
         let work = queue.run(workers, COMPONENT, move |key: ObjectKey| {
             let c = c.clone();

@@ -23,8 +23,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
 };
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::runtime::events::{Event, EventType};
-use kube::Resource;
+use kube::runtime::events::EventType;
 
 use crate::replicaset::expectations::Expectations;
 use crate::replicaset::podutil;
@@ -143,14 +142,7 @@ impl Controller {
         action: &str,
         note: String,
     ) {
-        let ev = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
-        };
-        self.recorder.record(ev, ds.object_ref(&()));
+        crate::workload::record(&self.recorder, ds, type_, reason, action, note);
     }
 
     async fn reconcile(&self, key: &ObjectKey) -> Result<Option<Duration>, Error> {

@@ -26,7 +26,7 @@ use informers::{Change, Informer, ObjectKey, WorkQueue};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 
 use crate::events::Recorder;
 use kube::Resource;
@@ -145,20 +145,13 @@ impl Controller {
     /// The Deployments a ReplicaSet change concerns: its controller, or (orphan) every
     /// Deployment of the namespace whose selector matches it.
     fn owners_of(&self, rs: &ReplicaSet) -> Vec<ObjectKey> {
-        let ns = rs.metadata.namespace.clone().unwrap_or_default();
-        if let Some(owner) = podutil::controller_of(&rs.metadata) {
-            return if owner.kind == "Deployment" {
-                vec![ObjectKey::new(&ns, &owner.name)]
-            } else {
-                Vec::new()
-            };
-        }
-        self.deployments
-            .list_namespace(&ns)
-            .iter()
-            .filter(|d| podutil::selector_matches(&d.spec.selector, rs.metadata.labels.as_ref()))
-            .map(|d| ObjectKey::of(d.as_ref()))
-            .collect()
+        let ns = rs.metadata.namespace.as_deref().unwrap_or_default();
+        crate::workload::owners_of(
+            &rs.metadata,
+            "Deployment",
+            &self.deployments.list_namespace(ns),
+            |o: &Deployment| &o.spec.selector,
+        )
     }
 
     async fn event(
@@ -169,14 +162,7 @@ impl Controller {
         action: &str,
         note: String,
     ) {
-        let ev = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
-        };
-        self.recorder.record(ev, d.object_ref(&()));
+        crate::workload::record(&self.recorder, d, type_, reason, action, note);
     }
 
     fn err(key: &ObjectKey, context: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {

@@ -322,6 +322,16 @@ pub fn paused_transition(d: &Deployment, now: DateTime<Utc>) -> Option<Deploymen
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The Progressing condition as (status, reason, message).
+    fn progressing_condition(s: &DeploymentStatus) -> (&str, Option<&str>, Option<&str>) {
+        let p = get(Some(s), PROGRESSING).expect("a Progressing condition");
+        (
+            p.status.as_deref().unwrap_or_default(),
+            p.reason.as_deref(),
+            p.message.as_deref(),
+        )
+    }
     use crate::deployment::rolling::tests::{deploy, rs};
 
     fn with_deadline(mut d: Deployment, secs: i32) -> Deployment {
@@ -350,13 +360,8 @@ mod tests {
         let old = rs("web-0", 100, 3, 3, None);
         let new = rs("web-1", 0, 1, 0, None);
         let s = rollout(&[&old, &new], Some(&new), &[&old], &d, now);
-        let p = get(Some(&s), PROGRESSING).unwrap();
         assert_eq!(
-            (
-                p.status.as_deref().unwrap_or_default(),
-                p.reason.as_deref(),
-                p.message.as_deref()
-            ),
+            progressing_condition(&s),
             (
                 "True",
                 Some(RS_UPDATED),
@@ -382,13 +387,8 @@ mod tests {
         d.status = Some(s.clone());
         let later = now + chrono::Duration::seconds(601);
         let s = rollout(&[&old, &new], Some(&new), &[&old], &d, later);
-        let p = get(Some(&s), PROGRESSING).unwrap();
         assert_eq!(
-            (
-                p.status.as_deref().unwrap_or_default(),
-                p.reason.as_deref(),
-                p.message.as_deref()
-            ),
+            progressing_condition(&s),
             (
                 "False",
                 Some(TIMED_OUT),
@@ -400,13 +400,8 @@ mod tests {
         let old = rs("web-0", 100, 0, 0, None);
         let new = rs("web-1", 0, 3, 3, None);
         let s = rollout(&[&old, &new], Some(&new), &[&old], &d, later);
-        let p = get(Some(&s), PROGRESSING).unwrap();
         assert_eq!(
-            (
-                p.status.as_deref().unwrap_or_default(),
-                p.reason.as_deref(),
-                p.message.as_deref()
-            ),
+            progressing_condition(&s),
             (
                 "True",
                 Some(NEW_RS_AVAILABLE),

@@ -4,6 +4,10 @@
 //! subsets by port set (target ports resolved per pod). Services without a selector keep
 //! the Endpoints their users write; the Endpoints of a deleted Service are deleted.
 //!
+//! A create or update the API refuses is recorded as a Warning event on the Endpoints
+//! object (`FailedToCreateEndpoint` / `FailedToUpdateEndpoint`, as upstream) and retried;
+//! creates refused because the namespace is terminating are dropped quietly, as upstream.
+//!
 //! [`pods`] holds what this controller shares with the EndpointSlice controller.
 
 pub mod pods;
@@ -339,6 +343,7 @@ pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
     let endpoints = ctx.informers.informer::<Endpoints>();
     let mut ep_changes = endpoints.subscribe();
     let client = ctx.client.clone();
+    let recorder = ctx.recorder(COMPONENT);
     let workers = ctx.options.workers;
     async move {
         tokio::spawn(feed);
@@ -354,13 +359,13 @@ pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
         services.wait_synced().await;
         pods.wait_synced().await;
         endpoints.wait_synced().await;
-        let state = Arc::new((client, services, pods, endpoints));
+        let state = Arc::new((client, services, pods, endpoints, recorder));
         queue
-            .run(workers, "endpoint-controller", move |key: ObjectKey| {
+            .run(workers, COMPONENT, move |key: ObjectKey| {
                 let state = state.clone();
                 async move {
-                    let (client, services, pods, endpoints) = &*state;
-                    sync(client, services, pods, endpoints, &key).await
+                    let (client, services, pods, endpoints, recorder) = &*state;
+                    sync(client, services, pods, endpoints, recorder, &key).await
                 }
             })
             .await;
@@ -368,11 +373,63 @@ pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
     .boxed()
 }
 
+/// Reporting component, as upstream.
+const COMPONENT: &str = "endpoint-controller";
+
+/// True for upstream's `NamespaceTerminating` refusal: creates keep failing until the
+/// namespace is gone, so the item is dropped rather than retried.
+fn namespace_terminating(e: &kube::core::Status) -> bool {
+    e.code == 403 && e.message.contains("because it is being terminated")
+}
+
+/// Record upstream's Warning for an Endpoints write the API refused. An event that
+/// cannot be written must not stop the sync.
+async fn warn_write_failed(
+    recorder: &crate::events::Recorder,
+    ep: &Endpoints,
+    creating: bool,
+    key: &ObjectKey,
+    e: &kube::Error,
+) {
+    let cause = match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    };
+    let (reason, note) = if creating {
+        (
+            "FailedToCreateEndpoint",
+            format!(
+                "Failed to create endpoint for service {}/{}: {cause}",
+                key.namespace, key.name
+            ),
+        )
+    } else {
+        (
+            "FailedToUpdateEndpoint",
+            format!(
+                "Failed to update endpoint {}/{}: {cause}",
+                key.namespace, key.name
+            ),
+        )
+    };
+    let event = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: reason.into(),
+        note: Some(note),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(err) = recorder.publish(&event, &ep.object_ref(&())).await {
+        tracing::warn!("{COMPONENT}: recording {reason} for {key}: {err}");
+    }
+}
+
 async fn sync(
     client: &kube::Client,
     services: &Informer<Service>,
     pods: &Informer<Pod>,
     endpoints: &Informer<Endpoints>,
+    recorder: &crate::events::Recorder,
     key: &ObjectKey,
 ) -> Result<Option<Duration>, Error> {
     let svc = services.get_key(key);
@@ -394,7 +451,11 @@ async fn sync(
             Ok(_) => Ok(None),
             // Created meanwhile (by us earlier, not yet in the cache): look again.
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(Some(Duration::from_millis(200))),
-            Err(e) => Err(err("creating")(e)),
+            Err(kube::Error::Api(e)) if namespace_terminating(&e) => Ok(None),
+            Err(e) => {
+                warn_write_failed(recorder, &ep, true, key, &e).await;
+                Err(err("creating")(e))
+            }
         },
         Action::Update(ep) => {
             match api
@@ -407,7 +468,10 @@ async fn sync(
             {
                 Ok(_) => Ok(None),
                 Err(kube::Error::Api(e)) if e.code == 404 => Ok(Some(Duration::ZERO)),
-                Err(e) => Err(err("updating")(e)),
+                Err(e) => {
+                    warn_write_failed(recorder, &ep, false, key, &e).await;
+                    Err(err("updating")(e))
+                }
             }
         }
         Action::Delete => match api.delete(&key.name, &DeleteParams::default()).await {

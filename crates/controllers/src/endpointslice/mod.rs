@@ -24,6 +24,7 @@ use crate::endpoints::pods::{
 use crate::endpoints::{selected_pods, service_queue};
 use crate::Context;
 use informers::{Change, Informer, ObjectKey};
+use kube::Resource;
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
@@ -335,6 +336,7 @@ pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
     let slices = ctx.informers.informer::<EndpointSlice>();
     let mut slice_changes = slices.subscribe();
     let client = ctx.client.clone();
+    let recorder = ctx.recorder(COMPONENT);
     let workers = ctx.options.workers;
     async move {
         tokio::spawn(feed);
@@ -360,6 +362,7 @@ pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
             pods,
             slices,
             Mutex::new(Expectations::default()),
+            recorder,
         ));
         queue
             .run(
@@ -368,14 +371,58 @@ pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
                 move |key: ObjectKey| {
                     let state = state.clone();
                     async move {
-                        let (client, services, pods, slices, expectations) = &*state;
-                        sync(client, services, pods, slices, expectations, &key).await
+                        let (client, services, pods, slices, expectations, recorder) = &*state;
+                        let result = sync(client, services, pods, slices, expectations, &key).await;
+                        if let Err(e) = &result {
+                            warn_sync_failed(recorder, services, &key, e).await;
+                        }
+                        result
                     }
                 },
             )
             .await;
     }
     .boxed()
+}
+
+/// Reporting component of this controller's events, as upstream.
+const COMPONENT: &str = "endpoint-slice-controller";
+
+/// Upstream's Warning on the Service when its slices could not be written. An event
+/// that cannot be written must not stop the sync.
+async fn warn_sync_failed(
+    recorder: &crate::events::Recorder,
+    services: &Informer<Service>,
+    key: &ObjectKey,
+    e: &Error,
+) {
+    let Some(svc) = services.get_key(key) else {
+        return;
+    };
+    let cause = match &e.source {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    };
+    // Upstream's inner error reads "failed to create EndpointSlice for Service ns/name".
+    let verb = match e.what {
+        "creating" => "create",
+        "updating" => "update",
+        _ => "delete",
+    };
+    let event = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: "FailedToUpdateEndpointSlices".into(),
+        note: Some(format!(
+            "Error updating Endpoint Slices for Service {ns}/{name}: failed to {verb} EndpointSlice for Service {ns}/{name}: {cause}",
+            ns = key.namespace,
+            name = key.name,
+        )),
+        action: "FailedToUpdateEndpointSlices".into(),
+        secondary: None,
+    };
+    if let Err(err) = recorder.publish(&event, &svc.object_ref(&())).await {
+        tracing::warn!("{COMPONENT}: recording FailedToUpdateEndpointSlices for {key}: {err}");
+    }
 }
 
 /// The service a slice belongs to, if this controller manages it.
@@ -429,10 +476,18 @@ async fn sync(
     for action in actions {
         match action {
             SliceAction::Create(s) => {
-                let created = api
-                    .create(&PostParams::default(), &s)
-                    .await
-                    .map_err(err("creating"))?;
+                let created = match api.create(&PostParams::default(), &s).await {
+                    Ok(created) => created,
+                    // Creates keep failing in a terminating namespace: drop the item, as
+                    // upstream.
+                    Err(kube::Error::Api(e))
+                        if e.code == 403
+                            && e.message.contains("because it is being terminated") =>
+                    {
+                        return Ok(None)
+                    }
+                    Err(e) => return Err(err("creating")(e)),
+                };
                 let name = created.metadata.name.clone().unwrap_or_default();
                 lock().expect(key, name, rv_of(&created).or(Some(0)));
             }

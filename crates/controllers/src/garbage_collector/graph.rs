@@ -102,6 +102,18 @@ pub struct Followups {
     pub attempt_delete: Vec<Uid>,
     /// Owners being deleted with orphan propagation.
     pub attempt_orphan: Vec<Uid>,
+    /// Dependents naming (by uid) an owner that lives in another namespace: upstream
+    /// reports each with an `OwnerRefInvalidNamespace` warning (the owner cannot exist in
+    /// the dependent's namespace, so the dependent is also checked for deletion).
+    pub invalid_namespace: Vec<InvalidOwnerNamespace>,
+}
+
+/// One dependent whose ownerReference points across namespaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidOwnerNamespace {
+    pub dependent_uid: Uid,
+    pub dependent: Identity,
+    pub owner: OwnerLink,
 }
 
 impl Followups {
@@ -163,6 +175,28 @@ impl Graph {
             name: seen.name.clone().into_boxed_str(),
         };
         let uid = seen.uid.clone();
+        // A node known only from ownerReferences is now seen: dependents in another
+        // namespace named an owner that cannot be theirs (the bad child, good parent order).
+        if let Some(node) = self.nodes.get(&uid) {
+            if !node.observed && !seen.namespace.is_empty() {
+                for dep in &node.dependents {
+                    let Some(d) = self.nodes.get(dep) else {
+                        continue;
+                    };
+                    if *d.identity.namespace == *seen.namespace {
+                        continue;
+                    }
+                    f.delete(dep);
+                    if let Some(link) = d.owners.iter().find(|o| o.uid == uid) {
+                        f.invalid_namespace.push(InvalidOwnerNamespace {
+                            dependent_uid: dep.clone(),
+                            dependent: d.identity.clone(),
+                            owner: link.clone(),
+                        });
+                    }
+                }
+            }
+        }
         let (old_owners, was_deleting_dependents, was_orphaning) = match self.nodes.get_mut(&uid) {
             Some(node) => {
                 let before = (
@@ -226,6 +260,19 @@ impl Graph {
                     // must be checked now rather than wait for an owner event.
                     if node.gone || node.deleting_dependents() {
                         f.delete(&uid);
+                    }
+                    // A namespaced owner seen in another namespace cannot be this
+                    // object's owner (cluster-scoped owners may own anything).
+                    if node.observed
+                        && !node.identity.namespace.is_empty()
+                        && *node.identity.namespace != *seen.namespace
+                    {
+                        f.delete(&uid);
+                        f.invalid_namespace.push(InvalidOwnerNamespace {
+                            dependent_uid: uid.clone(),
+                            dependent: self.nodes[&uid].identity.clone(),
+                            owner: owner.clone(),
+                        });
                     }
                 }
                 None => {
@@ -403,6 +450,7 @@ fn merge(into: &mut Followups, more: Followups) {
             into.attempt_orphan.push(uid);
         }
     }
+    into.invalid_namespace.extend(more.invalid_namespace);
 }
 
 #[cfg(test)]
@@ -452,6 +500,7 @@ mod tests {
     }
 
     /// Each case: a sequence of changes; the follow-ups of the last one.
+    #[derive(Debug)]
     enum Step {
         See(Observed),
         Gone(&'static str),
@@ -652,5 +701,64 @@ mod tests {
         );
         assert!(g.get("s").is_some_and(|n| n.observed));
         assert!(g.get("o").is_some_and(|n| n.gone));
+    }
+
+    #[test]
+    fn owners_in_another_namespace_are_reported_in_either_order() {
+        let in_ns = |o: Observed, ns: &str| Observed {
+            namespace: ns.into(),
+            ..o
+        };
+        // (steps, dependents reported)
+        let cases: Vec<(Vec<Step>, Vec<&str>)> = vec![
+            // Good parent first, then the bad child.
+            (
+                vec![
+                    Step::See(in_ns(cm("a", &[]), "other")),
+                    Step::See(cm("b", &[("a", false)])),
+                ],
+                vec!["b"],
+            ),
+            // Bad child first (a virtual owner), then the parent is seen elsewhere.
+            (
+                vec![
+                    Step::See(cm("b", &[("a", false)])),
+                    Step::See(in_ns(cm("a", &[]), "other")),
+                ],
+                vec!["b"],
+            ),
+            // Same namespace: nothing to report.
+            (
+                vec![Step::See(cm("a", &[])), Step::See(cm("b", &[("a", false)]))],
+                vec![],
+            ),
+            (
+                vec![Step::See(cm("b", &[("a", false)])), Step::See(cm("a", &[]))],
+                vec![],
+            ),
+            // A cluster-scoped owner may own objects in any namespace.
+            (
+                vec![
+                    Step::See(in_ns(cm("a", &[]), "")),
+                    Step::See(cm("b", &[("a", false)])),
+                ],
+                vec![],
+            ),
+        ];
+        for (steps, want) in cases {
+            let desc = format!("{steps:?}");
+            let (_, f) = run(steps);
+            let reported: Vec<&str> = f
+                .invalid_namespace
+                .iter()
+                .map(|r| &*r.dependent_uid)
+                .collect();
+            assert_eq!(reported, want, "{desc}");
+            for r in &f.invalid_namespace {
+                assert_eq!(&*r.owner.uid, "a");
+                assert_eq!(&*r.dependent.namespace, "default");
+                assert!(f.attempt_delete.contains(&r.dependent_uid), "{desc}");
+            }
+        }
     }
 }

@@ -11,6 +11,9 @@
 //!   `attemptToOrphan`. Every deletion is checked against the live API first (the object's
 //!   latest ownerReferences, and a GET of any owner the graph does not know), so a stale
 //!   or half-built graph can delay collection but never delete something still owned.
+//! - A dependent whose ownerReference names an owner living in another namespace gets
+//!   upstream's Warning `OwnerRefInvalidNamespace` event (and, the owner being absent from
+//!   its namespace, is collected like any dependent of a missing owner).
 
 pub mod decide;
 pub mod graph;
@@ -31,7 +34,7 @@ use crate::Context;
 use decide::{
     decide_foreground, decide_item, Decision, ForegroundStep, Item, OwnerState, Propagation,
 };
-use graph::{Followups, Graph, Identity, KindRef, Observed, OwnerLink, Uid};
+use graph::{Followups, Graph, Identity, InvalidOwnerNamespace, KindRef, Observed, OwnerLink, Uid};
 use sources::{Resolved, RestMapper, SyncGate};
 
 pub const ORPHAN_FINALIZER: &str = "orphan";
@@ -46,6 +49,8 @@ const UNRESOLVABLE_RETRY: Duration = Duration::from_secs(60);
 /// Owners confirmed absent, remembered to spare GETs (uids are never reused).
 const ABSENT_CACHE: usize = 4096;
 const FIELD_MANAGER: &str = "generic-garbage-collector";
+/// Reporting component of the collector's events, as upstream.
+const COMPONENT: &str = "garbage-collector-controller";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -97,6 +102,7 @@ impl AbsentOwners {
 /// The collector's shared state: graph, mapper and queues.
 pub struct Collector {
     client: Client,
+    recorder: crate::events::Recorder,
     graph: Mutex<Graph>,
     mapper: Arc<RwLock<RestMapper>>,
     absent: Mutex<AbsentOwners>,
@@ -107,6 +113,7 @@ pub struct Collector {
 pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
     let collector = Arc::new(Collector {
         client: ctx.client.clone(),
+        recorder: ctx.recorder(COMPONENT),
         graph: Mutex::new(Graph::new()),
         mapper: Arc::new(RwLock::new(RestMapper::default())),
         absent: Mutex::new(AbsentOwners::default()),
@@ -170,6 +177,11 @@ impl Collector {
         }
         for uid in f.attempt_orphan {
             self.attempt_orphan.add(uid);
+        }
+        for invalid in f.invalid_namespace {
+            // Graph changes arrive on the sources' tasks; the event is written beside them.
+            let recorder = self.recorder.clone();
+            tokio::spawn(async move { report_invalid_namespace(&recorder, &invalid).await });
         }
     }
 
@@ -507,6 +519,37 @@ impl Collector {
         }
         let api = self.api(&resolved, &node.identity.namespace);
         remove_finalizer(&api, &uid, &node.identity.name, &key, ORPHAN_FINALIZER).await
+    }
+}
+
+/// Upstream's `OwnerRefInvalidNamespace` warning on the dependent, worded as upstream
+/// (the owner coordinates printed with the dependent's namespace).
+async fn report_invalid_namespace(recorder: &crate::events::Recorder, r: &InvalidOwnerNamespace) {
+    let ns = &*r.dependent.namespace;
+    let note = format!(
+        "ownerRef [{}/{}, namespace: {ns}, name: {}, uid: {}] does not exist in namespace {ns:?}",
+        r.owner.api_version, r.owner.kind, r.owner.name, r.owner.uid
+    );
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(r.dependent.kind.api_version.clone()),
+        kind: Some(r.dependent.kind.kind.clone()),
+        namespace: Some(ns.to_string()),
+        name: Some(r.dependent.name.to_string()),
+        uid: Some(r.dependent_uid.to_string()),
+        ..Default::default()
+    };
+    let event = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: "OwnerRefInvalidNamespace".into(),
+        note: Some(note),
+        action: "OwnerRefInvalidNamespace".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &reference).await {
+        tracing::warn!(
+            "{COMPONENT}: recording OwnerRefInvalidNamespace for {}: {e}",
+            describe(&r.dependent)
+        );
     }
 }
 

@@ -28,6 +28,11 @@ pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
 const DEFAULT_BACKOFF_LIMIT: i32 = 6;
 /// Upstream creates at most this many pods per sync (`MaxPodCreateDeletePerSync`).
 const MAX_CREATE_PER_SYNC: usize = 500;
+/// Upstream's `DefaultJobPodFailureBackOff`: the wait before replacing after one failure.
+pub const POD_FAILURE_BACKOFF: Duration = Duration::from_secs(10);
+/// Upstream's `MaxJobPodFailureBackOff` (the code's 10 minutes; the documentation's "six
+/// minutes" is what the default backoffLimit of 6 reaches: 10 s * 2^5 = 320 s).
+pub const MAX_POD_FAILURE_BACKOFF: Duration = Duration::from_secs(600);
 
 pub const REASON_BACKOFF_LIMIT: &str = "BackoffLimitExceeded";
 pub const MESSAGE_BACKOFF_LIMIT: &str = "Job has reached the specified backoff limit";
@@ -56,8 +61,118 @@ pub struct Plan {
     /// One entry per pod to create: its completion index for Indexed Jobs.
     pub create: Vec<Option<i32>>,
     pub events: Vec<JobEvent>,
-    /// Look again after this long (activeDeadlineSeconds running out).
+    /// Look again after this long (activeDeadlineSeconds running out, or the pod failure
+    /// back-off ending).
     pub requeue_after: Option<Duration>,
+    /// The Job's failure back-off record after this sync; the controller keeps it once
+    /// the status write (if any) has succeeded, as upstream.
+    pub backoff: Backoff,
+}
+
+/// Upstream's per-Job `backoffRecord`: consecutive pod failures since the last success,
+/// and when the last of them finished. Kept in memory by the controller (as upstream:
+/// a restarted controller starts from no back-off).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Backoff {
+    pub failures_after_last_success: u32,
+    pub last_failure: Option<Timestamp>,
+    /// Failed pods a podFailurePolicy `Ignore` rule let go: they never enter
+    /// `uncountedTerminatedPods`, so remember them until their finalizer is gone to
+    /// count each one failure only once.
+    pub ignored_seen: BTreeSet<String>,
+}
+
+impl Backoff {
+    /// Upstream's `newBackoffRecord`: fold in the finish times of pods newly seen
+    /// succeeded and failed. A success resets the count; failures after the latest
+    /// success still count.
+    pub fn record(&self, succeeded: &[Timestamp], failed: &[Timestamp]) -> Backoff {
+        let mut next = self.clone();
+        let last_success = succeeded.iter().max();
+        let mut failed = failed.to_vec();
+        failed.sort();
+        match last_success {
+            None => {
+                if let Some(last) = failed.last() {
+                    next.failures_after_last_success += failed.len() as u32;
+                    next.last_failure = Some(*last);
+                }
+            }
+            Some(success) => {
+                let after: Vec<&Timestamp> = failed.iter().filter(|f| *f > success).collect();
+                next.failures_after_last_success = after.len() as u32;
+                next.last_failure = after.last().map(|t| **t);
+            }
+        }
+        next
+    }
+
+    /// How long a replacement pod must still wait at `now`: 10 s doubled per consecutive
+    /// failure after the first, capped at 10 min, counted from the last failure.
+    pub fn remaining(&self, now: Timestamp) -> Duration {
+        let Some(last) = self.last_failure else {
+            return Duration::ZERO;
+        };
+        if self.failures_after_last_success == 0 {
+            return Duration::ZERO;
+        }
+        let mut delay = POD_FAILURE_BACKOFF;
+        for _ in 1..self.failures_after_last_success {
+            delay = delay.saturating_mul(2);
+            if delay >= MAX_POD_FAILURE_BACKOFF {
+                delay = MAX_POD_FAILURE_BACKOFF;
+                break;
+            }
+        }
+        let elapsed = now.duration_since(last);
+        let elapsed = Duration::try_from(elapsed).unwrap_or(Duration::ZERO);
+        delay.saturating_sub(elapsed)
+    }
+}
+
+/// Upstream's `getFinishedTime`: the latest container finish when every container has
+/// one, else when the pod turned not Ready, else its deletion time less the grace
+/// period, else its creation.
+pub fn finished_time(pod: &Pod) -> Timestamp {
+    let status = pod.status.as_ref();
+    let from_containers = status.and_then(|s| {
+        let statuses = s.container_statuses.as_deref().unwrap_or_default();
+        if statuses.is_empty() {
+            return None;
+        }
+        statuses
+            .iter()
+            .map(|cs| {
+                cs.state
+                    .as_ref()
+                    .and_then(|st| st.terminated.as_ref())
+                    .and_then(|t| t.finished_at.as_ref())
+                    .map(|t| t.0)
+            })
+            .collect::<Option<Vec<Timestamp>>>()
+            .and_then(|times| times.into_iter().max())
+    });
+    let from_ready = || {
+        status
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| {
+                cs.iter()
+                    .find(|c| c.type_ == "Ready" && c.status == "False")
+            })
+            .and_then(|c| c.last_transition_time.as_ref())
+            .map(|t| t.0)
+    };
+    let from_deletion = || {
+        pod.metadata.deletion_timestamp.as_ref().map(|t| {
+            let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(0);
+            t.0 - k8s_openapi::jiff::SignedDuration::from_secs(grace)
+        })
+    };
+    from_containers
+        .or_else(from_ready)
+        .or_else(from_deletion)
+        .or_else(|| pod.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        .unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
 fn is_true(c: &JobCondition) -> bool {
@@ -298,8 +413,9 @@ fn set_condition(status: &mut JobStatus, new: JobCondition) {
     }
 }
 
-/// Decide one sync of `job` given the pods it controls and the time.
-pub fn decide(job: &Job, pods: &[&Pod], now: Timestamp) -> Plan {
+/// Decide one sync of `job` given the pods it controls, its failure back-off record and
+/// the time.
+pub fn decide(job: &Job, pods: &[&Pod], backoff: &Backoff, now: Timestamp) -> Plan {
     let spec = job.spec.clone().unwrap_or_default();
     let old_status = job.status.clone().unwrap_or_default();
     let mut status = old_status.clone();
@@ -353,6 +469,10 @@ pub fn decide(job: &Job, pods: &[&Pod], now: Timestamp) -> Plan {
     }
 
     let mut fail_job: Option<(String, String)> = None;
+    // Finish times of pods seen finished for the first time, for the back-off record.
+    let mut newly_succeeded: Vec<Timestamp> = Vec::new();
+    let mut newly_failed: Vec<Timestamp> = Vec::new();
+    let mut ignored_seen: BTreeSet<String> = BTreeSet::new();
     let mut active: Vec<&Pod> = Vec::new();
     let mut terminating = 0;
     for pod in pods {
@@ -390,10 +510,19 @@ pub fn decide(job: &Job, pods: &[&Pod], now: Timestamp) -> Plan {
                     None => continue,
                 }
             }
+            newly_succeeded.push(finished_time(pod));
             unc_succeeded.insert(pod_uid);
         } else {
             match evaluate_failure_policy(job, pod) {
-                PolicyVerdict::Ignore => continue,
+                PolicyVerdict::Ignore => {
+                    // Not counted against backoffLimit, but it still delays the
+                    // replacement (upstream's record takes every failed pod).
+                    if !backoff.ignored_seen.contains(&pod_uid) {
+                        newly_failed.push(finished_time(pod));
+                    }
+                    ignored_seen.insert(pod_uid);
+                    continue;
+                }
                 PolicyVerdict::FailJob(message) => {
                     if fail_job.is_none() {
                         fail_job = Some((REASON_POD_FAILURE_POLICY.to_string(), message));
@@ -401,12 +530,15 @@ pub fn decide(job: &Job, pods: &[&Pod], now: Timestamp) -> Plan {
                 }
                 PolicyVerdict::Count => {}
             }
+            newly_failed.push(finished_time(pod));
             unc_failed.insert(pod_uid);
         }
     }
     if indexed {
         succeeded = completed_indexes.len() as i32;
     }
+    plan.backoff = backoff.record(&newly_succeeded, &newly_failed);
+    plan.backoff.ignored_seen = ignored_seen;
     let failed_total = failed + unc_failed.len() as i32;
     let succeeded_total = if indexed {
         succeeded
@@ -559,6 +691,15 @@ pub fn decide(job: &Job, pods: &[&Pod], now: Timestamp) -> Plan {
             for pod in ranked.iter().take((now_active - want_active) as usize) {
                 deleted.insert(name(pod));
             }
+        }
+    }
+    // Replacements wait out the pod failure back-off (upstream applies it to every
+    // creation while failures since the last success are recorded).
+    if !plan.create.is_empty() {
+        let wait = plan.backoff.remaining(now);
+        if !wait.is_zero() {
+            plan.create.clear();
+            plan.requeue_after = Some(plan.requeue_after.map_or(wait, |r| r.min(wait)));
         }
     }
     plan.delete = deleted.iter().cloned().collect();

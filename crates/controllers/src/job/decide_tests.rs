@@ -111,7 +111,7 @@ fn uncounted(succeeded: &[&str], failed: &[&str]) -> Option<UncountedTerminatedP
 
 fn run(j: &Job, pods: &[Pod], now: i64) -> Plan {
     let refs: Vec<&Pod> = pods.iter().collect();
-    decide(j, &refs, ts(now))
+    decide(j, &refs, &Backoff::default(), ts(now))
 }
 
 #[test]
@@ -556,4 +556,133 @@ fn finish_time_reads_the_final_condition() {
     status.conditions = Some(vec![condition("Failed", "True", "x", "y", ts(42))]);
     assert_eq!(finish_time(&job(spec(Some(1), 1), status)), Some(ts(42)));
     assert_eq!(finish_time(&job(spec(Some(1), 1), started())), None);
+}
+
+#[test]
+fn failure_backoff_doubles_from_ten_seconds_up_to_ten_minutes() {
+    // (failures since the last success, seconds since the last failure, seconds to wait)
+    let cases = [
+        (0, 0, 0),
+        (1, 0, 10),
+        (1, 4, 6),
+        (1, 10, 0),
+        (1, 30, 0),
+        (2, 0, 20),
+        (3, 5, 35),
+        (6, 0, 320),
+        (7, 0, 600),
+        (20, 0, 600),
+        (20, 700, 0),
+    ];
+    for (failures, elapsed, wait) in cases {
+        let b = Backoff {
+            failures_after_last_success: failures,
+            last_failure: Some(ts(0)),
+            ..Default::default()
+        };
+        assert_eq!(
+            b.remaining(ts(elapsed)),
+            Duration::from_secs(wait),
+            "{failures} failures, {elapsed}s ago"
+        );
+    }
+}
+
+#[test]
+fn failure_backoff_record_resets_on_success() {
+    let one = Backoff {
+        failures_after_last_success: 1,
+        last_failure: Some(ts(5)),
+        ..Default::default()
+    };
+    // (record, new successes, new failures, expected count, expected last failure)
+    let cases = [
+        (Backoff::default(), vec![], vec![], 0, None),
+        (
+            Backoff::default(),
+            vec![],
+            vec![ts(3), ts(1)],
+            2,
+            Some(ts(3)),
+        ),
+        (one.clone(), vec![], vec![ts(9)], 2, Some(ts(9))),
+        (one.clone(), vec![ts(8)], vec![], 0, None),
+        // Only failures after the latest success count.
+        (
+            one.clone(),
+            vec![ts(8)],
+            vec![ts(7), ts(9), ts(12)],
+            2,
+            Some(ts(12)),
+        ),
+    ];
+    for (record, succeeded, failed, count, last) in cases {
+        let next = record.record(&succeeded, &failed);
+        assert_eq!(
+            (next.failures_after_last_success, next.last_failure),
+            (count, last),
+            "{record:?} {succeeded:?} {failed:?}"
+        );
+    }
+}
+
+#[test]
+fn replacements_wait_out_the_failure_backoff() {
+    let mut s = spec(Some(1), 1);
+    s.backoff_limit = Some(6);
+    let j = job(s, started());
+    let mut failed = pod("f", "Failed", true);
+    failed.status.as_mut().unwrap().conditions = Some(vec![PodCondition {
+        type_: "Ready".into(),
+        status: "False".into(),
+        last_transition_time: Some(Time(ts(100))),
+        ..Default::default()
+    }]);
+    // First sight of the failure at t=103: no replacement until t=110.
+    let refs = [&failed];
+    let plan = decide(&j, &refs, &Backoff::default(), ts(103));
+    assert!(plan.create.is_empty(), "{plan:?}");
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(7)));
+    assert_eq!(plan.backoff.failures_after_last_success, 1);
+    assert_eq!(plan.backoff.last_failure, Some(ts(100)));
+    // Once counted (finalizer gone, uid recorded), the record decides.
+    let j2 = job(j.spec.clone().unwrap(), plan.status.clone().unwrap());
+    let mut counted = failed.clone();
+    counted.metadata.finalizers = None;
+    let refs = [&counted];
+    for (now, creates) in [(108, 0), (110, 1), (200, 1)] {
+        let plan = decide(&j2, &refs, &plan.backoff, ts(now));
+        assert_eq!(plan.create.len(), creates, "at {now}");
+    }
+}
+
+#[test]
+fn ignored_failures_delay_the_replacement_once() {
+    let mut s = spec(Some(1), 1);
+    s.backoff_limit = Some(0);
+    s.pod_failure_policy = Some(PodFailurePolicy {
+        rules: vec![PodFailurePolicyRule {
+            action: "Ignore".into(),
+            on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                container_name: None,
+                operator: "In".into(),
+                values: vec![3],
+            }),
+            on_pod_conditions: None,
+        }],
+    });
+    let j = job(s, started());
+    let ignored = with_exit_code(pod("i", "Failed", true), 3);
+    let refs = [&ignored];
+    let first = decide(&j, &refs, &Backoff::default(), ts(1));
+    assert_eq!(first.backoff.failures_after_last_success, 1);
+    assert_eq!(
+        first.status.as_ref().and_then(|s| s.failed).unwrap_or(0),
+        0,
+        "ignored, not counted"
+    );
+    assert!(first.create.is_empty(), "the replacement waits 10 s");
+    // Seen again before its finalizer removal shows: not counted twice.
+    let again = decide(&j, &refs, &first.backoff, ts(2));
+    assert_eq!(again.backoff.failures_after_last_success, 1);
 }

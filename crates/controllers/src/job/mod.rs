@@ -5,9 +5,12 @@
 //! that stop a sync from acting twice on pods the cache has not seen yet, and applies a
 //! [`decide::Plan`] through the API.
 //!
-//! Not done yet: the failed-pod re-creation back-off (upstream waits 10 s doubling up to
-//! 6 min before replacing a failed pod), backoffLimitPerIndex, successPolicy, managedBy,
-//! and adopting orphan pods that match a Job's selector.
+//! The pod failure back-off record ([`decide::Backoff`]) lives here in memory, one per
+//! Job, as upstream's `backoffStore`: it is updated only after the status write it
+//! belongs to succeeds, and forgotten when the Job goes.
+//!
+//! Not done yet: backoffLimitPerIndex, successPolicy, managedBy, and adopting orphan pods
+//! that match a Job's selector.
 
 pub mod decide;
 
@@ -27,10 +30,10 @@ use kube::runtime::events::{Event, EventType};
 use crate::events::Recorder;
 use kube::Resource;
 
-use informers::{Change, Informer, ObjectKey, WorkQueue};
+use informers::{Informer, ObjectKey, WorkQueue};
 
 use crate::Context;
-use decide::{COMPLETION_INDEX, TRACKING_FINALIZER};
+use decide::{Backoff, COMPLETION_INDEX, TRACKING_FINALIZER};
 
 /// Reporting component, as upstream.
 pub const COMPONENT: &str = "job-controller";
@@ -62,18 +65,13 @@ struct JobController {
     client: kube::Client,
     recorder: Recorder,
     expectations: Mutex<HashMap<ObjectKey, Pending>>,
+    /// Pod failure back-off per Job (upstream's `podBackoffStore`).
+    backoffs: Mutex<HashMap<ObjectKey, Backoff>>,
 }
 
 /// The Job that controls `pod`, from its controller ownerReference.
 fn owning_job(pod: &Pod) -> Option<ObjectKey> {
-    let owner = pod
-        .metadata
-        .owner_references
-        .as_ref()?
-        .iter()
-        .find(|o| o.controller == Some(true))?;
-    (owner.kind == "Job" && owner.api_version == "batch/v1")
-        .then(|| ObjectKey::new(pod.metadata.namespace.as_deref().unwrap_or(""), &owner.name))
+    crate::feed::controller_key(&pod.metadata, "batch/v1", "Job")
 }
 
 fn controlled_by(pod: &Pod, uid: &str) -> bool {
@@ -87,8 +85,8 @@ fn controlled_by(pod: &Pod, uid: &str) -> bool {
 pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
     let jobs = ctx.informers.informer::<Job>();
     let pods = ctx.informers.informer::<Pod>();
-    let mut job_changes = jobs.subscribe();
-    let mut pod_changes = pods.subscribe();
+    let job_changes = jobs.subscribe();
+    let pod_changes = pods.subscribe();
     let workers = ctx.options.workers;
     let controller = Arc::new(JobController {
         jobs: jobs.clone(),
@@ -96,39 +94,17 @@ pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
         client: ctx.client.clone(),
         recorder: ctx.recorder(COMPONENT),
         expectations: Mutex::new(HashMap::new()),
+        backoffs: Mutex::new(HashMap::new()),
     });
     let queue: WorkQueue<ObjectKey> = WorkQueue::new();
     async move {
-        let q = queue.clone();
-        let job_feed = async move {
-            while let Some(change) = job_changes.recv().await {
-                match change {
-                    Change::Applied(j) | Change::Deleted(j) => q.add(ObjectKey::of(j.as_ref())),
-                    Change::Resync => jobs
-                        .list()
-                        .iter()
-                        .for_each(|j| q.add(ObjectKey::of(j.as_ref()))),
-                }
-            }
-        };
-        let q = queue.clone();
-        let pod_jobs = controller.pods.clone();
-        let pod_feed = async move {
-            while let Some(change) = pod_changes.recv().await {
-                match change {
-                    Change::Applied(p) | Change::Deleted(p) => {
-                        if let Some(key) = owning_job(&p) {
-                            q.add(key);
-                        }
-                    }
-                    Change::Resync => pod_jobs
-                        .list()
-                        .iter()
-                        .filter_map(|p| owning_job(p))
-                        .for_each(|k| q.add(k)),
-                }
-            }
-        };
+        let job_feed = crate::feed::own_changes(job_changes, jobs, queue.clone());
+        let pod_feed = crate::feed::owner_changes(
+            pod_changes,
+            controller.pods.clone(),
+            queue.clone(),
+            owning_job,
+        );
         let c = controller.clone();
         let work = queue.run(workers, COMPONENT, move |key: ObjectKey| {
             let c = c.clone();
@@ -189,6 +165,10 @@ impl JobController {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(key);
+            self.backoffs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(key);
             for pod in self.pods.list_namespace(&key.namespace) {
                 if owning_job(&pod).as_ref() == Some(key)
                     && pod
@@ -217,7 +197,14 @@ impl JobController {
             .filter(|p| controlled_by(p, &uid))
             .collect();
         let refs: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).collect();
-        let plan = decide::decide(&job, &refs, Timestamp::now());
+        let backoff = self
+            .backoffs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+            .unwrap_or_default();
+        let plan = decide::decide(&job, &refs, &backoff, Timestamp::now());
         self.act(key, &job, &pods, plan).await
     }
 
@@ -240,6 +227,16 @@ impl JobController {
                 .replace_status(&key.name, &PostParams::default(), &updated)
                 .await
                 .map_err(Self::kube_err(key, "updating status"))?;
+        }
+        // The back-off record follows the status it was computed with (upstream updates
+        // its store only after a successful status write).
+        {
+            let mut backoffs = self.backoffs.lock().unwrap_or_else(|e| e.into_inner());
+            if plan.backoff == Backoff::default() {
+                backoffs.remove(key);
+            } else {
+                backoffs.insert(key.clone(), plan.backoff.clone());
+            }
         }
         for name in &plan.remove_finalizers {
             if let Some(pod) = pods
@@ -309,13 +306,14 @@ impl JobController {
             }
         }
         self.expect(key, &created, &[]);
-        if let Some(e) = failure {
-            return Err(Self::kube_err(key, "creating pod")(e));
-        }
 
         for ev in plan.events {
             self.publish(&job_ref, ev.warning, &ev.reason, ev.message)
                 .await;
+        }
+        if let Some(e) = failure {
+            // Retried with this Job's own back-off; other Jobs are not held up.
+            return Err(Self::kube_err(key, "creating pod")(e));
         }
         Ok(plan.requeue_after)
     }

@@ -20,10 +20,9 @@ use informers::{Change, Informer, ObjectKey, WorkQueue};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 
 use crate::events::Recorder;
-use kube::Resource;
 
 use crate::Context;
 use decide::{Manage, ManageFailure};
@@ -129,20 +128,13 @@ impl Controller {
     /// The ReplicaSets a pod change concerns: its controller, or (for an orphan) every
     /// ReplicaSet of its namespace whose selector matches it.
     fn owners_of(&self, pod: &Pod) -> Vec<ObjectKey> {
-        let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        if let Some(owner) = podutil::controller_of(&pod.metadata) {
-            return if owner.kind == "ReplicaSet" {
-                vec![ObjectKey::new(&ns, &owner.name)]
-            } else {
-                Vec::new()
-            };
-        }
-        self.replicasets
-            .list_namespace(&ns)
-            .iter()
-            .filter(|rs| podutil::selector_matches(&rs.spec.selector, pod.metadata.labels.as_ref()))
-            .map(|rs| ObjectKey::of(rs.as_ref()))
-            .collect()
+        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+        crate::workload::owners_of(
+            &pod.metadata,
+            "ReplicaSet",
+            &self.replicasets.list_namespace(ns),
+            |o: &ReplicaSet| &o.spec.selector,
+        )
     }
 
     async fn event(
@@ -153,14 +145,7 @@ impl Controller {
         action: &str,
         note: String,
     ) {
-        let ev = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
-        };
-        self.recorder.record(ev, rs.object_ref(&()));
+        crate::workload::record(&self.recorder, rs, type_, reason, action, note);
     }
 
     async fn reconcile(&self, key: &ObjectKey) -> Result<Option<Duration>, Error> {
