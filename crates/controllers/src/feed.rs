@@ -50,7 +50,7 @@ pub async fn owner_changes<D>(
     queue: WorkQueue<ObjectKey>,
     owner_of: fn(&D) -> Option<ObjectKey>,
 ) where
-    D: Clone + Send + Sync + 'static,
+    D: kube::Resource + Clone + Send + Sync + 'static,
 {
     while let Some(change) = changes.recv().await {
         match change {

@@ -62,8 +62,99 @@ pub enum Change<K> {
 /// How many changes a slow subscriber may fall behind before it gets [`Change::Resync`].
 const FAN_OUT_BUFFER: usize = 16 * 1024;
 
+/// The cached objects, and an index of them by controller (upstream's controller-UID pod
+/// indexer): a ReplicaSet finds its own pods and the orphans it may adopt without scanning
+/// every pod of the namespace on each sync.
+struct Cache<K> {
+    objects: BTreeMap<ObjectKey, Arc<K>>,
+    by_controller: HashMap<Controller, HashMap<ObjectKey, Arc<K>>>,
+}
+
+/// An index key: the UID of an object's controller (the ownerReference with
+/// `controller: true`), or the namespace of an object that has none.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Controller {
+    Uid(String),
+    Orphan(String),
+}
+
+impl Controller {
+    fn of<K: Resource>(obj: &K) -> Controller {
+        let meta = obj.meta();
+        match meta
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|r| r.controller == Some(true))
+        {
+            Some(r) => Controller::Uid(r.uid.clone()),
+            None => Controller::Orphan(meta.namespace.clone().unwrap_or_default()),
+        }
+    }
+}
+
+impl<K: Resource> Cache<K> {
+    fn new() -> Self {
+        Cache {
+            objects: BTreeMap::new(),
+            by_controller: HashMap::new(),
+        }
+    }
+
+    fn from_objects(objects: BTreeMap<ObjectKey, Arc<K>>) -> Self {
+        let mut by_controller: HashMap<Controller, HashMap<ObjectKey, Arc<K>>> = HashMap::new();
+        for (key, obj) in &objects {
+            by_controller
+                .entry(Controller::of(obj.as_ref()))
+                .or_default()
+                .insert(key.clone(), obj.clone());
+        }
+        Cache {
+            objects,
+            by_controller,
+        }
+    }
+
+    fn unindex(&mut self, key: &ObjectKey, obj: &K) {
+        let owner = Controller::of(obj);
+        if let Some(keys) = self.by_controller.get_mut(&owner) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_controller.remove(&owner);
+            }
+        }
+    }
+
+    fn insert(&mut self, key: ObjectKey, obj: Arc<K>) {
+        let owner = Controller::of(obj.as_ref());
+        if let Some(old) = self.objects.insert(key.clone(), obj.clone()) {
+            self.unindex(&key, &old);
+        }
+        self.by_controller
+            .entry(owner)
+            .or_default()
+            .insert(key, obj);
+    }
+
+    fn remove(&mut self, key: &ObjectKey) -> Option<Arc<K>> {
+        let old = self.objects.remove(key)?;
+        self.unindex(key, &old);
+        Some(old)
+    }
+
+    fn indexed(&self, owner: &Controller, namespace: &str) -> Vec<Arc<K>> {
+        self.by_controller
+            .get(owner)
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.namespace == namespace)
+            .map(|(_, obj)| obj.clone())
+            .collect()
+    }
+}
+
 struct Shared<K> {
-    cache: RwLock<BTreeMap<ObjectKey, Arc<K>>>,
+    cache: RwLock<Cache<K>>,
     changes: broadcast::Sender<Change<K>>,
     synced: tokio::sync::watch::Sender<bool>,
 }
@@ -97,13 +188,13 @@ impl<K: Clone> Subscription<K> {
     }
 }
 
-impl<K: Clone + Send + Sync + 'static> Informer<K> {
+impl<K: Resource + Clone + Send + Sync + 'static> Informer<K> {
     fn new() -> Self {
         let (changes, _) = broadcast::channel(FAN_OUT_BUFFER);
         let (synced, _) = tokio::sync::watch::channel(false);
         Informer {
             shared: Arc::new(Shared {
-                cache: RwLock::new(BTreeMap::new()),
+                cache: RwLock::new(Cache::new()),
                 changes,
                 synced,
             }),
@@ -126,42 +217,59 @@ impl<K: Clone + Send + Sync + 'static> Informer<K> {
     }
 
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
-        self.read().get(&ObjectKey::new(namespace, name)).cloned()
+        self.read()
+            .objects
+            .get(&ObjectKey::new(namespace, name))
+            .cloned()
     }
 
     pub fn get_key(&self, key: &ObjectKey) -> Option<Arc<K>> {
-        self.read().get(key).cloned()
+        self.read().objects.get(key).cloned()
     }
 
     /// Every cached object.
     pub fn list(&self) -> Vec<Arc<K>> {
-        self.read().values().cloned().collect()
+        self.read().objects.values().cloned().collect()
     }
 
     /// Every cached object in one namespace.
     pub fn list_namespace(&self, namespace: &str) -> Vec<Arc<K>> {
         let start = ObjectKey::new(namespace, "");
         self.read()
+            .objects
             .range(start..)
             .take_while(|(k, _)| k.namespace == namespace)
             .map(|(_, v)| v.clone())
             .collect()
     }
 
+    /// The objects of `namespace` whose controller (ownerReference with `controller:
+    /// true`) has this UID.
+    pub fn list_controlled_by(&self, namespace: &str, uid: &str) -> Vec<Arc<K>> {
+        self.read()
+            .indexed(&Controller::Uid(uid.to_string()), namespace)
+    }
+
+    /// The objects of `namespace` that have no controller.
+    pub fn list_orphans(&self, namespace: &str) -> Vec<Arc<K>> {
+        self.read()
+            .indexed(&Controller::Orphan(namespace.to_string()), namespace)
+    }
+
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.read().objects.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<ObjectKey, Arc<K>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Cache<K>> {
         // A panic while holding the lock leaves a consistent map (single inserts/removes).
         self.shared.cache.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<ObjectKey, Arc<K>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Cache<K>> {
         self.shared.cache.write().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -171,11 +279,8 @@ impl<K: Clone + Send + Sync + 'static> Informer<K> {
     }
 
     /// Replace the whole cache after a (re)list, telling subscribers what differs.
-    fn replace(&self, fresh: BTreeMap<ObjectKey, Arc<K>>)
-    where
-        K: Resource,
-    {
-        let old = std::mem::replace(&mut *self.write(), fresh.clone());
+    fn replace(&self, fresh: BTreeMap<ObjectKey, Arc<K>>) {
+        let old = std::mem::replace(&mut *self.write(), Cache::from_objects(fresh.clone())).objects;
         for (key, obj) in &old {
             if !fresh.contains_key(key) {
                 self.publish(Change::Deleted(obj.clone()));
@@ -192,22 +297,19 @@ impl<K: Clone + Send + Sync + 'static> Informer<K> {
         self.shared.synced.send_replace(true);
     }
 
-    fn apply(&self, obj: K)
-    where
-        K: Resource,
-    {
-        let obj = Arc::new(obj);
+    fn apply(&self, obj: K) {
+        let obj = Arc::new(trimmed(obj));
         self.write()
             .insert(ObjectKey::of(obj.as_ref()), obj.clone());
         self.publish(Change::Applied(obj));
     }
 
-    fn delete(&self, obj: K)
-    where
-        K: Resource,
-    {
+    fn delete(&self, obj: K) {
         let key = ObjectKey::of(&obj);
-        let last = self.write().remove(&key).unwrap_or_else(|| Arc::new(obj));
+        let last = self
+            .write()
+            .remove(&key)
+            .unwrap_or_else(|| Arc::new(trimmed(obj)));
         self.publish(Change::Deleted(last));
     }
 
@@ -215,7 +317,7 @@ impl<K: Clone + Send + Sync + 'static> Informer<K> {
     /// with back-off after errors (410 Gone included).
     async fn run(self, api: Api<K>, kind: &'static str)
     where
-        K: Resource + DeserializeOwned + fmt::Debug,
+        K: DeserializeOwned + fmt::Debug,
         K::DynamicType: Default,
     {
         let mut events = watcher(api, watcher::Config::default())
@@ -227,7 +329,7 @@ impl<K: Clone + Send + Sync + 'static> Informer<K> {
                 Ok(watcher::Event::Init) => relist = Some(BTreeMap::new()),
                 Ok(watcher::Event::InitApply(obj)) => {
                     if let Some(fresh) = relist.as_mut() {
-                        fresh.insert(ObjectKey::of(&obj), Arc::new(obj));
+                        fresh.insert(ObjectKey::of(&obj), Arc::new(trimmed(obj)));
                     }
                 }
                 Ok(watcher::Event::InitDone) => {
@@ -241,6 +343,14 @@ impl<K: Clone + Send + Sync + 'static> Informer<K> {
             }
         }
     }
+}
+
+/// The object as the cache keeps it: without `managedFields`, which no component reads
+/// and which is often the largest part of an object (upstream's informers drop it the
+/// same way). An update sent without `managedFields` leaves the stored ones as they are.
+fn trimmed<K: Resource>(mut obj: K) -> K {
+    obj.meta_mut().managed_fields = None;
+    obj
 }
 
 /// Hands out one informer per kind and starts them together.
@@ -315,4 +425,78 @@ impl Factory {
 /// Convenience for reconcilers: the key of an object.
 pub fn key_of<K: Resource>(obj: &K) -> ObjectKey {
     ObjectKey::of(obj)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    fn pod(ns: &str, name: &str, controller: Option<&str>) -> Arc<Pod> {
+        let mut p = Pod::default();
+        p.metadata.namespace = Some(ns.into());
+        p.metadata.name = Some(name.into());
+        if let Some(uid) = controller {
+            p.metadata.owner_references = Some(vec![OwnerReference {
+                uid: uid.into(),
+                controller: Some(true),
+                ..Default::default()
+            }]);
+        }
+        Arc::new(p)
+    }
+
+    fn names(pods: Vec<Arc<Pod>>) -> Vec<String> {
+        let mut n: Vec<String> = pods
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn controller_index_follows_inserts_updates_and_removals() {
+        let mut cache: Cache<Pod> = Cache::new();
+        for p in [
+            pod("a", "web-1", Some("rs-1")),
+            pod("a", "web-2", Some("rs-1")),
+            pod("b", "web-3", Some("rs-1")),
+            pod("a", "loose", None),
+            pod("a", "other", Some("rs-2")),
+        ] {
+            cache.insert(ObjectKey::of(p.as_ref()), p);
+        }
+        let uid = Controller::Uid("rs-1".into());
+        assert_eq!(names(cache.indexed(&uid, "a")), ["web-1", "web-2"]);
+        assert_eq!(names(cache.indexed(&uid, "b")), ["web-3"]);
+        assert_eq!(
+            names(cache.indexed(&Controller::Orphan("a".into()), "a")),
+            ["loose"]
+        );
+
+        // Released by its controller: the pod moves to the orphans.
+        let released = pod("a", "web-2", None);
+        cache.insert(ObjectKey::of(released.as_ref()), released);
+        assert_eq!(names(cache.indexed(&uid, "a")), ["web-1"]);
+        assert_eq!(
+            names(cache.indexed(&Controller::Orphan("a".into()), "a")),
+            ["loose", "web-2"]
+        );
+
+        cache.remove(&ObjectKey::new("a", "web-1"));
+        assert!(cache.indexed(&uid, "a").is_empty());
+        assert_eq!(
+            cache.by_controller.len(),
+            3,
+            "empty index entries are dropped"
+        );
+
+        let rebuilt = Cache::from_objects(cache.objects.clone());
+        assert_eq!(
+            names(rebuilt.indexed(&Controller::Orphan("a".into()), "a")),
+            ["loose", "web-2"]
+        );
+    }
 }

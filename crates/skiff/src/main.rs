@@ -14,6 +14,12 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: the API server and the informers allocate and free
+/// small objects at a high rate from many threads; see BENCHMARKS.md (issue 3, allocator)
+/// for the CPU and RSS it saves.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "skiff",

@@ -162,6 +162,17 @@ pub async fn watch_from_now(srv: &Running, path: &str) -> Result<Incoming> {
     Ok(body)
 }
 
+/// A pod range and per-node podCIDR prefix length that give each of `nodes` nodes at
+/// least `per_node` pod addresses (a /24 holds 254, too few for kwok-style nodes with
+/// hundreds of pods). The addresses are only reported, never routed: the server runs with
+/// `--disable-agent` and the simulated nodes run no containers.
+fn pod_ranges(nodes: usize, per_node: usize) -> (String, u8) {
+    let host_bits = (per_node + 2).next_power_of_two().trailing_zeros().max(8);
+    let node_bits = nodes.max(1).next_power_of_two().trailing_zeros();
+    let cluster_prefix = 32u32.saturating_sub(host_bits + node_bits).max(8);
+    (format!("10.0.0.0/{cluster_prefix}"), (32 - host_bits) as u8)
+}
+
 /// `skiff server` and `skiff agent` flags for a failover profile.
 pub fn profile_flags(profile: Profile) -> (Vec<String>, Vec<String>) {
     match profile {
@@ -183,8 +194,13 @@ pub async fn run(env: &Env) -> Result<()> {
         let mut srv = env.start_with(store, &server_flags).await?;
         // Room for the pods on every node count: kwok-style nodes with a high pod limit.
         let per_node = (pods * 3 / 2 / nodes.max(1)).max(110);
+        let (cluster_cidr, node_mask) = pod_ranges(nodes, per_node);
         agent_flags.extend(
             [
+                "--cluster-cidr".to_string(),
+                cluster_cidr,
+                "--node-cidr-mask-size".into(),
+                node_mask.to_string(),
                 "--simulate-pods".to_string(),
                 per_node.to_string(),
                 "--simulate-cpu".into(),
@@ -289,4 +305,29 @@ pub async fn run(env: &Env) -> Result<()> {
         &rows,
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pod_ranges_fit_every_node_and_its_pods() {
+        for (nodes, per_node) in [
+            (100, 450),
+            (100, 110),
+            (1000, 110),
+            (5000, 110),
+            (5000, 450),
+        ] {
+            let (cidr, mask) = super::pod_ranges(nodes, per_node);
+            let prefix: u32 = cidr.rsplit('/').next().unwrap().parse().unwrap();
+            assert!(
+                (1usize << (32 - mask)) - 2 >= per_node,
+                "{nodes} {per_node}: /{mask}"
+            );
+            assert!(
+                1usize << (mask as u32 - prefix) >= nodes,
+                "{nodes} {per_node}: {cidr}"
+            );
+        }
+    }
 }

@@ -46,7 +46,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    #[error("deployment {key}: {0}", key = .0)]
+    /// A write met 409 Conflict: the cache was behind the API. Retried once the informer
+    /// brings the newer object.
+    #[error("deployment {0}: the object changed since it was read (409 Conflict); retrying with the newer version")]
     Stale(ObjectKey),
 }
 

@@ -163,8 +163,12 @@ impl Controller {
             }
         };
         let pods_api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
-        let namespace_pods = self.pods.list_namespace(&key.namespace);
-        let refs: Vec<&Pod> = namespace_pods.iter().map(|p| p.as_ref()).collect();
+        // Its own pods and the namespace's orphans are all that claiming can touch (pods
+        // of other controllers are never adopted), found through the controller index.
+        let uid = rs.metadata.uid.clone().unwrap_or_default();
+        let mut candidates = self.pods.list_controlled_by(&key.namespace, &uid);
+        candidates.extend(self.pods.list_orphans(&key.namespace));
+        let refs: Vec<&Pod> = candidates.iter().map(|p| p.as_ref()).collect();
         let claim = decide::claim(&rs, &refs);
         let mut active: Vec<&Pod> = claim.owned.clone();
 
@@ -189,7 +193,6 @@ impl Controller {
                 }
             }
         }
-        let uid = rs.metadata.uid.clone().unwrap_or_default();
         for pod in &claim.release {
             let refs: Vec<_> = pod
                 .metadata
@@ -221,7 +224,8 @@ impl Controller {
             .expectations
             .satisfied(key, |name| self.pods.get(&key.namespace, name));
         if satisfied && rs.metadata.deletion_timestamp.is_none() {
-            let related = self.related_pods(&rs, &refs);
+            let related_pods = self.related_pods(&rs);
+            let related: Vec<&Pod> = related_pods.iter().map(|p| p.as_ref()).collect();
             match decide::manage(&rs, &active, &related, now) {
                 Manage::Nothing => {}
                 Manage::Create(n) => failure = self.create_pods(&rs, key, n).await,
@@ -285,28 +289,19 @@ impl Controller {
 
     /// Pods of every ReplicaSet controlled by the same owner (a Deployment's revisions),
     /// used to rank pods doubled up on a node first when scaling down.
-    fn related_pods<'a>(&self, rs: &ReplicaSet, pods: &[&'a Pod]) -> Vec<&'a Pod> {
-        let Some(owner) = podutil::controller_of(&rs.metadata) else {
-            let uid = rs.metadata.uid.as_deref();
-            return pods
-                .iter()
-                .copied()
-                .filter(|p| podutil::controller_of(&p.metadata).map(|r| r.uid.as_str()) == uid)
-                .collect();
-        };
+    /// Pods of this ReplicaSet and of its siblings (ReplicaSets with the same controlling
+    /// Deployment), which rank pods for deletion (upstream `getIndirectlyRelatedPods`).
+    fn related_pods(&self, rs: &ReplicaSet) -> Vec<Arc<Pod>> {
         let ns = rs.metadata.namespace.clone().unwrap_or_default();
-        let siblings: std::collections::HashSet<String> = self
-            .replicasets
-            .list_namespace(&ns)
+        let uid = rs.metadata.uid.clone().unwrap_or_default();
+        let Some(owner) = podutil::controller_of(&rs.metadata) else {
+            return self.pods.list_controlled_by(&ns, &uid);
+        };
+        self.replicasets
+            .list_controlled_by(&ns, &owner.uid)
             .iter()
-            .filter(|s| podutil::controller_of(&s.metadata).is_some_and(|o| o.uid == owner.uid))
-            .filter_map(|s| s.metadata.uid.clone())
-            .collect();
-        pods.iter()
-            .copied()
-            .filter(|p| {
-                podutil::controller_of(&p.metadata).is_some_and(|r| siblings.contains(&r.uid))
-            })
+            .filter_map(|s| s.metadata.uid.as_deref())
+            .flat_map(|sibling| self.pods.list_controlled_by(&ns, sibling))
             .collect()
     }
 
