@@ -188,7 +188,8 @@ pub struct AgentArgs {
     /// Longest a deleted pod takes to stop, whatever its terminationGracePeriodSeconds.
     #[arg(long, default_value = "0s", value_parser = crate::failover::parse_duration)]
     pub simulate_termination_grace_cap: std::time::Duration,
-    /// Most API writes in flight at once (per kind of work: heartbeats, pods).
+    /// Most pod writes (status, deletes) in flight at once; each node has at most one
+    /// heartbeat (lease renewal, node status) in flight, as a kubelet.
     #[arg(long, default_value_t = 32)]
     pub simulate_max_inflight: usize,
     /// Duration of the node Leases; they are renewed every quarter of it (kubelet's

@@ -116,7 +116,7 @@ pub struct SimConfig {
     pub run_time: Duration,
     /// Longest a deleted pod's containers take to stop, whatever its grace period says.
     pub termination_grace_cap: Duration,
-    /// Concurrent API writes (leases, node status, pod status, deletes).
+    /// Concurrent pod writes (status, deletes); heartbeats are one in flight per node.
     pub max_inflight: usize,
     /// Lease duration written in each Lease (kubelet: 40 s).
     pub lease_duration_seconds: i32,

@@ -93,6 +93,9 @@ pub struct NodeState {
     pub uid: String,
     pub lease: Option<Lease>,
     pub last_status_post: Option<Instant>,
+    /// A heartbeat of this node is in flight; the next one waits its turn, as a kubelet
+    /// has at most one renewal of its lease going at a time.
+    pub beating: bool,
 }
 
 impl SimNode {

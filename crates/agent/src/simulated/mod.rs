@@ -33,7 +33,6 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::{Api, Client};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::Semaphore;
 
 pub use config::SimConfig;
 use fleet::Fleet;
@@ -102,8 +101,6 @@ pub(crate) struct Sim {
     nodes_api: Api<Node>,
     leases_api: Api<Lease>,
     client: Client,
-    /// Bounds heartbeat writes (pod writes are bounded by the number of pod workers).
-    writes: Semaphore,
     counters: WriteCounters,
     pods: informers::Informer<Pod>,
     nodes: informers::Informer<Node>,
@@ -141,7 +138,6 @@ where
         fleet: Fleet::new(identities),
         nodes_api: Api::all(client.clone()),
         leases_api: Api::namespaced(client.clone(), lease::LEASE_NAMESPACE),
-        writes: Semaphore::new(config.max_inflight.max(1)),
         client,
         counters: WriteCounters::default(),
         pods,
@@ -287,19 +283,25 @@ async fn heartbeat_wheel(sim: Arc<Sim>) {
         tokio::time::sleep_until(next).await;
         next += slot_length;
         for index in (slot..sim.fleet.len()).step_by(slots) {
-            if !sim.fleet.node(index).is_running() {
+            let node = sim.fleet.node(index);
+            if !node.is_running() {
                 continue;
             }
-            // Waiting for a permit here slows the wheel down instead of piling up tasks
-            // when the server is slow, as a kubelet's renewals would be late.
-            let Ok(permit) = sim.writes.acquire().await else {
-                return;
-            };
-            permit.forget();
+            // Every node renews on its own, as every kubelet does: a slow server makes a
+            // node's renewals late (its next beat waits for the one in flight) but never
+            // holds up another node's, so the fleet's renewals are not starved behind a
+            // shared limit while the server is busy with pod writes.
+            {
+                let mut state = node.lock_state();
+                if state.beating {
+                    continue;
+                }
+                state.beating = true;
+            }
             let s = sim.clone();
             tokio::spawn(async move {
                 beat(&s, index, false).await;
-                s.writes.add_permits(1);
+                s.fleet.node(index).lock_state().beating = false;
             });
         }
         slot = (slot + 1) % slots;
