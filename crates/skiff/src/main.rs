@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 /// mimalloc instead of glibc's malloc: the API server and the informers allocate and free
-/// small objects at a high rate from many threads; see BENCHMARKS.md (issue 3, allocator)
-/// for the CPU and RSS it saves.
+/// small objects at a high rate from many threads; BENCHMARKS.md (session 4, allocator)
+/// has the CPU it saves (1.33x pods bound/s, 1.39x durable creates/s; RSS about the same).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -287,10 +287,9 @@ impl Controller {
         }
     }
 
-    /// Pods of every ReplicaSet controlled by the same owner (a Deployment's revisions),
-    /// used to rank pods doubled up on a node first when scaling down.
     /// Pods of this ReplicaSet and of its siblings (ReplicaSets with the same controlling
-    /// Deployment), which rank pods for deletion (upstream `getIndirectlyRelatedPods`).
+    /// Deployment), used to rank pods doubled up on a node first when scaling down
+    /// (upstream `getIndirectlyRelatedPods`).
     fn related_pods(&self, rs: &ReplicaSet) -> Vec<Arc<Pod>> {
         let ns = rs.metadata.namespace.clone().unwrap_or_default();
         let uid = rs.metadata.uid.clone().unwrap_or_default();
