@@ -308,6 +308,15 @@ impl LabelSelector {
         )
     }
 
+    /// This selector with `other`'s requirements added (upstream `Selector.Add`): the AND of
+    /// both. Nothing stays nothing.
+    pub fn and(mut self, other: &LabelSelector) -> LabelSelector {
+        self.nothing |= other.nothing;
+        self.requirements.extend(other.requirements.iter().cloned());
+        self.requirements.sort_by(|a, b| a.key.cmp(&b.key));
+        self
+    }
+
     /// True for the selector that selects everything (no requirements).
     pub fn is_empty(&self) -> bool {
         !self.nothing && self.requirements.is_empty()

@@ -79,6 +79,10 @@ pub struct PodInfo {
     pub has_required_anti_affinity: bool,
     /// Any pod (anti-)affinity term, required or preferred.
     pub has_affinity: bool,
+    /// The selector of the Services and controller that own the pod, for the cluster-default
+    /// spreading constraints of a pod that declares none (upstream `DefaultSelector`); set by
+    /// the scheduler loop, which has the listers. `None`: no defaults apply.
+    pub default_spread_selector: Option<api::selectors::LabelSelector>,
 }
 
 static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
@@ -116,6 +120,7 @@ impl PodInfo {
             host_ports,
             has_required_anti_affinity,
             has_affinity,
+            default_spread_selector: None,
             key,
             pod,
         }

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use informers::{Change, Informer, ObjectKey, Subscription};
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{
-    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodCondition,
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodCondition, Service,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -88,6 +89,60 @@ impl VolumeInformers {
     }
 }
 
+/// The listers upstream's `DefaultSelector` reads: the Services, ReplicaSets and
+/// StatefulSets that own pods, for the cluster-default spreading constraints.
+struct SpreadOwners {
+    services: Informer<Service>,
+    replica_sets: Informer<ReplicaSet>,
+    stateful_sets: Informer<StatefulSet>,
+}
+
+impl SpreadOwners {
+    /// The default spreading selector for a pod that declares no constraints (`None` when
+    /// it declares some or nothing owns it).
+    fn default_selector(&self, pod: &Pod) -> Option<api::selectors::LabelSelector> {
+        let declares = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.topology_spread_constraints.as_ref())
+            .is_some_and(|c| !c.is_empty());
+        if declares {
+            return None;
+        }
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("");
+        let services = self.services.list_namespace(namespace);
+        let service_selectors = services
+            .iter()
+            .filter_map(|s| s.spec.as_ref().and_then(|s| s.selector.as_ref()));
+        let controller_selector = pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true) && o.api_version == "apps/v1")
+            .and_then(|o| {
+                let selector = match o.kind.as_str() {
+                    "ReplicaSet" => self
+                        .replica_sets
+                        .get(namespace, &o.name)
+                        .map(|rs| rs.spec.selector.clone()),
+                    "StatefulSet" => self
+                        .stateful_sets
+                        .get(namespace, &o.name)
+                        .map(|ss| ss.spec.selector.clone()),
+                    _ => None,
+                }?;
+                api::selectors::LabelSelector::from_label_selector(&selector).ok()
+            });
+        let selector = crate::plugins::pod_topology_spread::default_selector(
+            pod,
+            service_selectors,
+            controller_selector.as_ref(),
+        );
+        (!selector.is_empty() && !selector.is_nothing()).then_some(selector)
+    }
+}
+
 pub(crate) struct Scheduler {
     client: Client,
     pods: Informer<Pod>,
@@ -97,6 +152,7 @@ pub(crate) struct Scheduler {
     node_changes: Subscription<Node>,
     namespace_changes: Subscription<Namespace>,
     storage: VolumeInformers,
+    owners: SpreadOwners,
     profile: Profile,
     cache: Cache,
     queue: SchedulingQueue,
@@ -159,6 +215,11 @@ impl Scheduler {
             volumes,
             classes,
         };
+        let owners = SpreadOwners {
+            services: factory.informer::<Service>(),
+            replica_sets: factory.informer::<ReplicaSet>(),
+            stateful_sets: factory.informer::<StatefulSet>(),
+        };
         let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel();
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -169,6 +230,7 @@ impl Scheduler {
             node_changes: nodes.subscribe(),
             namespace_changes: namespaces.subscribe(),
             storage,
+            owners,
             failure_recorder: Recorder::new(client.clone(), reporter()),
             client,
             pods,
@@ -194,6 +256,9 @@ impl Scheduler {
         self.storage.claims.wait_synced().await;
         self.storage.volumes.wait_synced().await;
         self.storage.classes.wait_synced().await;
+        self.owners.services.wait_synced().await;
+        self.owners.replica_sets.wait_synced().await;
+        self.owners.stateful_sets.wait_synced().await;
         tracing::info!("scheduler started");
         let mut last_leftover_flush = Instant::now();
         loop {
@@ -521,7 +586,9 @@ impl Scheduler {
             self.queue.remove(&key);
             return;
         }
-        let info = Arc::new(PodInfo::new(pod.clone()));
+        let mut info = PodInfo::new(pod.clone());
+        info.default_spread_selector = self.owners.default_selector(&pod);
+        let info = Arc::new(info);
         let decision = framework::schedule(
             &self.profile,
             &info,

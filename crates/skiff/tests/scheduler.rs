@@ -236,6 +236,55 @@ fn required_anti_affinity_spreads_replicas_one_per_node() {
     assert_eq!(wait_bound(&s, "web-3"), freed);
 }
 
+#[test]
+fn replicas_of_a_deployment_spread_over_nodes_by_the_cluster_default_constraints() {
+    // A big node wins every least-allocated comparison; only upstream's default spreading
+    // (hostname maxSkew 3, ScheduleAnyway, selector from the owning ReplicaSet) sends
+    // replicas to the small one as well.
+    let s = testkit::server!();
+    add_node(
+        &s,
+        &NodeSpec {
+            cpu: "32",
+            ..NodeSpec::new("big")
+        },
+    );
+    add_node(
+        &s,
+        &NodeSpec {
+            cpu: "4",
+            ..NodeSpec::new("small")
+        },
+    );
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 6\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: main\n        image: busybox:stable\n        resources:\n          requests: {cpu: 500m, memory: 64Mi}\n";
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], deployment);
+    let placements = testkit::eventually(WAIT, || {
+        let out = s.kubectl_ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}",
+        ]);
+        let nodes: Vec<String> = out
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        if nodes.len() < 6 {
+            anyhow::bail!("{} of 6 replicas bound", nodes.len())
+        }
+        Ok(nodes)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", s.log_tail(30)));
+    let on_small = placements.iter().filter(|n| *n == "small").count();
+    assert!(
+        (2..=4).contains(&on_small),
+        "replicas should spread over both nodes: {placements:?}"
+    );
+}
+
 /// The one node of w1..w3 that none of `pods` is on.
 fn nodes_without(s: &TestServer, pods: &[&str]) -> String {
     let used: Vec<String> = pods.iter().map(|p| node_of(s, p)).collect();

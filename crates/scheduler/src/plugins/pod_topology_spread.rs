@@ -2,12 +2,14 @@
 //! topology domain within `maxSkew` (DoNotSchedule filters, ScheduleAnyway scores), counting
 //! only nodes the pod could go to by its node affinity (nodeAffinityPolicy Honor) and
 //! ignoring taints (nodeTaintsPolicy Ignore) unless told otherwise (upstream
-//! `PodTopologySpread`). Cluster-default constraints are not applied (documented).
+//! `PodTopologySpread`). A pod that declares no constraints gets upstream's cluster defaults
+//! (hostname maxSkew 3, zone maxSkew 5, both ScheduleAnyway) over the selector of the
+//! Services and controller that own it; nodes lacking a default key are not ignored then.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use api::selectors::LabelSelector;
-use k8s_openapi::api::core::v1::TopologySpreadConstraint;
+use k8s_openapi::api::core::v1::{Pod, TopologySpreadConstraint};
 
 use super::node_affinity::pod_matches_node;
 use super::taint_toleration::tolerates;
@@ -20,6 +22,11 @@ pub const ERR_CONSTRAINTS: &str = "node(s) didn't match pod topology spread cons
 pub const ERR_MISSING_LABEL: &str =
     "node(s) didn't match pod topology spread constraints (missing required label)";
 const HOSTNAME: &str = "kubernetes.io/hostname";
+const ZONE: &str = "topology.kubernetes.io/zone";
+
+/// Upstream's system-default constraints (`systemDefaultConstraints`): key and maxSkew, all
+/// ScheduleAnyway.
+const SYSTEM_DEFAULTS: [(&str, i64); 2] = [(HOSTNAME, 3), (ZONE, 5)];
 
 pub struct PodTopologySpread;
 
@@ -32,14 +39,20 @@ struct Constraint {
     honor_taints: bool,
 }
 
-fn constraints(pod: &PodInfo, action: &str) -> Vec<Constraint> {
+/// The pod's constraints for one `whenUnsatisfiable` action, and whether every node must
+/// carry all their keys to count (false only for the system defaults, as upstream).
+fn constraints(pod: &PodInfo, action: &str) -> (Vec<Constraint>, bool) {
     let list: &[TopologySpreadConstraint] = pod
         .pod
         .spec
         .as_ref()
         .and_then(|s| s.topology_spread_constraints.as_deref())
         .unwrap_or(&[]);
-    list.iter()
+    if list.is_empty() {
+        return (system_default_constraints(pod, action), false);
+    }
+    let declared = list
+        .iter()
         .filter(|c| c.when_unsatisfiable == action)
         .map(|c| {
             let mut sel = c.label_selector.clone();
@@ -63,12 +76,62 @@ fn constraints(pod: &PodInfo, action: &str) -> Vec<Constraint> {
                 honor_taints: c.node_taints_policy.as_deref() == Some("Honor"),
             }
         })
+        .collect();
+    (declared, true)
+}
+
+/// Upstream's defaults apply only to ScheduleAnyway and only when the pod's owners give a
+/// non-empty selector.
+fn system_default_constraints(pod: &PodInfo, action: &str) -> Vec<Constraint> {
+    let Some(selector) = pod.default_spread_selector.as_ref() else {
+        return Vec::new();
+    };
+    if action != "ScheduleAnyway" || selector.is_empty() {
+        return Vec::new();
+    }
+    SYSTEM_DEFAULTS
+        .iter()
+        .map(|(key, max_skew)| Constraint {
+            max_skew: *max_skew,
+            key: key.to_string(),
+            selector: selector.clone(),
+            min_domains: 1,
+            honor_affinity: true,
+            honor_taints: false,
+        })
         .collect()
 }
 
+/// Upstream `DefaultSelector`: the Services selecting the pod (their selectors merged) and,
+/// when the pod's controller is a ReplicaSet or StatefulSet, that controller's selector
+/// added. Callers pass the Services of the pod's namespace and the controller's selector.
+pub fn default_selector<'a>(
+    pod: &Pod,
+    services: impl IntoIterator<Item = &'a BTreeMap<String, String>>,
+    controller_selector: Option<&LabelSelector>,
+) -> LabelSelector {
+    let pod_labels = pod.metadata.labels.clone().unwrap_or_default();
+    let mut merged = BTreeMap::new();
+    for service_selector in services {
+        let selects_pod = service_selector
+            .iter()
+            .all(|(k, v)| pod_labels.get(k) == Some(v));
+        if selects_pod {
+            merged.extend(service_selector.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+    let selector = LabelSelector::from_map(&merged).unwrap_or_else(|_| LabelSelector::nothing());
+    match controller_selector {
+        Some(owner) => selector.and(owner),
+        None => selector,
+    }
+}
+
 /// Whether the node takes part in counting for these constraints.
-fn eligible(pod: &PodInfo, node: &NodeInfo, cs: &[Constraint]) -> bool {
-    if node.node.is_none() || !cs.iter().all(|c| node.labels().contains_key(&c.key)) {
+fn eligible(pod: &PodInfo, node: &NodeInfo, cs: &[Constraint], require_all: bool) -> bool {
+    if node.node.is_none()
+        || (require_all && !cs.iter().all(|c| node.labels().contains_key(&c.key)))
+    {
         return false;
     }
     if cs.iter().any(|c| c.honor_affinity) && !pod_matches_node(pod, node) {
@@ -117,12 +180,12 @@ impl FilterPlugin for PodTopologySpread {
     }
 
     fn pre_filter(&self, pod: &PodInfo, snap: &Snapshot) -> Result<State, Status> {
-        let cs = constraints(pod, "DoNotSchedule");
+        let (cs, _) = constraints(pod, "DoNotSchedule");
         if cs.is_empty() {
             return Ok(None);
         }
         let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); cs.len()];
-        for node in snap.nodes.iter().filter(|n| eligible(pod, n, &cs)) {
+        for node in snap.nodes.iter().filter(|n| eligible(pod, n, &cs, true)) {
             for (i, c) in cs.iter().enumerate() {
                 let value = node.labels()[&c.key].clone();
                 *counts[i].entry(value).or_insert(0) +=
@@ -184,19 +247,20 @@ impl ScorePlugin for PodTopologySpread {
     }
 
     fn pre_score(&self, pod: &PodInfo, snap: &Snapshot, feasible: &[&NodeInfo]) -> State {
-        let cs = constraints(pod, "ScheduleAnyway");
+        let (cs, require_all) = constraints(pod, "ScheduleAnyway");
         if cs.is_empty() {
             return None;
         }
         let ignored: Vec<bool> = feasible
             .iter()
-            .map(|n| !cs.iter().all(|c| n.labels().contains_key(&c.key)))
+            .map(|n| require_all && !cs.iter().all(|c| n.labels().contains_key(&c.key)))
             .collect();
+        // A node without a (default) key counts in that key's "" domain, as upstream.
         let mut domains: Vec<HashSet<&str>> = vec![HashSet::new(); cs.len()];
         for (n, ign) in feasible.iter().zip(&ignored) {
             if !ign {
                 for (i, c) in cs.iter().enumerate() {
-                    domains[i].insert(n.labels()[&c.key].as_str());
+                    domains[i].insert(n.labels().get(&c.key).map_or("", String::as_str));
                 }
             }
         }
@@ -205,14 +269,20 @@ impl ScorePlugin for PodTopologySpread {
             .map(|d| ((d.len() + 2) as f64).ln())
             .collect();
         let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); cs.len()];
-        for node in snap.nodes.iter().filter(|n| eligible(pod, n, &cs)) {
+        for node in snap
+            .nodes
+            .iter()
+            .filter(|n| eligible(pod, n, &cs, require_all))
+        {
             for (i, c) in cs.iter().enumerate() {
                 if c.key == HOSTNAME {
                     continue;
                 }
-                let value = node.labels()[&c.key].clone();
+                let Some(value) = node.labels().get(&c.key) else {
+                    continue;
+                };
                 if domains[i].contains(value.as_str()) {
-                    *counts[i].entry(value).or_insert(0) +=
+                    *counts[i].entry(value.clone()).or_insert(0) +=
                         matching_pods(node, pod.namespace(), &c.selector);
                 }
             }
@@ -231,8 +301,9 @@ impl ScorePlugin for PodTopologySpread {
         };
         let mut score = 0.0;
         for (i, c) in st.constraints.iter().enumerate() {
+            // Only system defaults reach here for a node without the key: it adds nothing.
             let Some(value) = node.labels().get(&c.key) else {
-                return 0;
+                continue;
             };
             let count = if c.key == HOSTNAME {
                 matching_pods(node, pod.namespace(), &c.selector)
@@ -384,5 +455,88 @@ mod tests {
         PodTopologySpread.normalize(&state, &mut scores);
         let a = feasible.iter().position(|n| n.name == "a1").expect("a1");
         assert!(scores[1 - a] > scores[a], "{scores:?}");
+    }
+
+    fn scores_for(p: &PodInfo, snap: &Snapshot) -> Vec<(String, i64)> {
+        let feasible: Vec<&NodeInfo> = snap.nodes.iter().collect();
+        let state = PodTopologySpread.pre_score(p, snap, &feasible);
+        let mut scores: Vec<i64> = feasible
+            .iter()
+            .map(|n| PodTopologySpread.score(&state, p, n))
+            .collect();
+        PodTopologySpread.normalize(&state, &mut scores);
+        feasible
+            .iter()
+            .map(|n| n.name.clone())
+            .zip(scores)
+            .collect()
+    }
+
+    #[test]
+    fn system_defaults_spread_an_owned_pod_over_hostnames_without_zone_labels() {
+        // No zone labels anywhere: upstream ignores no node for the system defaults.
+        let nodes = vec![node("n1", json!({})), node("n2", json!({}))];
+        let snap = Snapshot::build(
+            nodes,
+            vec![web_on("w0", "n1"), web_on("w1", "n1"), web_on("w2", "n1")],
+        );
+        let mut p = info(pod("p", json!({"metadata": {"labels": {"app": "web"}}})));
+        p.default_spread_selector = Some(LabelSelector::parse("app=web").expect("selector"));
+        let scores = scores_for(&p, &snap);
+        assert!(scores[1].1 > scores[0].1, "n2 is emptier: {scores:?}");
+        assert!(scores[0].1 > 0, "n1 is not ignored: {scores:?}");
+
+        // Without owners (no selector) the defaults do not apply: no opinion.
+        let unowned = info(pod("q", json!({"metadata": {"labels": {"app": "web"}}})));
+        assert!(PodTopologySpread
+            .pre_score(&unowned, &snap, &snap.nodes.iter().collect::<Vec<_>>())
+            .is_none());
+    }
+
+    #[test]
+    fn declared_constraints_replace_the_system_defaults() {
+        let snap = Snapshot::build(vec![node("n1", json!({}))], vec![]);
+        let mut p = info(pod("p", spread("zone", 1, "DoNotSchedule")));
+        p.default_spread_selector = Some(LabelSelector::parse("app=web").expect("selector"));
+        // The declared constraint is DoNotSchedule only: nothing to score, no defaults added.
+        assert!(PodTopologySpread
+            .pre_score(&p, &snap, &snap.nodes.iter().collect::<Vec<_>>())
+            .is_none());
+    }
+
+    #[test]
+    fn default_selector_merges_services_and_adds_the_controller_selector() {
+        let p = pod(
+            "p",
+            json!({"metadata": {"labels": {"app": "web", "tier": "fe", "pod-template-hash": "abc"}}}),
+        );
+        let svc_web: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
+        let svc_fe: BTreeMap<String, String> = [("tier".to_string(), "fe".to_string())].into();
+        let svc_other: BTreeMap<String, String> = [("app".to_string(), "db".to_string())].into();
+        let rs = LabelSelector::parse("app=web,pod-template-hash=abc").expect("selector");
+
+        let sel = default_selector(&p, [&svc_web, &svc_fe, &svc_other], Some(&rs));
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(sel.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "fe"),
+            ("pod-template-hash", "abc")
+        ])));
+        assert!(
+            !sel.matches(&labels(&[("app", "web"), ("tier", "fe")])),
+            "RS selector added"
+        );
+        assert!(
+            !sel.matches(&labels(&[("app", "web"), ("pod-template-hash", "abc")])),
+            "both services"
+        );
+
+        let none = default_selector(&p, [&svc_other], None);
+        assert!(none.is_empty(), "nothing owns the pod: {none:?}");
     }
 }
