@@ -144,12 +144,98 @@ pub struct NodeInfo {
     pub allocatable: Resources,
     pub requested: Resources,
     pub non_zero_requested: (i64, i64),
+    /// Change only through [`NodeInfo::add_pod`] / [`NodeInfo::remove_pod`] (they keep the
+    /// counters and the selector memo right).
     pub pods: Vec<Arc<PodInfo>>,
     pub pods_with_affinity: usize,
     pub pods_with_required_anti_affinity: usize,
+    /// Counts of this node's pods matching recently asked selectors, kept exact as pods
+    /// come and go (spreading asks the same question of every node for every replica).
+    selector_counts: SelectorCounts,
+}
+
+/// Remembered selectors per node (most recently used last).
+const SELECTOR_COUNTS_KEPT: usize = 16;
+
+#[derive(Debug, Clone)]
+struct SelectorCount {
+    namespace: String,
+    selector: api::selectors::LabelSelector,
+    count: i64,
+}
+
+/// A small most-recently-used memo of selector → matching pods on one node. Interior
+/// mutability because plugins read nodes through `&NodeInfo`.
+#[derive(Debug, Default)]
+struct SelectorCounts(std::sync::Mutex<Vec<SelectorCount>>);
+
+impl Clone for SelectorCounts {
+    fn clone(&self) -> Self {
+        SelectorCounts(std::sync::Mutex::new(self.entries().clone()))
+    }
+}
+
+impl SelectorCounts {
+    fn entries(&self) -> std::sync::MutexGuard<'_, Vec<SelectorCount>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adjust every remembered count the pod matches by `delta`.
+    fn pod_changed(&self, pod: &PodInfo, delta: i64) {
+        let mut entries = self.entries();
+        if entries.is_empty() || pod.pod.metadata.deletion_timestamp.is_some() {
+            return;
+        }
+        for e in entries.iter_mut() {
+            if e.namespace == pod.namespace() && e.selector.matches(pod.labels()) {
+                e.count += delta;
+            }
+        }
+    }
+}
+
+/// Whether a pod counts for a selector in a namespace (terminating pods never do).
+fn pod_counts_for(
+    pod: &PodInfo,
+    namespace: &str,
+    selector: &api::selectors::LabelSelector,
+) -> bool {
+    pod.namespace() == namespace
+        && pod.pod.metadata.deletion_timestamp.is_none()
+        && selector.matches(pod.labels())
 }
 
 impl NodeInfo {
+    /// This node's pods in `namespace` (not terminating) that `selector` matches.
+    pub fn count_matching(&self, namespace: &str, selector: &api::selectors::LabelSelector) -> i64 {
+        let mut entries = self.selector_counts.entries();
+        if let Some(i) = entries
+            .iter()
+            .position(|e| e.namespace == namespace && &e.selector == selector)
+        {
+            let hit = entries.remove(i);
+            let count = hit.count;
+            entries.push(hit);
+            return count;
+        }
+        let count = self
+            .pods
+            .iter()
+            .filter(|p| pod_counts_for(p, namespace, selector))
+            .count() as i64;
+        if entries.len() == SELECTOR_COUNTS_KEPT {
+            entries.remove(0);
+        }
+        entries.push(SelectorCount {
+            namespace: namespace.to_string(),
+            selector: selector.clone(),
+            count,
+        });
+        count
+    }
+
     pub fn new(name: &str) -> NodeInfo {
         NodeInfo {
             name: name.to_string(),
@@ -160,6 +246,7 @@ impl NodeInfo {
             pods: Vec::new(),
             pods_with_affinity: 0,
             pods_with_required_anti_affinity: 0,
+            selector_counts: SelectorCounts::default(),
         }
     }
 
@@ -178,6 +265,7 @@ impl NodeInfo {
         if pod.has_required_anti_affinity {
             self.pods_with_required_anti_affinity += 1;
         }
+        self.selector_counts.pod_changed(&pod, 1);
         self.pods.push(pod);
     }
 
@@ -187,6 +275,7 @@ impl NodeInfo {
             return false;
         };
         let pod = self.pods.swap_remove(i);
+        self.selector_counts.pod_changed(&pod, -1);
         self.requested.sub(&pod.requests);
         self.non_zero_requested.0 -= pod.non_zero.0;
         self.non_zero_requested.1 -= pod.non_zero.1;
@@ -740,6 +829,39 @@ mod tests {
             let err = decide(case.nodes, case.existing, case.pod).expect_err(case.name);
             assert_eq!(err.message(), case.want, "{}", case.name);
         }
+    }
+
+    #[test]
+    fn remembered_selector_counts_follow_pods_coming_and_going() {
+        let labelled = |name: &str, app: &str| {
+            Arc::new(PodInfo::new(Arc::new(pod(
+                name,
+                json!({"metadata": {"labels": {"app": app}}}),
+            ))))
+        };
+        let web = api::selectors::LabelSelector::parse("app=web").expect("selector");
+        let mut n = NodeInfo::new("n1");
+        n.add_pod(labelled("w0", "web"));
+        n.add_pod(labelled("d0", "db"));
+        assert_eq!(n.count_matching("default", &web), 1);
+        n.add_pod(labelled("w1", "web"));
+        assert_eq!(
+            n.count_matching("default", &web),
+            2,
+            "added after the first question"
+        );
+        assert!(n.remove_pod(&ObjectKey::new("default", "w0")));
+        let copy = n.clone();
+        assert_eq!(n.count_matching("default", &web), 1);
+        assert_eq!(copy.count_matching("default", &web), 1);
+        assert_eq!(n.count_matching("other", &web), 0, "namespaces differ");
+        // Past the memo's size the oldest selectors are recounted, still right.
+        for i in 0..(SELECTOR_COUNTS_KEPT + 2) {
+            let sel = api::selectors::LabelSelector::parse(&format!("app=x{i}")).expect("selector");
+            assert_eq!(n.count_matching("default", &sel), 0);
+        }
+        n.add_pod(labelled("w2", "web"));
+        assert_eq!(n.count_matching("default", &web), 2);
     }
 
     #[test]

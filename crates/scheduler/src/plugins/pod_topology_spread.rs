@@ -156,14 +156,7 @@ fn eligible(pod: &PodInfo, node: &NodeInfo, cs: &[Constraint], require_all: bool
 }
 
 fn matching_pods(node: &NodeInfo, namespace: &str, sel: &LabelSelector) -> i64 {
-    node.pods
-        .iter()
-        .filter(|p| {
-            p.namespace() == namespace
-                && p.pod.metadata.deletion_timestamp.is_none()
-                && sel.matches(p.labels())
-        })
-        .count() as i64
+    node.count_matching(namespace, sel)
 }
 
 struct FilterState {
@@ -269,10 +262,16 @@ impl ScorePlugin for PodTopologySpread {
             .map(|d| ((d.len() + 2) as f64).ln())
             .collect();
         let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); cs.len()];
+        // Hostname counts are taken per node in `score`; a key no feasible node carries
+        // (the default zone key on a cluster without zones) has nothing to count.
+        let to_count = cs
+            .iter()
+            .zip(&domains)
+            .any(|(c, d)| c.key != HOSTNAME && d.iter().any(|v| !v.is_empty()));
         for node in snap
             .nodes
             .iter()
-            .filter(|n| eligible(pod, n, &cs, require_all))
+            .filter(|n| to_count && eligible(pod, n, &cs, require_all))
         {
             for (i, c) in cs.iter().enumerate() {
                 if c.key == HOSTNAME {
