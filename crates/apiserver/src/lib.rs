@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod errors;
 pub mod handlers;
 pub mod http;
+pub mod join;
 pub mod metrics;
 pub mod objects;
 pub mod request;
@@ -61,6 +62,8 @@ pub struct ApiServer {
     pub metrics: metrics::Metrics,
     /// One shared store watch per watched resource, for all watch requests.
     pub watch_hubs: watch_hub::WatchHubs,
+    /// The node-join endpoints, once the binary has given the CA and its signer.
+    pub join: std::sync::OnceLock<join::Join>,
 }
 
 impl ApiServer {
@@ -72,6 +75,7 @@ impl ApiServer {
             ready: std::sync::atomic::AtomicBool::new(false),
             metrics: metrics::Metrics::default(),
             watch_hubs: watch_hub::WatchHubs::default(),
+            join: std::sync::OnceLock::new(),
         })
     }
 }

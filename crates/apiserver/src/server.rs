@@ -18,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::{self, Identity};
 use crate::errors::ApiError;
 use crate::http::{self, Body};
+use crate::join;
 use crate::ApiServer;
 
 /// The largest request body accepted, as upstream (3 MiB).
@@ -103,6 +104,9 @@ async fn handle(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    if req.uri().path() == join::CACERTS_PATH {
+        return join::cacerts(server.join.get(), req.method());
+    }
     let identity = cert_identity.or_else(|| {
         req.headers()
             .get(hyper::header::AUTHORIZATION)
@@ -124,6 +128,9 @@ async fn handle(
             return http::error(&ApiError::bad_request(format!("reading request body: {e}")));
         }
     };
+    if parts.uri.path() == join::NODE_CERTIFICATE_PATH {
+        return join::node_certificate(server.join.get(), &identity, &parts.method, &body);
+    }
     let started = std::time::Instant::now();
     let method = parts.method.clone();
     let uri = parts.uri.clone();

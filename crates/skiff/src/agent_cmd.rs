@@ -8,10 +8,13 @@
 //! 3. the server's own data dir when `--token-file` is `<data-dir>/server/token` (the agent
 //!    runs on the server's machine): `<data-dir>/server/tls/server-ca.crt`.
 //!
+//! 4. with a secure token and none of the above: the server's `/cacerts`, fetched without
+//!    trusting anything and accepted only if its SHA-256 is the token's CA hash (k3s's way).
+//!
 //! The token may be the plain secret or k3s's secure form `K10<sha256 of the CA
 //! bundle>::<user>:<secret>`; with the secure form the CA found above must match the hash.
-//! (Fetching the CA from the server and checking it against that hash, as k3s's agent
-//! does, is the seam the real agent join fills.)
+//! A plain token with no CA source is refused: credentials are never sent to an
+//! unverified server.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -63,7 +66,8 @@ pub fn parse_token(text: &str) -> Result<JoinToken> {
     })
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+/// Lowercase hex SHA-256, as the `K10` token's CA hash.
+pub fn sha256_hex(bytes: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, bytes)
         .as_ref()
         .iter()
@@ -105,35 +109,36 @@ async fn client(args: &AgentArgs) -> Result<kube::Client> {
         (None, None) => bail!("--token or --token-file is required (or --kubeconfig)"),
     };
     let token = parse_token(&token_text)?;
-    let ca_path = match (&args.server_ca, &args.token_file) {
-        (Some(ca), _) => ca.clone(),
-        (None, Some(tf)) => ca_beside_token_file(tf).ok_or_else(|| {
-            anyhow!(
-                "cannot verify the server: --token-file {} is not in a server data dir with tls/server-ca.crt; pass --server-ca FILE or --kubeconfig FILE",
-                tf.display()
-            )
-        })?,
+    let local_ca = match (&args.server_ca, &args.token_file) {
+        (Some(ca), _) => Some(ca.clone()),
+        (None, Some(tf)) => ca_beside_token_file(tf),
+        (None, None) => None,
+    };
+    let (ca_pem, ca_source) = match (local_ca, &token.ca_hash) {
+        (Some(path), _) => (
+            std::fs::read(&path)
+                .with_context(|| format!("reading the server CA {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        (None, Some(_)) => (fetch_cacerts(server).await?, format!("{server}/cacerts")),
         (None, None) => bail!(
-            "cannot verify the server: pass --server-ca FILE (the server's <data-dir>/server/tls/server-ca.crt), --token-file <data-dir>/server/token on the server's machine, or --kubeconfig FILE"
+            "cannot verify the server: the token is a plain secret; use the server's full K10 token (`skiff token` on the server), or pass --server-ca FILE (the server's <data-dir>/server/tls/server-ca.crt), --token-file <data-dir>/server/token on the server's machine, or --kubeconfig FILE"
         ),
     };
-    let ca_pem = std::fs::read(&ca_path)
-        .with_context(|| format!("reading the server CA {}", ca_path.display()))?;
     if let Some(want) = &token.ca_hash {
         let got = sha256_hex(&ca_pem);
         if &got != want {
             bail!(
-                "the server CA {} (sha256 {got}) does not match the CA hash in the K10 token ({want})",
-                ca_path.display()
+                "the server CA from {ca_source} (sha256 {got}) does not match the CA hash in the K10 token ({want}): wrong token, or not the server it belongs to"
             );
         }
     }
     let ders: Vec<Vec<u8>> = rustls_pemfile::certs(&mut ca_pem.as_slice())
         .map(|c| c.map(|der| der.as_ref().to_vec()))
         .collect::<Result<_, _>>()
-        .with_context(|| format!("parsing the server CA {}", ca_path.display()))?;
+        .with_context(|| format!("parsing the server CA from {ca_source}"))?;
     if ders.is_empty() {
-        bail!("no certificate in the server CA file {}", ca_path.display());
+        bail!("no certificate in the server CA from {ca_source}");
     }
     let mut config = kube::Config::new(
         server
@@ -146,6 +151,27 @@ async fn client(args: &AgentArgs) -> Result<kube::Client> {
     bearer.set_sensitive(true);
     config.headers.push((http::header::AUTHORIZATION, bearer));
     kube::Client::try_from(config).context("building the API client")
+}
+
+/// The server's CA bundle from `/cacerts`, fetched over TLS that verifies nothing: the
+/// caller must check it against the token's hash before trusting it, and no credentials
+/// are sent here.
+async fn fetch_cacerts(server: &str) -> Result<Vec<u8>> {
+    let mut config = kube::Config::new(
+        server
+            .parse()
+            .with_context(|| format!("--server {server:?} is not a URL"))?,
+    );
+    config.accept_invalid_certs = true;
+    config.connect_timeout = Some(Duration::from_secs(10));
+    let client = kube::Client::try_from(config).context("building the CA-fetching client")?;
+    let request = http::Request::get("/cacerts")
+        .body(Vec::new())
+        .context("building the /cacerts request")?;
+    let pem = client.request_text(request).await.with_context(|| {
+        format!("fetching the server CA from {server}/cacerts (is --server right?)")
+    })?;
+    Ok(pem.into_bytes())
 }
 
 fn sim_config(args: &AgentArgs, count: usize) -> Result<SimConfig> {

@@ -190,3 +190,45 @@ pub fn load_rustls(
     .with_context(|| format!("no private key in {}", key.display()))?;
     Ok((certs, key))
 }
+
+/// Signs node client certificates (`system:node:<name>`, `system:nodes`) with the cluster
+/// CA for the join endpoint; the subject the request asked for is never trusted.
+pub struct NodeSigner {
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// How long a node certificate lasts (upstream kubelet client certificates: one year).
+const NODE_CERT_DAYS: i64 = 365;
+
+impl NodeSigner {
+    pub fn load(ca: &CertPaths) -> Result<NodeSigner> {
+        let key_pem =
+            fs::read_to_string(&ca.key).with_context(|| format!("reading {}", ca.key.display()))?;
+        let cert_pem = fs::read_to_string(&ca.cert)
+            .with_context(|| format!("reading {}", ca.cert.display()))?;
+        let key = KeyPair::from_pem(&key_pem).context("parsing CA key")?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).context("parsing CA certificate")?;
+        Ok(NodeSigner { issuer })
+    }
+}
+
+impl apiserver::join::NodeCertificateSigner for NodeSigner {
+    fn sign(&self, node_name: &str, csr_pem: &str) -> Result<String, String> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| format!("not a PEM certificate request: {e}"))?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+        params.distinguished_name = dn(&format!("system:node:{node_name}"), Some("system:nodes"));
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(5);
+        params.not_after = now + time::Duration::days(NODE_CERT_DAYS);
+        csr.params = params;
+        csr.signed_by(&self.issuer)
+            .map(|c| c.pem())
+            .map_err(|e| format!("signing: {e}"))
+    }
+}

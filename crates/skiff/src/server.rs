@@ -81,17 +81,6 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         tracing::warn!("the embedded node agent is not built yet: running the control plane only, as with --disable-agent");
     }
 
-    // Join token: flag, else the one kept from an earlier start, else a new one.
-    let token_path = server_dir.join("token");
-    let token = match &args.token {
-        Some(t) if !t.is_empty() => t.clone(),
-        _ => match std::fs::read_to_string(&token_path) {
-            Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
-            _ => random_token(),
-        },
-    };
-    certs::write_private(&token_path, &format!("{token}\n"))?;
-
     let advertise: IpAddr = args.advertise_address.or(args.node_ip).unwrap_or_else(|| {
         if args.bind_address.is_unspecified() {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
@@ -121,6 +110,26 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     names.dedup();
     let certs = certs::ensure(&server_dir.join("tls"), &names).context("preparing certificates")?;
 
+    // Join token, k3s's secure form `K10<sha256 of the CA>::server:<secret>`: the secret
+    // from the flag, else the one kept from an earlier start, else a new one.
+    let ca_pem = std::fs::read_to_string(&certs.ca.cert)
+        .with_context(|| format!("reading {}", certs.ca.cert.display()))?;
+    let ca_hash = crate::agent_cmd::sha256_hex(ca_pem.as_bytes());
+    let token_path = server_dir.join("token");
+    let kept = std::fs::read_to_string(&token_path).unwrap_or_default();
+    let given = args.token.as_deref().filter(|t| !t.trim().is_empty());
+    let secret = match given.or(Some(kept.trim()).filter(|t| !t.is_empty())) {
+        Some(text) => {
+            let parsed = crate::agent_cmd::parse_token(text).context("the join token")?;
+            if let Some(hash) = parsed.ca_hash.filter(|h| *h != ca_hash) {
+                bail!("the join token pins CA sha256 {hash}, but this server's CA ({}) is sha256 {ca_hash}", certs.ca.cert.display());
+            }
+            parsed.secret
+        }
+        None => random_token(),
+    };
+    certs::write_private(&token_path, &format!("K10{ca_hash}::server:{secret}\n"))?;
+
     let store = match &args.datastore_endpoint {
         Some(endpoint) => store::open(Some(endpoint), &server_dir.join("db").join("state.db"))
             .await
@@ -142,7 +151,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         service_cidr,
         node_port_range,
         tokens: vec![TokenUser {
-            token: token.clone(),
+            token: secret.clone(),
             user: "system:admin".into(),
             groups: vec!["system:masters".into()],
         }],
@@ -153,6 +162,13 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         },
     };
     let api = ApiServer::new(store, config);
+    let signer =
+        certs::NodeSigner::load(&certs.ca).context("loading the CA for node certificates")?;
+    let _ = api.join.set(apiserver::join::Join {
+        ca_pem,
+        signer: std::sync::Arc::new(signer),
+        allowed_users: vec!["system:admin".into()],
+    });
 
     let (cert_chain, key) = certs::load_rustls(&certs.serving.cert, &certs.serving.key)?;
     let (client_ca, _) = certs::load_rustls(&certs.ca.cert, &certs.ca.key)?;
