@@ -8,4 +8,5 @@
 //! workers, runtime, volumes, probes) arrives in this crate later and will share its status
 //! reporting conventions.
 
+pub mod node;
 pub mod simulated;

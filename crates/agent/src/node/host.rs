@@ -1,0 +1,143 @@
+//! What a real node reports about its machine, read from the host as kubelet reads it:
+//! capacity (cpu, memory, ephemeral-storage, pods), the OS image and kernel for
+//! `nodeInfo`. Parsing is pure (tested on fixed text); `HostFacts::read` does the reads.
+
+use std::path::Path;
+
+/// Pods a node takes unless told otherwise (kubelet's `--max-pods` default).
+pub const DEFAULT_MAX_PODS: u32 = 110;
+
+/// The machine as the Node's capacity and nodeInfo describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFacts {
+    /// Logical CPUs (capacity `cpu`).
+    pub cpus: u32,
+    /// `MemTotal` in bytes (capacity `memory`).
+    pub memory_bytes: u64,
+    /// Size of the filesystem holding the data dir (capacity `ephemeral-storage`).
+    pub ephemeral_storage_bytes: u64,
+    /// `/etc/os-release` PRETTY_NAME (nodeInfo `osImage`).
+    pub os_image: String,
+    /// `uname -r` (nodeInfo `kernelVersion`).
+    pub kernel_version: String,
+    /// `/etc/machine-id` (nodeInfo `machineID`), empty when absent.
+    pub machine_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+}
+
+impl HostFacts {
+    /// Reads the host; `data_dir` is where pods' writable layers and logs live.
+    pub fn read(data_dir: &Path) -> Result<HostFacts, HostError> {
+        let meminfo = read("/proc/meminfo")?;
+        let memory_bytes = mem_total_bytes(&meminfo).ok_or_else(|| HostError::Parse {
+            path: "/proc/meminfo".into(),
+            message: "no MemTotal line".into(),
+        })?;
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1);
+        let ephemeral_storage_bytes = filesystem_bytes(data_dir)?;
+        Ok(HostFacts {
+            cpus,
+            memory_bytes,
+            ephemeral_storage_bytes,
+            os_image: read("/etc/os-release")
+                .ok()
+                .and_then(|t| pretty_name(&t))
+                .unwrap_or_else(|| "Linux".into()),
+            kernel_version: read("/proc/sys/kernel/osrelease")
+                .map(|t| t.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into()),
+            machine_id: read("/etc/machine-id")
+                .map(|t| t.trim().to_string())
+                .unwrap_or_default(),
+        })
+    }
+}
+
+fn read(path: &str) -> Result<String, HostError> {
+    std::fs::read_to_string(path).map_err(|source| HostError::Read {
+        path: path.into(),
+        source,
+    })
+}
+
+/// `MemTotal:  16384256 kB` → bytes.
+pub fn mem_total_bytes(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut parts = line["MemTotal:".len()..].split_whitespace();
+    let value: u64 = parts.next()?.parse().ok()?;
+    match parts.next() {
+        Some("kB") | Some("KB") => Some(value * 1024),
+        None => Some(value),
+        Some(_) => None,
+    }
+}
+
+/// PRETTY_NAME from os-release text, unquoted.
+pub fn pretty_name(os_release: &str) -> Option<String> {
+    os_release
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim().trim_matches('"').trim_matches('\'').to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// Total bytes of the filesystem holding `path` (statvfs blocks × fragment size).
+fn filesystem_bytes(path: &Path) -> Result<u64, HostError> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path =
+        std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| HostError::Parse {
+            path: path.display().to_string(),
+            message: "path holds a NUL byte".into(),
+        })?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c_path is a valid NUL-terminated string and stat a writable statvfs.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
+    if rc != 0 {
+        return Err(HostError::Read {
+            path: path.display().to_string(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(stat.f_blocks as u64 * stat.f_frsize as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meminfo_and_os_release_parse_as_kubelet_reads_them() {
+        let meminfo = "MemTotal:       24576000 kB\nMemFree:         1000 kB\n";
+        assert_eq!(mem_total_bytes(meminfo), Some(24576000 * 1024));
+        assert_eq!(mem_total_bytes("MemFree: 1 kB\n"), None);
+        assert_eq!(mem_total_bytes("MemTotal: 12 MB\n"), None);
+        let os = "NAME=\"Debian GNU/Linux\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n";
+        assert_eq!(
+            pretty_name(os).as_deref(),
+            Some("Debian GNU/Linux 12 (bookworm)")
+        );
+        assert_eq!(pretty_name("NAME=x\n"), None);
+    }
+
+    #[test]
+    fn this_host_reads() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let facts = HostFacts::read(dir.path()).expect("host facts");
+        assert!(facts.cpus >= 1);
+        assert!(facts.memory_bytes > 64 * 1024 * 1024);
+        assert!(facts.ephemeral_storage_bytes > 0);
+        assert!(!facts.kernel_version.is_empty());
+    }
+}
