@@ -6,6 +6,7 @@
 mod agent_cmd;
 mod certs;
 mod failover;
+mod image_cmd;
 mod kubeconfig;
 mod server;
 
@@ -37,6 +38,18 @@ enum Command {
     Server(ServerArgs),
     /// Run a node agent that joins a server (today: simulated nodes with --simulate N).
     Agent(AgentArgs),
+    /// Manage the node's images: import tarballs, list, remove.
+    Image(image_cmd::ImageArgs),
+    /// Print the server's join token (K10<ca-sha256>::server:<secret>) for `skiff agent --token`.
+    Token(TokenArgs),
+}
+
+/// Flags of `skiff token`.
+#[derive(clap::Args, Debug)]
+pub struct TokenArgs {
+    /// The server's data directory.
+    #[arg(long, short = 'd', env = "SKIFF_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Flags of `skiff server`, named as k3s names them.
@@ -202,6 +215,15 @@ pub struct AgentArgs {
 }
 
 fn main() -> std::process::ExitCode {
+    // The hidden container shim (DESIGN.md §4) runs before any thread or async runtime
+    // exists, outside clap; it never returns.
+    let mut args = std::env::args_os().skip(1);
+    if args
+        .next()
+        .is_some_and(|a| a == runtime::shim::SHIM_SUBCOMMAND)
+    {
+        runtime::shim::run_shim(args);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Server(args) => {
@@ -213,6 +235,31 @@ fn main() -> std::process::ExitCode {
             init_logging(args.debug);
             run_to_completion("skiff agent", agent_cmd::run(args))
         }
+        Command::Token(args) => {
+            let data_dir = args.data_dir.unwrap_or_else(server::default_data_dir);
+            let path = data_dir.join("server").join("token");
+            match std::fs::read_to_string(&path) {
+                Ok(token) => {
+                    println!("{}", token.trim());
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!(
+                        "skiff token: reading {}: {e} (has `skiff server --data-dir {}` run?)",
+                        path.display(),
+                        data_dir.display()
+                    );
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Image(args) => match image_cmd::run(args) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("skiff image: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -16,7 +16,8 @@ use apiserver::{ApiConfig, ApiServer};
 
 use crate::{certs, kubeconfig, ServerArgs};
 
-fn default_data_dir() -> PathBuf {
+/// `--data-dir`'s default, as k3s: `/var/lib/skiff` for root, `~/.skiff` otherwise.
+pub fn default_data_dir() -> PathBuf {
     // As k3s: a system location for root, a per-user one otherwise.
     if unsafe { libc::geteuid() } == 0 {
         PathBuf::from("/var/lib/skiff")

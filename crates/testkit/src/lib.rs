@@ -10,6 +10,7 @@
 //! assert!(out.contains("kube-system"));
 //! ```
 
+pub mod images;
 pub mod simulated;
 pub use simulated::SimulatedNodes;
 

@@ -1,0 +1,25 @@
+//! The per-container shim: a single-threaded process that runs one container with libcontainer.
+//!
+//! The agent never calls libcontainer itself (DESIGN.md §4): [`ShimClient::start`] re-executes
+//! a binary as `<binary> container-shim <state_dir>`, whose `main` calls [`run_shim`] before
+//! any thread exists. The shim detaches, runs the container, writes its output to the CRI log,
+//! records the exit in the state directory and cleans up. The OCI bundle it writes
+//! (`<state_dir>/bundle/config.json`) is in the standard layout, so an external runtime such
+//! as runc could be chosen for the same bundle later.
+
+mod cgroup;
+mod client;
+mod cri_log;
+mod executor;
+mod pidfd;
+mod process;
+mod spec;
+mod state;
+
+pub use client::{ClientError, KillOutcome, RunningContainer, ShimClient, Signal};
+pub use process::{run_shim, SHIM_SUBCOMMAND};
+pub use spec::{
+    BindMount, ContainerConfig, NamespacePaths, Resources, SpecError, UserIds,
+    DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS,
+};
+pub use state::{ExitRecord, StartErrorKind, StartedRecord};

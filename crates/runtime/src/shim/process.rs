@@ -1,0 +1,486 @@
+//! The shim process itself: `<binary> container-shim <state_dir>`. Called from `main()`
+//! before any thread exists, it detaches (fork, setsid), runs the container with
+//! libcontainer, reports start or failure over its stdout (the handshake pipe), copies the
+//! container's output into the CRI log, waits for the exit, cleans up the cgroup and
+//! libcontainer state, writes the exit record and exits. The only place libcontainer runs.
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::cgroup;
+use super::cri_log::{self, LineSplitter, Stream};
+use super::executor::ShimExecutor;
+use super::pidfd::{poll_readable, PidFd};
+use super::state::{
+    self, classify_start_error, exit_code_of, read_json, rfc3339_nano, write_json_atomic,
+    ExitRecord, Handshake, ShimRequest, StartErrorKind, StartedRecord, StateDir,
+};
+
+/// The hidden subcommand that turns a binary into a shim: `<binary> container-shim <dir>`.
+pub const SHIM_SUBCOMMAND: &str = "container-shim";
+
+/// How long output is still copied after the container's first process exited (other
+/// processes of a joined pid namespace may hold the pipes open).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    #[error("usage: {SHIM_SUBCOMMAND} <state-dir>")]
+    Usage,
+    #[error("no request in {0}")]
+    NoRequest(PathBuf),
+    #[error(transparent)]
+    Record(#[from] state::RecordError),
+    #[error("container {id}: invalid config: {source}")]
+    Config {
+        id: String,
+        source: super::spec::SpecError,
+    },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("container {id}: {what}: {message}")]
+    Libcontainer {
+        id: String,
+        what: &'static str,
+        message: String,
+    },
+    #[error("container {id}: {what}: {source}")]
+    Sys {
+        id: String,
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+impl ShimError {
+    fn kind(&self) -> StartErrorKind {
+        match self {
+            ShimError::Config { .. } | ShimError::Usage | ShimError::NoRequest(_) => {
+                StartErrorKind::InvalidConfig
+            }
+            ShimError::Libcontainer { message, .. } => classify_start_error(message),
+            _ => StartErrorKind::Other,
+        }
+    }
+}
+
+/// Runs the shim and exits the process. Must be called before any other thread exists:
+/// libcontainer forks and changes the working directory.
+pub fn run_shim(args: impl IntoIterator<Item = OsString>) -> ! {
+    let mut args = args.into_iter();
+    let state_dir = match (args.next(), args.next()) {
+        (Some(dir), None) => PathBuf::from(dir),
+        _ => {
+            eprintln!("{}", ShimError::Usage);
+            std::process::exit(2);
+        }
+    };
+    // Detach: the spawner reaps the first process at once; the second, in a session of its
+    // own, is adopted by init (or a subreaper) and outlives the agent.
+    // SAFETY: single-threaded at this point (the caller's contract), so fork is sound.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { .. }) => {
+            // SAFETY: _exit skips destructors and atexit handlers, which belong to the child.
+            unsafe { libc::_exit(0) }
+        }
+        Ok(nix::unistd::ForkResult::Child) => {}
+        Err(e) => {
+            report(&Handshake::Failed {
+                kind: StartErrorKind::Other,
+                message: format!("shim: fork: {e}"),
+            });
+            std::process::exit(1);
+        }
+    }
+    let _ = nix::unistd::setsid();
+    close_inherited_fds();
+    let code = match run(&StateDir::new(state_dir)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("skiff shim: {e}");
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+/// Closes every descriptor above stdio that the spawner let through (a listening socket
+/// opened without CLOEXEC would otherwise stay open for the shim's whole life).
+fn close_inherited_fds() {
+    // SAFETY: close_range(3, MAX, 0) only closes descriptors; nothing in this process
+    // holds one yet (the shim has opened nothing so far).
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if ret != 0 {
+        // Kernels before 5.9: close what /proc says is open.
+        let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .filter(|&fd| fd > 2)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for fd in fds {
+            // SAFETY: closing a descriptor number nothing in this process uses.
+            unsafe {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
+/// The shim's whole life after detaching.
+fn run(state: &StateDir) -> Result<(), ShimError> {
+    let started = match start(state) {
+        Ok(started) => started,
+        Err(e) => {
+            // libcontainer removed its own state on failure; drop the empty root too.
+            let _ = std::fs::remove_dir(state.libcontainer_root());
+            report(&Handshake::Failed {
+                kind: e.kind(),
+                message: e.to_string(),
+            });
+            return Err(e);
+        }
+    };
+    let (mut running, record) = started;
+    report(&Handshake::Started(record.clone()));
+    let outcome = running.supervise();
+    let cleanup_error = running.cleanup().err().map(|e| e.to_string());
+    if let Some(e) = &cleanup_error {
+        eprintln!("skiff shim: cleanup: {e}");
+    }
+    let exit = ExitRecord {
+        exit_code: exit_code_of(outcome.exited, outcome.signal),
+        signal: outcome.signal,
+        oom_killed: outcome.oom_killed,
+        started_at: record.started_at,
+        finished_at: outcome.finished_at,
+        cleanup_error,
+    };
+    write_json_atomic(&state.exit(), &exit)?;
+    Ok(())
+}
+
+/// Writes the handshake line to the spawner, then points stdout at /dev/null so the pipe
+/// closes and nothing later can write into it. A vanished spawner is not an error: an
+/// adopting agent reads started.json instead.
+fn report(handshake: &Handshake) {
+    if let Ok(mut line) = serde_json::to_vec(handshake) {
+        line.push(b'\n');
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&line);
+        let _ = out.flush();
+    }
+    if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+    }
+}
+
+/// A created and started container, with the read ends of its output pipes.
+struct Running {
+    id: String,
+    cgroups_path: PathBuf,
+    container: Container,
+    pid: i32,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    log: File,
+    log_path: PathBuf,
+    libcontainer_root: PathBuf,
+}
+
+/// How the container ended.
+struct Outcome {
+    exited: Option<i32>,
+    signal: Option<i32>,
+    oom_killed: bool,
+    finished_at: String,
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ShimError {
+    let path = path.to_owned();
+    move |source| ShimError::Io { what, path, source }
+}
+
+/// The full cause chain of an error: libcontainer nests the init process's message deep.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = inner.source();
+    }
+    s
+}
+
+fn start(state: &StateDir) -> Result<(Running, StartedRecord), ShimError> {
+    let request: ShimRequest =
+        read_json(&state.request())?.ok_or_else(|| ShimError::NoRequest(state.root().into()))?;
+    let config = &request.config;
+    let id = config.id.clone();
+    let spec = config.to_spec().map_err(|source| ShimError::Config {
+        id: id.clone(),
+        source,
+    })?;
+
+    let bundle = state.bundle();
+    std::fs::create_dir_all(&bundle).map_err(io_err("creating bundle", &bundle))?;
+    write_json_atomic(&bundle.join("config.json"), &spec)?;
+
+    if let Some(parent) = request.log_path.parent() {
+        std::fs::create_dir_all(parent).map_err(io_err("creating log directory", parent))?;
+    }
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(&request.log_path)
+        .map_err(io_err("opening log", &request.log_path))?;
+
+    let sys = |what| {
+        let id = id.clone();
+        move |e: nix::Error| ShimError::Sys {
+            id,
+            what,
+            source: std::io::Error::from(e),
+        }
+    };
+    let (out_r, out_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("stdout pipe"))?;
+    let (err_r, err_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("stderr pipe"))?;
+    let stdin = File::open("/dev/null").map_err(io_err("opening", Path::new("/dev/null")))?;
+
+    let lc_root = state.libcontainer_root();
+    std::fs::create_dir_all(&lc_root).map_err(io_err("creating", &lc_root))?;
+    let lc = |what: &'static str| {
+        let id = id.clone();
+        move |e: libcontainer::error::LibcontainerError| ShimError::Libcontainer {
+            id,
+            what,
+            message: chain(&e),
+        }
+    };
+    let mut container = ContainerBuilder::new(id.clone(), SyscallType::default())
+        .with_executor(ShimExecutor)
+        .with_root_path(&lc_root)
+        .map_err(lc("libcontainer root"))?
+        .with_stdin(OwnedFd::from(stdin))
+        .with_stdout(out_w)
+        .with_stderr(err_w)
+        .validate_id()
+        .map_err(lc("container id"))?
+        .as_init(&bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(lc("creating container"))?;
+    // The write ends went into the builder and were closed with it: EOF on the read ends
+    // now means every process of the container has closed its output.
+
+    if let Err(e) = container.start() {
+        let err = lc("starting container")(e);
+        let _ = container.delete(true);
+        let _ = std::fs::remove_dir_all(&lc_root);
+        return Err(err);
+    }
+    let pid = match container.pid() {
+        Some(pid) => pid.as_raw(),
+        None => {
+            let _ = container.delete(true);
+            return Err(ShimError::Libcontainer {
+                id,
+                what: "starting container",
+                message: "libcontainer reported no pid".into(),
+            });
+        }
+    };
+    let record = StartedRecord {
+        shim_pid: std::process::id() as i32,
+        shim_start_time: state::process_start_time(std::process::id() as i32).unwrap_or(0),
+        pid,
+        // The process is our unreaped child: its /proc entry stays until we wait for it.
+        pid_start_time: state::process_start_time(pid).unwrap_or(0),
+        started_at: rfc3339_nano(chrono::Utc::now()),
+    };
+    let running = Running {
+        id,
+        cgroups_path: config.cgroups_path.clone(),
+        container,
+        pid,
+        stdout: Some(out_r),
+        stderr: Some(err_r),
+        log,
+        log_path: request.log_path.clone(),
+        libcontainer_root: lc_root,
+    };
+    if let Err(e) = write_json_atomic(&state.started(), &record) {
+        // Without started.json nobody could adopt or signal it: do not leave it running.
+        let mut running = running;
+        let _ = running
+            .container
+            .kill(nix::sys::signal::Signal::SIGKILL, true);
+        let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::__WALL));
+        let _ = running.cleanup();
+        return Err(e.into());
+    }
+    Ok((running, record))
+}
+
+impl Running {
+    /// Copies output into the log until the container's first process exits (and its
+    /// output is drained), then reaps it.
+    fn supervise(&mut self) -> Outcome {
+        let pidfd = PidFd::open(self.pid).ok();
+        let mut splitters = [LineSplitter::default(), LineSplitter::default()];
+        let mut status: Option<WaitStatus> = None;
+        let mut finished_at = None;
+        let mut drain_deadline: Option<Instant> = None;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if status.is_none() && pidfd.is_none() {
+                // No pidfd (should not happen on kernels >= 5.3): block on the child.
+                status = waitpid(Pid::from_raw(self.pid), Some(WaitPidFlag::__WALL)).ok();
+                finished_at = Some(rfc3339_nano(chrono::Utc::now()));
+                drain_deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
+            }
+            let pipes_open = self.stdout.is_some() || self.stderr.is_some();
+            if status.is_some() && !pipes_open {
+                break;
+            }
+            let timeout = match drain_deadline {
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    Some(left)
+                }
+                None => None,
+            };
+            let fds = [
+                self.stdout.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                self.stderr.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                match (&pidfd, status.is_some()) {
+                    (Some(p), false) => p.raw(),
+                    _ => -1,
+                },
+            ];
+            let ready = match poll_readable(&fds, timeout) {
+                Ok(ready) => ready,
+                Err(e) => {
+                    eprintln!("skiff shim {}: poll: {e}", self.id);
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
+                if ready[i] {
+                    self.copy_output(i, stream, &mut splitters[i], &mut buf);
+                }
+            }
+            if ready[2] {
+                match waitpid(Pid::from_raw(self.pid), Some(WaitPidFlag::__WALL)) {
+                    Ok(s) => status = Some(s),
+                    Err(e) => {
+                        eprintln!("skiff shim {}: wait: {e}", self.id);
+                        status = Some(WaitStatus::StillAlive);
+                    }
+                }
+                finished_at = Some(rfc3339_nano(chrono::Utc::now()));
+                drain_deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
+            }
+        }
+        for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
+            if let Some(rest) = splitters[i].finish() {
+                self.write_log(stream, &[rest]);
+            }
+        }
+        let _ = self.log.sync_data();
+        let (exited, signal) = match status {
+            Some(WaitStatus::Exited(_, code)) => (Some(code), None),
+            Some(WaitStatus::Signaled(_, sig, _)) => (None, Some(sig as i32)),
+            _ => (None, None),
+        };
+        Outcome {
+            exited,
+            signal,
+            oom_killed: cgroup::oom_killed(Path::new(cgroup::CGROUP_ROOT), &self.cgroups_path),
+            finished_at: finished_at.unwrap_or_else(|| rfc3339_nano(chrono::Utc::now())),
+        }
+    }
+
+    /// Reads what is available on one output pipe into the log; closes it at EOF.
+    fn copy_output(
+        &mut self,
+        i: usize,
+        stream: Stream,
+        splitter: &mut LineSplitter,
+        buf: &mut [u8],
+    ) {
+        let slot = if i == 0 {
+            &mut self.stdout
+        } else {
+            &mut self.stderr
+        };
+        let Some(fd) = slot.as_ref() else { return };
+        let records = match nix::unistd::read(fd.as_raw_fd(), buf) {
+            Ok(0) => {
+                *slot = None;
+                return;
+            }
+            Ok(n) => splitter.push(&buf[..n]),
+            Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => return,
+            Err(_) => {
+                *slot = None;
+                return;
+            }
+        };
+        self.write_log(stream, &records);
+    }
+
+    fn write_log(&mut self, stream: Stream, records: &[cri_log::Record]) {
+        if let Err(e) = cri_log::write_records(&mut self.log, stream, records) {
+            // A full disk must not stop the shim from reaping and recording the exit.
+            eprintln!(
+                "skiff shim {}: writing {}: {e}",
+                self.id,
+                self.log_path.display()
+            );
+        }
+    }
+
+    /// Removes the container's cgroup and libcontainer's state.
+    fn cleanup(&mut self) -> Result<(), ShimError> {
+        let result = self
+            .container
+            .delete(true)
+            .map_err(|e| ShimError::Libcontainer {
+                id: self.id.clone(),
+                what: "deleting container",
+                message: chain(&e),
+            });
+        let _ = std::fs::remove_dir(&self.libcontainer_root);
+        result
+    }
+}
