@@ -29,6 +29,15 @@ fn the_token_pins_the_ca_and_an_agent_joins_with_server_and_token_only() {
         "the token is K10<sha256 of the CA>::server:<secret>: {token}"
     );
 
+    // `skiff token` prints it, as `k3s token` does.
+    let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["token", "--data-dir"])
+        .arg(s.data_dir())
+        .output()
+        .expect("skiff token");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), token);
+
     // The CA is public; everything else needs credentials.
     let out = Command::new("curl")
         .args(["-sSk", "--max-time", "10", "-w", "\n%{http_code}"])
