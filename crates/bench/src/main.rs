@@ -28,6 +28,8 @@ pub enum Scenario {
     Watch,
     Schedule,
     Failover,
+    /// The container runtime alone (root): start latency and shim RSS.
+    Containers,
     All,
 }
 
@@ -191,6 +193,7 @@ async fn run(args: Args) -> Result<()> {
             Scenario::Watch => scenarios::watch::run(&env).await,
             Scenario::Schedule => scenarios::schedule::run(&env).await,
             Scenario::Failover => scenarios::failover::run(&env).await,
+            Scenario::Containers => scenarios::containers::run(&env).await,
             Scenario::All => unreachable!(),
         }
         .with_context(|| format!("scenario {s:?}"))?;

@@ -1,6 +1,7 @@
 //! The scenarios and what they share: starting a server (on SQLite or on a private etcd)
 //! ready for measuring, and the objects they create.
 
+pub mod containers;
 pub mod failover;
 pub mod latency;
 pub mod list;
