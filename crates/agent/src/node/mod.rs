@@ -2,3 +2,4 @@
 //! `simulated/`): what the machine offers, read from the host.
 
 pub mod host;
+pub mod object;
