@@ -280,6 +280,28 @@ fn hostname_and_pid_one() {
 }
 
 #[test]
+fn the_container_sees_only_its_configured_environment() {
+    if !is_root() {
+        return;
+    }
+    // The shim runs with the spawner's environment plus its own settings (an allocator
+    // variable); none of that may leak into the container.
+    let mut f = Fixture::new("env");
+    let mut config = f.config(&["sh", "-c", "env | sort"]);
+    config.env.push("GREETING=hello".into());
+    let exit = f.run_config(&config);
+    assert_eq!(exit.exit_code, 0);
+    let lines = f.log_lines("stdout");
+    assert!(lines.iter().any(|l| l == "GREETING=hello"), "{lines:?}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("MIMALLOC_") || l.starts_with("CARGO")),
+        "{lines:?}"
+    );
+}
+
+#[test]
 fn memory_hog_is_oom_killed() {
     if !is_root() {
         return;

@@ -143,6 +143,11 @@ impl ShimClient {
             .env_remove("LISTEN_FDS")
             .env_remove("LISTEN_PID")
             .env_remove("NOTIFY_SOCKET")
+            // The skiff binary allocates with mimalloc, which by default commits its arena
+            // up front: right for the server, ~3.7 MiB of private memory in every shim
+            // (PSS 5.7 → 2.0 MiB per shim, BENCHMARKS.md session 5). Read at the shim's
+            // start only; the container's environment comes from its config, not from here.
+            .env("MIMALLOC_ARENA_EAGER_COMMIT", "0")
             .spawn()
             .map_err(io("spawning shim", &self.binary))?;
         let handshake = child.stdout.take();
