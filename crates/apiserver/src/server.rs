@@ -116,7 +116,9 @@ async fn handle(
     let Some(identity) = identity else {
         // Read (a bounded amount of) the body first: answering before it is consumed makes
         // the connection close under a client still sending, which then sees no 401 at all.
-        let _ = Limited::new(req.into_body(), MAX_REQUEST_BODY).collect().await;
+        let _ = Limited::new(req.into_body(), MAX_REQUEST_BODY)
+            .collect()
+            .await;
         return http::error(&ApiError::unauthorized());
     };
     let (parts, body) = req.into_parts();
