@@ -1,5 +1,7 @@
-//! `skiff agent`: today only `--simulate N` (simulated nodes, see the agent crate); the
-//! real node agent arrives with the agent join.
+//! `skiff agent`: the real node (joins with the token, keeps a node certificate in
+//! `<data-dir>/agent`, registers this machine and keeps its Lease and status fresh; pods
+//! run once the pod runtime is wired in), or `--simulate N` (simulated nodes, see the agent
+//! crate).
 //!
 //! Joining means trusting the server's certificate. Nothing is ever fetched without
 //! verifying it; the CA comes from, in order:
@@ -84,6 +86,11 @@ fn ca_beside_token_file(token_file: &Path) -> Option<PathBuf> {
 
 /// Builds the API client the agent uses, verifying the server as the module header says.
 async fn client(args: &AgentArgs) -> Result<kube::Client> {
+    Ok(join_client(args).await?.0)
+}
+
+/// The join client and, when joining with a token, the verified CA bundle (PEM).
+async fn join_client(args: &AgentArgs) -> Result<(kube::Client, Option<Vec<u8>>)> {
     if let Some(path) = &args.kubeconfig {
         let kc = kube::config::Kubeconfig::read_from(path)
             .with_context(|| format!("reading --kubeconfig {}", path.display()))?;
@@ -96,7 +103,10 @@ async fn client(args: &AgentArgs) -> Result<kube::Client> {
                 .parse()
                 .with_context(|| format!("--server {server:?} is not a URL"))?;
         }
-        return kube::Client::try_from(config).context("building the API client");
+        return Ok((
+            kube::Client::try_from(config).context("building the API client")?,
+            None,
+        ));
     }
     let server = args
         .server
@@ -150,7 +160,8 @@ async fn client(args: &AgentArgs) -> Result<kube::Client> {
         .context("the token holds characters not allowed in an HTTP header")?;
     bearer.set_sensitive(true);
     config.headers.push((http::header::AUTHORIZATION, bearer));
-    kube::Client::try_from(config).context("building the API client")
+    let client = kube::Client::try_from(config).context("building the API client")?;
+    Ok((client, Some(ca_pem)))
 }
 
 /// The server's CA bundle from `/cacerts`, fetched over TLS that verifies nothing: the
@@ -223,7 +234,7 @@ fn sim_config(args: &AgentArgs, count: usize) -> Result<SimConfig> {
 
 pub async fn run(args: AgentArgs) -> Result<()> {
     let Some(count) = args.simulate else {
-        bail!("the real node agent is not built yet; run simulated nodes with --simulate N");
+        return run_node(args).await;
     };
     let mut config = sim_config(&args, count)?;
     let client = client(&args).await?;
@@ -241,6 +252,153 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     agent::simulated::run(client, config, stdin, tokio::io::stdout())
         .await
         .map_err(|e| anyhow!(e))
+}
+
+/// The real node: join (once: a node certificate kept in `<data-dir>/agent`), register
+/// this machine as a Node, keep its Lease and status fresh.
+async fn run_node(args: AgentArgs) -> Result<()> {
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(crate::server::default_data_dir);
+    let agent_dir = data_dir.join("agent");
+    std::fs::create_dir_all(&agent_dir)
+        .with_context(|| format!("creating {}", agent_dir.display()))?;
+    let name = match &args.node_name {
+        Some(n) => n.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .context("reading the hostname for the node name (or pass --node-name)")?
+            .trim()
+            .to_lowercase(),
+    };
+    let client = if args.kubeconfig.is_some() {
+        client(&args).await?
+    } else {
+        node_client(&args, &agent_dir, &name).await?
+    };
+    let version = client
+        .apiserver_version()
+        .await
+        .context("asking the server for its version (is --server right?)")?;
+    let internal_ip = match args.node_ip {
+        Some(ip) => ip,
+        None => route_source_address(args.server.as_deref())?,
+    };
+    let config = agent::node::object::NodeConfig {
+        name,
+        internal_ip,
+        labels: args
+            .node_label
+            .iter()
+            .map(|l| parse_label(l))
+            .collect::<Result<_, _>>()?,
+        taints: args
+            .node_taint
+            .iter()
+            .map(|t| parse_taint(t))
+            .collect::<Result<_, _>>()?,
+        max_pods: agent::node::host::DEFAULT_MAX_PODS,
+        kubelet_version: version.git_version,
+        runtime_version: format!("skiff://{}", env!("CARGO_PKG_VERSION")),
+        architecture: agent::simulated::config::kube_arch(std::env::consts::ARCH).to_string(),
+    };
+    if args.node_lease_duration_seconds < 1 {
+        bail!(
+            "--node-lease-duration-seconds must be at least 1, got {}",
+            args.node_lease_duration_seconds
+        );
+    }
+    let heartbeat = agent::node::register::Heartbeat {
+        lease_duration_seconds: args.node_lease_duration_seconds,
+        ..Default::default()
+    };
+    agent::node::register::run(client, config, data_dir, heartbeat)
+        .await
+        .map_err(|e| anyhow!(e))
+}
+
+/// The node's own client (certificate `system:node:<name>`), from
+/// `<data-dir>/agent/kubelet.kubeconfig`, obtained from the server with the join token the
+/// first time.
+async fn node_client(args: &AgentArgs, agent_dir: &Path, name: &str) -> Result<kube::Client> {
+    let kubeconfig_path = agent_dir.join("kubelet.kubeconfig");
+    if !kubeconfig_path.exists() {
+        let server = args
+            .server
+            .as_deref()
+            .ok_or_else(|| anyhow!("--server is required (or --kubeconfig)"))?;
+        let (join, ca_pem) = join_client(args).await?;
+        let ca_pem = ca_pem.ok_or_else(|| anyhow!("no verified server CA to keep"))?;
+        let key = rcgen::KeyPair::generate().context("generating the node key")?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("system:node:{name}"));
+        let csr = params
+            .serialize_request(&key)
+            .and_then(|c| c.pem())
+            .context("building the certificate request")?;
+        let body = serde_json::json!({"nodeName": name, "csr": csr}).to_string();
+        let request = http::Request::post(apiserver::join::NODE_CERTIFICATE_PATH)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body.into_bytes())
+            .context("building the node certificate request")?;
+        let reply: serde_json::Value = join
+            .request(request)
+            .await
+            .with_context(|| format!("asking {server} for a certificate for node {name:?}"))?;
+        let cert = reply["certificate"]
+            .as_str()
+            .ok_or_else(|| anyhow!("the server's reply has no certificate"))?;
+        let paths = crate::certs::CertPaths {
+            cert: agent_dir.join("client-kubelet.crt"),
+            key: agent_dir.join("client-kubelet.key"),
+        };
+        crate::certs::write_private(&paths.key, &key.serialize_pem())?;
+        std::fs::write(&paths.cert, cert)
+            .with_context(|| format!("writing {}", paths.cert.display()))?;
+        let ca_path = agent_dir.join("server-ca.crt");
+        std::fs::write(&ca_path, &ca_pem)
+            .with_context(|| format!("writing {}", ca_path.display()))?;
+        crate::kubeconfig::write(&kubeconfig_path, server, &ca_path, &paths)
+            .context("writing the node's kubeconfig")?;
+        tracing::info!(node = %name, "joined: node certificate kept in {}", agent_dir.display());
+    }
+    let kc = kube::config::Kubeconfig::read_from(&kubeconfig_path)
+        .with_context(|| format!("reading {}", kubeconfig_path.display()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .with_context(|| format!("loading {}", kubeconfig_path.display()))?;
+    kube::Client::try_from(config).context("building the node's API client")
+}
+
+/// The local address the kernel would use to reach the server: the node's InternalIP
+/// unless `--node-ip` says otherwise. A UDP "connect" sends nothing.
+fn route_source_address(server: Option<&str>) -> Result<std::net::IpAddr> {
+    let server = server.ok_or_else(|| anyhow!("--node-ip is required with --kubeconfig"))?;
+    let uri: http::Uri = server
+        .parse()
+        .with_context(|| format!("--server {server:?} is not a URL"))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| anyhow!("--server {server:?} has no host"))?
+        .trim_matches(|c| c == '[' || c == ']');
+    let port = uri.port_u16().unwrap_or(6443);
+    let target = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .with_context(|| format!("resolving {host}"))?
+        .next()
+        .ok_or_else(|| anyhow!("{host} resolves to no address"))?;
+    let bind: std::net::SocketAddr = if target.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = std::net::UdpSocket::bind(bind).context("opening a UDP socket")?;
+    socket
+        .connect(target)
+        .with_context(|| format!("finding the route to {target} (or pass --node-ip)"))?;
+    Ok(socket.local_addr()?.ip())
 }
 
 #[cfg(test)]

@@ -36,7 +36,8 @@ struct Cli {
 enum Command {
     /// Run the control plane: API server, datastore and controllers.
     Server(ServerArgs),
-    /// Run a node agent that joins a server (today: simulated nodes with --simulate N).
+    /// Run a node agent that joins a server (registers this machine as a node; pods run
+    /// there once the pod runtime lands), or N simulated nodes with --simulate N.
     Agent(AgentArgs),
     /// Manage the node's images: import tarballs, list, remove.
     Image(image_cmd::ImageArgs),
@@ -161,6 +162,12 @@ pub struct AgentArgs {
     /// Join with a kubeconfig (server URL, CA and credentials) instead of a token.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// Where the agent keeps its credentials and state (`<data-dir>/agent`).
+    #[arg(long, short = 'd', env = "SKIFF_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The node's InternalIP (default: the local address of the route to the server).
+    #[arg(long)]
+    pub node_ip: Option<IpAddr>,
     /// Run N simulated nodes instead of a real one (no containers run; pods report as a
     /// kubelet would). Control them with `stop NAME` / `start NAME` lines on stdin.
     #[arg(long, value_name = "N")]

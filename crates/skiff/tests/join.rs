@@ -210,3 +210,105 @@ fn a_node_gets_its_own_client_certificate_from_the_join_endpoint() {
     let (code, reply) = post(&format!("Authorization: Bearer {secret}"));
     assert_eq!(code, 400, "{reply}");
 }
+
+#[test]
+fn a_real_agent_joins_registers_its_machine_and_keeps_its_lease() {
+    let s = testkit::server!();
+    let token = std::fs::read_to_string(s.data_dir().join("server/token")).expect("token file");
+    let agent_dir = tempfile::tempdir().expect("tmp");
+    let start_agent = |with_token: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
+        cmd.args([
+            "agent",
+            "--node-name",
+            "worker-1",
+            "--node-lease-duration-seconds",
+            "4",
+        ])
+        .arg("--server")
+        .arg(s.url())
+        .arg("--data-dir")
+        .arg(agent_dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        if with_token {
+            cmd.arg("--token").arg(token.trim());
+        }
+        testkit::Background::new(cmd.spawn().expect("start skiff agent"))
+    };
+    let lease_renewed = || {
+        s.kubectl_ok(&[
+            "get",
+            "lease",
+            "worker-1",
+            "-n",
+            "kube-node-lease",
+            "-o",
+            "jsonpath={.spec.holderIdentity} {.spec.renewTime}",
+        ])
+    };
+
+    let agent = start_agent(true);
+    let info = testkit::eventually(Duration::from_secs(30), || {
+        let out = s.kubectl_ok(&[
+            "get", "node", "worker-1", "-o",
+            r#"jsonpath={.status.nodeInfo.containerRuntimeVersion}|{.status.capacity.pods}|{.status.nodeInfo.operatingSystem}|{range .status.conditions[?(@.type=="Ready")]}{.status}/{.reason}{end}"#,
+        ]);
+        if out.is_empty() {
+            anyhow::bail!("node not registered yet");
+        }
+        Ok(out)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.stderr()));
+    assert_eq!(
+        info,
+        format!(
+            "skiff://{}|110|linux|False/KubeletNotReady",
+            env!("CARGO_PKG_VERSION")
+        ),
+        "until it runs pods the node says its runtime is not ready"
+    );
+    // The node's own credentials, obtained once with the token.
+    for f in [
+        "client-kubelet.crt",
+        "client-kubelet.key",
+        "server-ca.crt",
+        "kubelet.kubeconfig",
+    ] {
+        assert!(agent_dir.path().join("agent").join(f).is_file(), "{f}");
+    }
+    // The lease is held by the node and renewed (every second with 4 s leases).
+    let first = testkit::eventually(Duration::from_secs(10), || {
+        let l = lease_renewed();
+        if l.starts_with("worker-1 ") {
+            Ok(l)
+        } else {
+            anyhow::bail!("lease: {l:?}")
+        }
+    })
+    .expect("lease created");
+    testkit::eventually(Duration::from_secs(10), || {
+        let l = lease_renewed();
+        if l != first {
+            Ok(())
+        } else {
+            anyhow::bail!("lease not renewed: {l:?}")
+        }
+    })
+    .expect("lease renewed");
+    drop(agent);
+
+    // Restarted without the token, it uses the credentials it kept.
+    let agent = start_agent(false);
+    let before = lease_renewed();
+    testkit::eventually(Duration::from_secs(15), || {
+        let l = lease_renewed();
+        if l != before {
+            Ok(())
+        } else {
+            anyhow::bail!("lease not renewed after restart")
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", agent.stderr()));
+}

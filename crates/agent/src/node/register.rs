@@ -1,0 +1,170 @@
+//! Registering the real node and keeping it alive, as kubelet does: create the Node (or
+//! bring an existing one up to date), post its status, then renew its Lease every quarter of
+//! the lease duration and re-post status every `status_interval` so its heartbeat stays
+//! fresh. Until this agent runs pods, the node reports Ready=False with the reason kubelet
+//! gives when its container runtime is not ready, so nothing is scheduled onto it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{json, Value};
+
+use super::host::{HostError, HostFacts};
+use super::object::{node_object, node_status, NodeConfig};
+use crate::simulated::lease::{self, LEASE_NAMESPACE};
+use crate::simulated::lifecycle::time;
+
+/// How the node keeps itself alive.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    /// `leaseDurationSeconds`; renewed every quarter of it (kubelet: 40 s, every 10 s).
+    pub lease_duration_seconds: i32,
+    /// How often status is re-posted with a fresh heartbeat time.
+    pub status_interval: Duration,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat {
+            lease_duration_seconds: 40,
+            status_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("{what}: {source}")]
+    Api {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("building {what}: {reason}")]
+    Build { what: String, reason: String },
+}
+
+fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> RegisterError {
+    let what = what.into();
+    move |source| RegisterError::Api { what, source }
+}
+
+/// Why the node is not Ready yet: kubelet's wording when the runtime cannot run pods.
+pub const RUNTIME_NOT_READY: &str =
+    "container runtime not ready: skiff's node agent does not run pods yet";
+
+/// Registers the node and keeps it alive until the process ends. Errors while renewing are
+/// logged and retried at the next beat; only registration failures end the loop.
+pub async fn run(
+    client: Client,
+    config: NodeConfig,
+    data_dir: PathBuf,
+    heartbeat: Heartbeat,
+) -> Result<(), RegisterError> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client, LEASE_NAMESPACE);
+    let uid = register(&nodes, &config).await?;
+    let since = time(Timestamp::now());
+    post_status(&nodes, &config, &data_dir, &since).await?;
+    tracing::info!(node = %config.name, "node registered");
+
+    let renew_every = Duration::from_secs_f64(f64::from(heartbeat.lease_duration_seconds) / 4.0);
+    let mut lease_tick = tokio::time::interval(renew_every);
+    let mut status_tick = tokio::time::interval(heartbeat.status_interval);
+    status_tick.tick().await; // status was just posted
+    let mut cached: Option<Lease> = None;
+    loop {
+        tokio::select! {
+            _ = lease_tick.tick() => {
+                match lease::renew(&leases, cached.take(), &config.name, &uid, heartbeat.lease_duration_seconds, Timestamp::now()).await {
+                    Ok(l) => cached = Some(l),
+                    Err(e) => tracing::warn!(node = %config.name, "renewing the node lease: {e}"),
+                }
+            }
+            _ = status_tick.tick() => {
+                if let Err(e) = post_status(&nodes, &config, &data_dir, &since).await {
+                    tracing::warn!(node = %config.name, "posting node status: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// Creates the Node, or updates labels, annotations and taints of one already there (an
+/// earlier run of this agent). Returns its UID (the Lease's owner).
+async fn register(nodes: &Api<Node>, config: &NodeConfig) -> Result<String, RegisterError> {
+    let object = node_object(config);
+    let typed: Node = serde_json::from_value(object.clone()).map_err(|e| RegisterError::Build {
+        what: format!("Node {}", config.name),
+        reason: e.to_string(),
+    })?;
+    let node = match nodes.create(&PostParams::default(), &typed).await {
+        Ok(n) => n,
+        Err(kube::Error::Api(status)) if status.code == 409 => nodes
+            .patch(
+                &config.name,
+                &PatchParams::default(),
+                &Patch::Merge(&object),
+            )
+            .await
+            .map_err(api_error(format!("updating existing Node {}", config.name)))?,
+        Err(e) => return Err(api_error(format!("registering Node {}", config.name))(e)),
+    };
+    Ok(node.metadata.uid.unwrap_or_default())
+}
+
+async fn post_status(
+    nodes: &Api<Node>,
+    config: &NodeConfig,
+    data_dir: &std::path::Path,
+    since: &str,
+) -> Result<(), RegisterError> {
+    let facts = HostFacts::read(data_dir)?;
+    let now = time(Timestamp::now());
+    let mut status = node_status(config, &facts, since, &now);
+    mark_not_ready(&mut status, RUNTIME_NOT_READY);
+    nodes
+        .patch_status(
+            &config.name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "status": status })),
+        )
+        .await
+        .map_err(api_error(format!("posting status of Node {}", config.name)))?;
+    Ok(())
+}
+
+/// Turns the Ready condition of a built status into kubelet's not-ready form.
+pub fn mark_not_ready(status: &mut Value, message: &str) {
+    if let Some(conditions) = status["conditions"].as_array_mut() {
+        for c in conditions.iter_mut().filter(|c| c["type"] == "Ready") {
+            c["status"] = json!("False");
+            c["reason"] = json!("KubeletNotReady");
+            c["message"] = json!(message);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_ready_uses_kubelets_reason() {
+        let mut status = json!({"conditions": [
+            {"type": "MemoryPressure", "status": "False"},
+            {"type": "Ready", "status": "True", "reason": "KubeletReady"}
+        ]});
+        mark_not_ready(&mut status, RUNTIME_NOT_READY);
+        assert_eq!(status["conditions"][1]["status"], "False");
+        assert_eq!(status["conditions"][1]["reason"], "KubeletNotReady");
+        assert_eq!(status["conditions"][0]["status"], "False");
+    }
+}
