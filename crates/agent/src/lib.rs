@@ -8,5 +8,7 @@
 //! workers, runtime, volumes, probes) arrives in this crate later and will share its status
 //! reporting conventions.
 
+pub mod api;
 pub mod node;
+pub mod pods;
 pub mod simulated;
