@@ -15,6 +15,7 @@ pub mod errors;
 pub mod handlers;
 pub mod http;
 pub mod join;
+pub mod kubelet;
 pub mod metrics;
 pub mod objects;
 pub mod request;
@@ -64,6 +65,9 @@ pub struct ApiServer {
     pub watch_hubs: watch_hub::WatchHubs,
     /// The node-join endpoints, once the binary has given the CA and its signer.
     pub join: std::sync::OnceLock<join::Join>,
+    /// The client for agents (pods' log, exec, attach, portforward), once the binary has
+    /// given the API server's kubelet client certificate.
+    pub kubelet: std::sync::OnceLock<kubelet::KubeletClient>,
 }
 
 impl ApiServer {
@@ -76,6 +80,7 @@ impl ApiServer {
             metrics: metrics::Metrics::default(),
             watch_hubs: watch_hub::WatchHubs::default(),
             join: std::sync::OnceLock::new(),
+            kubelet: std::sync::OnceLock::new(),
         })
     }
 }

@@ -44,6 +44,38 @@ pub enum SubTarget {
     Known(Subresource),
     /// `namespaces/<name>/finalize`, used by the namespace controller.
     Finalize,
+    /// A pod subresource served by the pod's node (proxied to its agent).
+    Node(NodeSub),
+}
+
+/// Pod subresources the node's agent serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeSub {
+    Log,
+    Exec,
+    Attach,
+    PortForward,
+}
+
+impl NodeSub {
+    fn parse(sub: &str) -> Option<NodeSub> {
+        Some(match sub {
+            "log" => NodeSub::Log,
+            "exec" => NodeSub::Exec,
+            "attach" => NodeSub::Attach,
+            "portforward" => NodeSub::PortForward,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeSub::Log => "log",
+            NodeSub::Exec => "exec",
+            NodeSub::Attach => "attach",
+            NodeSub::PortForward => "portforward",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,9 +171,12 @@ fn resource_target(
         [] => (None, None),
         [name] => (Some(name.to_string()), None),
         [name, sub] => {
+            let core_pod = info.plural == "pods" && info.group.is_empty();
             let sub = if info.plural == "namespaces" && info.group.is_empty() && *sub == "finalize"
             {
                 SubTarget::Finalize
+            } else if let Some(node_sub) = NodeSub::parse(sub).filter(|_| core_pod) {
+                SubTarget::Node(node_sub)
             } else {
                 let known = info
                     .subresources
@@ -196,6 +231,15 @@ mod tests {
 
         let r = res("/api/v1/nodes/n1");
         assert_eq!(r.info.plural, "nodes");
+
+        let r = res("/api/v1/namespaces/default/pods/web/log");
+        assert_eq!(r.subresource, Some(SubTarget::Node(NodeSub::Log)));
+        let r = res("/api/v1/namespaces/default/pods/web/exec");
+        assert_eq!(r.subresource, Some(SubTarget::Node(NodeSub::Exec)));
+        assert_eq!(
+            parse("/apis/apps/v1/namespaces/a/deployments/web/log"),
+            Err(RouteError::NotFound)
+        );
     }
 
     #[test]

@@ -312,9 +312,104 @@ async fn run_node(args: AgentArgs) -> Result<()> {
         lease_duration_seconds: args.node_lease_duration_seconds,
         ..Default::default()
     };
-    agent::node::register::run(client, config, data_dir, heartbeat)
+    let pods = pod_context(client.clone(), &config, &agent_dir, &data_dir)?;
+    let manager = tokio::spawn(agent::pods::manager::run(pods));
+    let result = agent::node::register::run(client, config, data_dir, heartbeat)
         .await
-        .map_err(|e| anyhow!(e))
+        .map_err(|e| anyhow!(e));
+    manager.abort();
+    result
+}
+
+/// What the node's pod workers share: its image store, the shim launcher (this very
+/// binary), the event recorder, its capacity.
+fn pod_context(
+    client: kube::Client,
+    config: &agent::node::object::NodeConfig,
+    agent_dir: &Path,
+    data_dir: &Path,
+) -> Result<std::sync::Arc<agent::pods::context::NodeContext>> {
+    let layout = agent::pods::layout::Layout::new(agent_dir);
+    let images = runtime::images::ImageStore::open(layout.image_store())
+        .with_context(|| format!("opening the image store in {}", layout.image_store().display()))?;
+    let facts = agent::node::host::HostFacts::read(data_dir).context("reading the host's capacity")?;
+    let (_, allocatable) = agent::node::object::resources(config, &facts);
+    let quantity = |key: &str| allocatable[key].as_str().unwrap_or("0").to_string();
+    let milli_cpu = agent::pods::resources::parse_quantity(&quantity("cpu"))
+        .map(|q| q.as_milli())
+        .unwrap_or(0);
+    let bytes = |key: &str| {
+        agent::pods::resources::parse_quantity(&quantity(key))
+            .map(|q| q.value())
+            .unwrap_or(0)
+    };
+    Ok(std::sync::Arc::new(agent::pods::context::NodeContext {
+        recorder: controllers::events::Recorder::new(client.clone(), "kubelet"),
+        client,
+        node_name: config.name.clone(),
+        host_ip: config.internal_ip.to_string(),
+        images: std::sync::Arc::new(images),
+        shims: runtime::shim::ShimClient::current_exe(),
+        layout,
+        allocatable_milli_cpu: milli_cpu,
+        allocatable_memory: bytes("memory"),
+        allocatable_ephemeral: bytes("ephemeral-storage"),
+        memory_capacity: facts.memory_bytes as i64,
+    }))
+}
+
+/// The agent that `skiff server` runs for its own machine.
+pub struct Embedded {
+    /// The server's loopback URL.
+    pub server: String,
+    pub token_file: PathBuf,
+    pub data_dir: PathBuf,
+    pub node_name: Option<String>,
+    pub node_ip: Option<std::net::IpAddr>,
+    /// The node's address when neither `--node-ip` nor a default route gives one.
+    pub fallback_ip: std::net::IpAddr,
+    pub labels: Vec<String>,
+    pub taints: Vec<String>,
+}
+
+/// Runs the embedded agent: the same join and node code as `skiff agent`, with arguments
+/// built from the server's.
+pub async fn run_embedded(e: Embedded) -> Result<()> {
+    #[derive(clap::Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+    // The address the host would use for outside traffic (a UDP connect sends nothing);
+    // a machine without a default route uses the server's advertised address.
+    let node_ip = e
+        .node_ip
+        .or_else(|| route_source_address(Some("https://192.0.2.1:6443")).ok())
+        .unwrap_or(e.fallback_ip);
+    let mut argv: Vec<String> = vec![
+        "agent".into(),
+        "--server".into(),
+        e.server,
+        "--token-file".into(),
+        e.token_file.display().to_string(),
+        "--data-dir".into(),
+        e.data_dir.display().to_string(),
+        "--node-ip".into(),
+        node_ip.to_string(),
+    ];
+    if let Some(name) = e.node_name {
+        argv.extend(["--node-name".into(), name]);
+    }
+    for l in e.labels {
+        argv.extend(["--node-label".into(), l]);
+    }
+    for t in e.taints {
+        argv.extend(["--node-taint".into(), t]);
+    }
+    let args = <Wrapper as clap::Parser>::try_parse_from(argv)
+        .context("building the embedded agent's arguments")?
+        .agent;
+    run_node(args).await
 }
 
 /// The node's own client (certificate `system:node:<name>`), from

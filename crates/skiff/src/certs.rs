@@ -25,6 +25,9 @@ pub struct ClusterCerts {
     pub serving: CertPaths,
     pub admin: CertPaths,
     pub controller: CertPaths,
+    /// The API server's client certificate for agents (kubelets): `kubectl logs`, exec,
+    /// attach and port-forward are proxied with it.
+    pub kubelet_client: CertPaths,
 }
 
 fn paths(dir: &Path, name: &str) -> CertPaths {
@@ -101,11 +104,23 @@ pub fn ensure(tls_dir: &Path, serving_names: &[String]) -> Result<ClusterCerts> 
             ExtendedKeyUsagePurpose::ClientAuth,
         )?;
     }
+    let kubelet_client = paths(tls_dir, "client-kube-apiserver-kubelet");
+    if !kubelet_client.cert.exists() {
+        issue(
+            &issuer,
+            &kubelet_client,
+            agent::api::APISERVER_CLIENT_USER,
+            Some("system:masters"),
+            &[],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )?;
+    }
     Ok(ClusterCerts {
         ca,
         serving,
         admin,
         controller,
+        kubelet_client,
     })
 }
 
@@ -150,6 +165,16 @@ fn issue(
     write_private(&out.key, &key.serialize_pem())?;
     fs::write(&out.cert, cert.pem()).with_context(|| format!("writing {}", out.cert.display()))?;
     Ok(())
+}
+
+/// The API server's client for agents, from its kubelet client certificate.
+pub fn kubelet_client(certs: &ClusterCerts) -> Result<apiserver::kubelet::KubeletClient> {
+    let paths = &certs.kubelet_client;
+    let cert = fs::read_to_string(&paths.cert)
+        .with_context(|| format!("reading {}", paths.cert.display()))?;
+    let key = fs::read_to_string(&paths.key)
+        .with_context(|| format!("reading {}", paths.key.display()))?;
+    apiserver::kubelet::KubeletClient::from_pem(&cert, &key).map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Write a secret readable by its owner only.

@@ -36,13 +36,16 @@ struct Cli {
 enum Command {
     /// Run the control plane: API server, datastore and controllers.
     Server(ServerArgs),
-    /// Run a node agent that joins a server (registers this machine as a node; pods run
-    /// there once the pod runtime lands), or N simulated nodes with --simulate N.
+    /// Run a node agent that joins a server (registers this machine as a node and runs its
+    /// pods), or N simulated nodes with --simulate N.
     Agent(AgentArgs),
     /// Manage the node's images: import tarballs, list, remove.
     Image(image_cmd::ImageArgs),
     /// Print the server's join token (K10<ca-sha256>::server:<secret>) for `skiff agent --token`.
     Token(TokenArgs),
+    /// Stop every container this node runs and remove their sandboxes (containers outlive
+    /// the agent by design; this is k3s-killall.sh).
+    Killall(TokenArgs),
 }
 
 /// Flags of `skiff token`.
@@ -258,6 +261,23 @@ fn main() -> std::process::ExitCode {
                     );
                     std::process::ExitCode::FAILURE
                 }
+            }
+        }
+        Command::Killall(args) => {
+            let data_dir = args.data_dir.unwrap_or_else(server::default_data_dir);
+            let layout = agent::pods::layout::Layout::new(data_dir.join("agent"));
+            let report = agent::pods::cleanup::kill_all(&layout);
+            println!(
+                "killed {} containers, removed {} pods",
+                report.containers_killed, report.pods_removed
+            );
+            for e in &report.errors {
+                eprintln!("skiff killall: {e}");
+            }
+            if report.errors.is_empty() {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
             }
         }
         Command::Image(args) => match image_cmd::run(args) {

@@ -78,9 +78,6 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let service_cidr = parse_cidr(&args.service_cidr, "--service-cidr")?;
     parse_cidr(&args.cluster_cidr, "--cluster-cidr")?;
     let node_port_range = parse_port_range(&args.service_node_port_range)?;
-    if !args.disable_agent {
-        tracing::warn!("the embedded node agent is not built yet: running the control plane only, as with --disable-agent");
-    }
 
     let advertise: IpAddr = args.advertise_address.or(args.node_ip).unwrap_or_else(|| {
         if args.bind_address.is_unspecified() {
@@ -235,6 +232,25 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         ..Default::default()
     };
     let controllers = tokio::spawn(run_controllers(controller_kubeconfig, controller_options));
+    // The server's own node: an agent in this process that joins over loopback with the
+    // server's token, exactly as `skiff agent` on another machine would.
+    let agent = (!args.disable_agent).then(|| {
+        let embedded = crate::agent_cmd::Embedded {
+            server: local_url.clone(),
+            token_file: token_path.clone(),
+            data_dir: data_dir.clone(),
+            node_name: args.node_name.clone(),
+            node_ip: args.node_ip,
+            fallback_ip: advertise,
+            labels: args.node_label.clone(),
+            taints: args.node_taint.clone(),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = crate::agent_cmd::run_embedded(embedded).await {
+                tracing::error!("the embedded node agent stopped: {e:#}");
+            }
+        })
+    });
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing SIGTERM handler")?;
@@ -250,6 +266,9 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         _ = sigterm.recv() => tracing::info!("terminated; shutting down"),
     }
     controllers.abort();
+    if let Some(agent) = agent {
+        agent.abort();
+    }
     Ok(())
 }
 

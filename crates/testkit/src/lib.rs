@@ -43,6 +43,8 @@ pub struct ServerOptions {
     /// Any further flags.
     pub extra_args: Vec<String>,
     pub ready_timeout: Duration,
+    /// Run the embedded node agent (real containers on this machine); off by default.
+    pub agent: bool,
 }
 
 impl ServerOptions {
@@ -53,7 +55,14 @@ impl ServerOptions {
             datastore_endpoint: None,
             extra_args: Vec::new(),
             ready_timeout: Duration::from_secs(60),
+            agent: false,
         }
+    }
+    /// Runs the embedded node agent too: pods become real containers. On drop, every
+    /// container it started is killed and its sandbox removed (`skiff killall`).
+    pub fn with_agent(mut self) -> Self {
+        self.agent = true;
+        self
     }
     pub fn token(mut self, token: &str) -> Self {
         self.token = Some(token.to_string());
@@ -130,9 +139,11 @@ impl TestServer {
             self.port
         )?;
         let mut cmd = Command::new(&self.opts.bin);
-        cmd.arg("server")
-            .arg("--disable-agent")
-            .arg("--data-dir")
+        cmd.arg("server");
+        if !self.opts.agent {
+            cmd.arg("--disable-agent");
+        }
+        cmd.arg("--data-dir")
             .arg(self.data_dir())
             .arg("--https-listen-port")
             .arg(self.port.to_string())
@@ -455,6 +466,29 @@ impl Drop for TestServer {
             eprintln!("{}", self.log_tail(60));
         }
         self.kill9();
+        if self.opts.agent {
+            self.killall();
+        }
+    }
+}
+
+impl TestServer {
+    /// Kills every container the embedded agent started and removes their sandboxes.
+    pub fn killall(&self) {
+        let out = Command::new(&self.opts.bin)
+            .arg("killall")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => eprintln!(
+                "skiff killall: {}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => eprintln!("skiff killall: {e}"),
+        }
     }
 }
 
@@ -584,6 +618,26 @@ impl Background {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Waits for the process to exit on its own (e.g. `kubectl logs -f` when the log ends).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                // Give the reader threads a moment to drain the pipes.
+                std::thread::sleep(Duration::from_millis(200));
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "process still running after {timeout:?}; stdout so far:\n{}\nstderr:\n{}",
+                    self.lines().join("\n"),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Kills the process by PID and returns what it printed.

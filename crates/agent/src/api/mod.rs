@@ -1,1 +1,15 @@
-//! The agent's HTTPS API on port 10250 (being written).
+//! The agent's HTTPS API (kubelet's port 10250), what the API server calls for
+//! `kubectl logs` (and next exec, attach, port-forward and stats).
+//!
+//! - [`server`]: listener, client-certificate authentication, router.
+//! - [`tls`]: server TLS configuration, generated serving certificate.
+//! - [`logs`]: log options and CRI records to response bytes (pure).
+//! - [`log_files`]: finding a container's log file and streaming it.
+
+pub mod log_files;
+pub mod logs;
+pub mod server;
+pub mod tls;
+
+pub use server::{serve, AgentApi, ApiConfig, ServeError, APISERVER_CLIENT_USER, DEFAULT_PORT};
+pub use tls::ServingCert;

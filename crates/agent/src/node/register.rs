@@ -1,8 +1,8 @@
 //! Registering the real node and keeping it alive, as kubelet does: create the Node (or
 //! bring an existing one up to date), post its status, then renew its Lease every quarter of
 //! the lease duration and re-post status every `status_interval` so its heartbeat stays
-//! fresh. Until this agent runs pods, the node reports Ready=False with the reason kubelet
-//! gives when its container runtime is not ready, so nothing is scheduled onto it.
+//! fresh. A node whose container runtime cannot run pods reports Ready=False with the
+//! reason kubelet gives, so nothing is scheduled onto it.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,6 +26,9 @@ pub struct Heartbeat {
     pub lease_duration_seconds: i32,
     /// How often status is re-posted with a fresh heartbeat time.
     pub status_interval: Duration,
+    /// Whether the node runs pods (Ready), or reports kubelet's "container runtime not
+    /// ready" (NotReady).
+    pub runtime_ready: bool,
 }
 
 impl Default for Heartbeat {
@@ -33,6 +36,7 @@ impl Default for Heartbeat {
         Heartbeat {
             lease_duration_seconds: 40,
             status_interval: Duration::from_secs(60),
+            runtime_ready: true,
         }
     }
 }
@@ -58,7 +62,7 @@ fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> RegisterErr
 
 /// Why the node is not Ready yet: kubelet's wording when the runtime cannot run pods.
 pub const RUNTIME_NOT_READY: &str =
-    "container runtime not ready: skiff's node agent does not run pods yet";
+    "container runtime not ready: skiff's container runtime could not be started";
 
 /// Registers the node and keeps it alive until the process ends. Errors while renewing are
 /// logged and retried at the next beat; only registration failures end the loop.
@@ -72,7 +76,7 @@ pub async fn run(
     let leases: Api<Lease> = Api::namespaced(client, LEASE_NAMESPACE);
     let uid = register(&nodes, &config).await?;
     let since = time(Timestamp::now());
-    post_status(&nodes, &config, &data_dir, &since).await?;
+    post_status(&nodes, &config, &data_dir, &since, heartbeat.runtime_ready).await?;
     tracing::info!(node = %config.name, "node registered");
 
     let renew_every = Duration::from_secs_f64(f64::from(heartbeat.lease_duration_seconds) / 4.0);
@@ -89,7 +93,7 @@ pub async fn run(
                 }
             }
             _ = status_tick.tick() => {
-                if let Err(e) = post_status(&nodes, &config, &data_dir, &since).await {
+                if let Err(e) = post_status(&nodes, &config, &data_dir, &since, heartbeat.runtime_ready).await {
                     tracing::warn!(node = %config.name, "posting node status: {e}");
                 }
             }
@@ -125,11 +129,14 @@ async fn post_status(
     config: &NodeConfig,
     data_dir: &std::path::Path,
     since: &str,
+    runtime_ready: bool,
 ) -> Result<(), RegisterError> {
     let facts = HostFacts::read(data_dir)?;
     let now = time(Timestamp::now());
     let mut status = node_status(config, &facts, since, &now);
-    mark_not_ready(&mut status, RUNTIME_NOT_READY);
+    if !runtime_ready {
+        mark_not_ready(&mut status, RUNTIME_NOT_READY);
+    }
     nodes
         .patch_status(
             &config.name,

@@ -7,6 +7,7 @@
 
 mod list_body;
 mod list_item;
+mod node_proxy;
 mod pipeline;
 mod read;
 mod render;
@@ -67,6 +68,11 @@ async fn dispatch_inner(
     let method = req.method().clone();
     match target {
         Target::Resource(target) => {
+            if let Some(SubTarget::Node(sub)) = target.subresource {
+                if sub != routes::NodeSub::Log {
+                    return node_proxy::upgrade(server, &target, sub, req).await;
+                }
+            }
             let rendering = negotiate(accept.as_deref())?;
             let content_type = req
                 .headers()

@@ -16,7 +16,7 @@ use super::Ctx;
 use crate::errors::{store_error, ApiError, ApiResult};
 use crate::http::{self, Body};
 use crate::objects;
-use crate::routes::SubTarget;
+use crate::routes::{NodeSub, SubTarget};
 use crate::ApiServer;
 
 pub async fn handle(ctx: Ctx<'_>, method: Method, sub: SubTarget) -> ApiResult<Response<Body>> {
@@ -49,6 +49,15 @@ pub async fn handle(ctx: Ctx<'_>, method: Method, sub: SubTarget) -> ApiResult<R
             Method::PUT => finalize(ctx).await,
             m => not_allowed(&m),
         },
+        SubTarget::Node(NodeSub::Log) => match method {
+            Method::GET => super::node_proxy::log(ctx).await,
+            m => not_allowed(&m),
+        },
+        // Upgrades are dispatched before the request becomes a `Ctx`.
+        SubTarget::Node(sub) => Err(ApiError::internal(format!(
+            "pods/{} reached the non-upgrade path",
+            sub.name()
+        ))),
     }
 }
 

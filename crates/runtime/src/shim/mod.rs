@@ -22,4 +22,7 @@ pub use spec::{
     BindMount, ContainerConfig, NamespacePaths, Resources, SpecError, UserIds,
     DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS,
 };
-pub use state::{ExitRecord, StartErrorKind, StartedRecord};
+pub use pidfd::PidFd;
+pub use state::{
+    process_start_time, read_json, write_json_atomic, ExitRecord, StartErrorKind, StartedRecord,
+};

@@ -12,6 +12,12 @@ pub struct PidFd {
     fd: OwnedFd,
 }
 
+impl AsRawFd for PidFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 impl PidFd {
     /// Opens a pidfd; `ESRCH` (as `io::ErrorKind::NotFound`-like raw error) if `pid` is gone.
     pub fn open(pid: i32) -> io::Result<Self> {

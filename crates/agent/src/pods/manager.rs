@@ -1,0 +1,142 @@
+//! The pod manager: watches the pods bound to this node and gives each its own worker
+//! ([`super::worker`]). Pods found on disk that the API no longer has (deleted while the
+//! agent was down) get a worker too, which stops and removes them. Containers that were
+//! running when the agent restarted are simply observed again: their shims never stopped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher::{self, Event};
+use kube::Api;
+use tokio::sync::{mpsc, watch};
+
+use super::context::NodeContext;
+use super::worker;
+
+struct Workers {
+    ctx: Arc<NodeContext>,
+    senders: HashMap<String, watch::Sender<Option<Arc<Pod>>>>,
+    done_tx: mpsc::UnboundedSender<String>,
+}
+
+impl Workers {
+    fn update(&mut self, uid: &str, pod: Option<Arc<Pod>>) {
+        if let Some(tx) = self.senders.get(uid) {
+            let _ = tx.send(pod);
+            return;
+        }
+        // A pod that is gone and was never seen needs no worker unless something is on disk.
+        if pod.is_none() && !self.ctx.layout.pod_dir(uid).exists() {
+            return;
+        }
+        let (tx, rx) = watch::channel(pod);
+        self.senders.insert(uid.to_string(), tx);
+        let ctx = self.ctx.clone();
+        let done = self.done_tx.clone();
+        let uid = uid.to_string();
+        tokio::spawn(async move {
+            worker::run(ctx, uid.clone(), rx).await;
+            let _ = done.send(uid);
+        });
+    }
+}
+
+/// Runs until the watch stream ends (never, normally).
+pub async fn run(ctx: Arc<NodeContext>) {
+    import_images(&ctx).await;
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let mut workers = Workers {
+        ctx: ctx.clone(),
+        senders: HashMap::new(),
+        done_tx,
+    };
+    let api: Api<Pod> = Api::all(ctx.client.clone());
+    let config =
+        watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node_name));
+    let mut stream = watcher::watcher(api, config).boxed();
+    // Uids seen during an initial listing, to find what disappeared meanwhile.
+    let mut listing: Option<Vec<String>> = None;
+    loop {
+        tokio::select! {
+            event = stream.next() => {
+                let Some(event) = event else { return };
+                match event {
+                    Ok(Event::Init) => listing = Some(Vec::new()),
+                    Ok(Event::InitApply(pod)) => {
+                        let uid = pod.metadata.uid.clone().unwrap_or_default();
+                        if let Some(l) = listing.as_mut() {
+                            l.push(uid.clone());
+                        }
+                        workers.update(&uid, Some(Arc::new(pod)));
+                    }
+                    Ok(Event::InitDone) => {
+                        let seen = listing.take().unwrap_or_default();
+                        forget_missing(&mut workers, &seen);
+                    }
+                    Ok(Event::Apply(pod)) => {
+                        let uid = pod.metadata.uid.clone().unwrap_or_default();
+                        workers.update(&uid, Some(Arc::new(pod)));
+                    }
+                    Ok(Event::Delete(pod)) => {
+                        let uid = pod.metadata.uid.clone().unwrap_or_default();
+                        workers.update(&uid, None);
+                    }
+                    Err(e) => {
+                        tracing::warn!("watching this node's pods: {e}");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+            Some(uid) = done_rx.recv() => {
+                workers.senders.remove(&uid);
+            }
+        }
+    }
+}
+
+/// Pods with a worker or a directory that the fresh listing did not contain.
+fn forget_missing(workers: &mut Workers, seen: &[String]) {
+    let mut known: Vec<String> = workers.senders.keys().cloned().collect();
+    if let Ok(entries) = std::fs::read_dir(workers.ctx.layout.pods_root()) {
+        known.extend(entries.flatten().filter_map(|e| e.file_name().into_string().ok()));
+    }
+    known.sort();
+    known.dedup();
+    for uid in known {
+        if !seen.contains(&uid) {
+            workers.update(&uid, None);
+        }
+    }
+}
+
+/// Imports the tarballs placed in `<agent-dir>/images/` (air-gapped installs), once each:
+/// an imported file is renamed with an `.imported` suffix.
+async fn import_images(ctx: &NodeContext) {
+    let dir = ctx.layout.images_to_import();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = path.to_string_lossy().to_string();
+        if !path.is_file() || name.ends_with(".imported") || name.ends_with(".failed") {
+            continue;
+        }
+        let store = ctx.images.clone();
+        let p = path.clone();
+        match tokio::task::spawn_blocking(move || store.import_tarball(&p)).await {
+            Ok(Ok(images)) => {
+                let refs: Vec<String> = images.iter().flat_map(|i| i.references.clone()).collect();
+                tracing::info!("imported {} from {}", refs.join(", "), path.display());
+                let _ = std::fs::rename(&path, format!("{name}.imported"));
+            }
+            Ok(Err(e)) => {
+                tracing::error!("importing {}: {e}", path.display());
+                let _ = std::fs::rename(&path, format!("{name}.failed"));
+            }
+            Err(e) => tracing::error!("import task: {e}"),
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! A pod's sandbox: its directory, its network namespace (made here, not by a pause
+//! container: DESIGN.md §4) and the files every container of the pod mounts (`/etc/hosts`,
+//! `/etc/hostname`, `/etc/resolv.conf`), as kubelet writes them. Teardown releases all of
+//! it and leaves no mount, namespace or cgroup behind.
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::Pod;
+use runtime::sandbox::{cgroups, mounts, netns};
+use serde::{Deserialize, Serialize};
+
+use super::layout::Layout;
+
+/// Written last when the sandbox is complete: its presence is what "ready" means.
+const READY_MARKER: &str = "sandbox.json";
+/// Where every pod's cgroups live, under each hierarchy (upstream: `/kubepods`).
+pub const CGROUP_ROOT: &str = "/skiff/kubepods";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Runtime(#[from] runtime::sandbox::SandboxError),
+}
+
+/// What identifies the pod on disk, for cleanup when the API no longer has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodRecord {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    #[serde(default)]
+    pub host_network: bool,
+    /// The pod's cgroup (parent of its containers'), relative to each hierarchy.
+    pub cgroup_parent: String,
+}
+
+impl PodRecord {
+    pub fn of(pod: &Pod, qos: &str) -> PodRecord {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let qos_dir = match qos {
+            "Guaranteed" => String::new(),
+            other => format!("/{}", other.to_lowercase()),
+        };
+        PodRecord {
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            cgroup_parent: format!("{CGROUP_ROOT}{qos_dir}/pod{uid}"),
+            uid,
+            host_network: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.host_network)
+                .unwrap_or(false),
+        }
+    }
+}
+
+pub fn read_record(layout: &Layout, uid: &str) -> Option<PodRecord> {
+    runtime::shim::read_json(&layout.pod_record(uid)).ok().flatten()
+}
+
+pub fn is_ready(layout: &Layout, uid: &str) -> bool {
+    layout.pod_dir(uid).join(READY_MARKER).exists()
+}
+
+/// The hostname a pod's containers see: `spec.hostname`, else the pod name (at most 63
+/// characters, as kubelet truncates it).
+pub fn hostname(pod: &Pod) -> String {
+    let spec = pod.spec.as_ref();
+    let name = spec
+        .and_then(|s| s.hostname.clone())
+        .or_else(|| pod.metadata.name.clone())
+        .unwrap_or_default();
+    let mut h: String = name.chars().take(63).collect();
+    while h.ends_with(['-', '.']) {
+        h.pop();
+    }
+    h
+}
+
+/// Kubelet's managed `/etc/hosts`.
+pub fn hosts_file(pod: &Pod, pod_ip: Option<&str>) -> String {
+    let mut text = String::from(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
+    );
+    let spec = pod.spec.as_ref();
+    if let Some(ip) = pod_ip {
+        let host = hostname(pod);
+        match (
+            spec.and_then(|s| s.subdomain.as_deref()),
+            pod.metadata.namespace.as_deref(),
+        ) {
+            (Some(sub), Some(ns)) if !sub.is_empty() => {
+                text.push_str(&format!("{ip}\t{host}.{sub}.{ns}.svc.cluster.local\t{host}\n"))
+            }
+            _ => text.push_str(&format!("{ip}\t{host}\n")),
+        }
+    }
+    if let Some(aliases) = spec.and_then(|s| s.host_aliases.as_ref()) {
+        if !aliases.is_empty() {
+            text.push_str("\n# Entries added by HostAliases.\n");
+            for a in aliases {
+                let names = a.hostnames.clone().unwrap_or_default().join("\t");
+                text.push_str(&format!("{}\t{names}\n", a.ip));
+            }
+        }
+    }
+    text
+}
+
+/// The resolver configuration: until cluster DNS exists, the host's own (kubelet's
+/// `dnsPolicy: Default`), without loopback nameservers that would mean nothing inside the
+/// pod's network namespace.
+pub fn resolv_conf(host: &str) -> String {
+    host.lines()
+        .filter(|l| {
+            let mut words = l.split_whitespace();
+            !(words.next() == Some("nameserver")
+                && words
+                    .next()
+                    .is_some_and(|ip| ip.starts_with("127.") || ip == "::1"))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+fn write(path: &Path, text: &str) -> Result<(), SandboxError> {
+    std::fs::write(path, text).map_err(|source| SandboxError::Io {
+        what: "writing",
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Makes the pod's sandbox (idempotent: a half-made one is completed).
+pub fn create(layout: &Layout, pod: &Pod, record: &PodRecord) -> Result<(), SandboxError> {
+    let dir = layout.pod_dir(&record.uid);
+    std::fs::create_dir_all(dir.join("containers")).map_err(|source| SandboxError::Io {
+        what: "creating",
+        path: dir.clone(),
+        source,
+    })?;
+    runtime::shim::write_json_atomic(&layout.pod_record(&record.uid), record).map_err(|e| {
+        SandboxError::Io {
+            what: "writing",
+            path: layout.pod_record(&record.uid),
+            source: std::io::Error::other(e.to_string()),
+        }
+    })?;
+    if !record.host_network && !netns::is_netns(&layout.netns(&record.uid)) {
+        netns::create(&layout.netns(&record.uid))?;
+    }
+    let host_ip = None;
+    write(&dir.join("etc-hosts"), &hosts_file(pod, host_ip))?;
+    write(&dir.join("etc-hostname"), &format!("{}\n", hostname(pod)))?;
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    write(&dir.join("resolv.conf"), &resolv_conf(&host_resolv))?;
+    write(&dir.join(READY_MARKER), "{}\n")
+}
+
+/// Releases what a pod holds while nothing of it runs: root filesystems and other mounts,
+/// the network namespace, the pod's cgroups. Files (logs, records) stay.
+pub fn teardown(layout: &Layout, record: &PodRecord) -> Result<(), SandboxError> {
+    let dir = layout.pod_dir(&record.uid);
+    let _ = std::fs::remove_file(dir.join(READY_MARKER));
+    netns::remove(&layout.netns(&record.uid))?;
+    mounts::unmount_all_under(&dir)?;
+    cgroups::remove(Path::new(&record.cgroup_parent))?;
+    Ok(())
+}
+
+/// Removes every trace of a pod: teardown, then its directory and its logs.
+pub fn remove(layout: &Layout, record: &PodRecord) -> Result<(), SandboxError> {
+    teardown(layout, record)?;
+    mounts::remove_dir_safely(&layout.pod_dir(&record.uid))?;
+    let logs = layout.pod_logs_dir(&record.namespace, &record.name, &record.uid);
+    match std::fs::remove_dir_all(&logs) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(SandboxError::Io {
+            what: "removing",
+            path: logs,
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn hosts_file_is_kubelets() {
+        let p = pod(json!({"metadata": {"name": "web-0", "namespace": "ns"},
+            "spec": {"containers": [], "subdomain": "web",
+                     "hostAliases": [{"ip": "10.1.2.3", "hostnames": ["foo", "bar"]}]}}));
+        let text = hosts_file(&p, Some("10.42.0.5"));
+        assert!(text.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"));
+        assert!(text.contains("10.42.0.5\tweb-0.web.ns.svc.cluster.local\tweb-0\n"));
+        assert!(text.ends_with("# Entries added by HostAliases.\n10.1.2.3\tfoo\tbar\n"));
+    }
+
+    #[test]
+    fn loopback_nameservers_are_dropped() {
+        let text = resolv_conf("search lan\nnameserver 127.0.0.53\nnameserver 192.168.1.1\n");
+        assert_eq!(text, "search lan\nnameserver 192.168.1.1\n");
+    }
+
+    #[test]
+    fn cgroup_parent_follows_qos() {
+        let p = pod(json!({"metadata": {"name": "a", "namespace": "n", "uid": "u1"},
+            "spec": {"containers": []}}));
+        assert_eq!(PodRecord::of(&p, "Burstable").cgroup_parent, "/skiff/kubepods/burstable/podu1");
+        assert_eq!(PodRecord::of(&p, "Guaranteed").cgroup_parent, "/skiff/kubepods/podu1");
+    }
+}

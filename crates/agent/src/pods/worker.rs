@@ -1,0 +1,677 @@
+//! One pod's worker: a task that owns everything the node does for that pod. Each turn it
+//! reads what runs from disk ([`observe`]), asks [`decide`] what to do, writes the status if
+//! it changed, and carries out the actions (sandbox, image pull, container start and stop,
+//! teardown, the final delete). It sleeps until the pod changes in the API, one of its
+//! containers exits (a pidfd on the container's shim), or a back-off ends.
+
+use std::collections::{BTreeMap, HashSet};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, ObjectReference, Pod, PodStatus};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::events::{Event, EventType};
+use runtime::shim::{ClientError, KillOutcome, PidFd, RunningContainer, Signal};
+use serde_json::json;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, watch};
+
+use super::backoff;
+use super::container::{self, StartError};
+use super::decide::{decide, Action, Inputs, Waiting};
+use super::layout::AttemptPaths;
+use super::context::NodeContext;
+use super::observe::{observe, AttemptState, Observed, StartFailure, START_FAILURE};
+use super::sandbox::{self, PodRecord};
+
+/// How long a retry waits after a failure that has no back-off of its own (a sandbox that
+/// could not be made, a ConfigMap that is missing).
+const RETRY: Duration = Duration::from_secs(5);
+/// How long ErrImagePull shows before it turns into ImagePullBackOff.
+const PULL_ERROR_SHOWN: Duration = Duration::from_secs(2);
+
+/// What the worker hears from outside: the pod as the API has it now (None: gone).
+pub type PodUpdates = watch::Receiver<Option<Arc<Pod>>>;
+
+/// A pod worker's running state that is not on disk.
+struct Worker {
+    ctx: Arc<NodeContext>,
+    uid: String,
+    record: Option<PodRecord>,
+    waiting: BTreeMap<String, Waiting>,
+    /// Per container: the image-pull back-off (duration, last failure).
+    pull_backoff: BTreeMap<String, (Duration, Timestamp)>,
+    /// When ErrImagePull turns into ImagePullBackOff, per container.
+    pull_flip: BTreeMap<String, Timestamp>,
+    /// (container, attempt) whose exit is being watched.
+    watched: HashSet<(String, u32)>,
+    /// (container, attempt) being stopped.
+    stopping: HashSet<(String, u32)>,
+    /// Exited attempts whose root filesystem has been released.
+    released: HashSet<(String, u32)>,
+    sandbox_retry_at: Option<Timestamp>,
+    /// Container names whose CrashLoopBackOff event was recorded for the current attempt.
+    backoff_reported: HashSet<(String, u32)>,
+    wake_tx: mpsc::UnboundedSender<()>,
+}
+
+pub async fn run(ctx: Arc<NodeContext>, uid: String, mut updates: PodUpdates) {
+    let (wake_tx, mut wake_rx) = mpsc::unbounded_channel();
+    let mut w = Worker {
+        record: sandbox::read_record(&ctx.layout, &uid),
+        ctx,
+        uid,
+        waiting: BTreeMap::new(),
+        pull_backoff: BTreeMap::new(),
+        pull_flip: BTreeMap::new(),
+        watched: HashSet::new(),
+        stopping: HashSet::new(),
+        released: HashSet::new(),
+        sandbox_retry_at: None,
+        backoff_reported: HashSet::new(),
+        wake_tx,
+    };
+    loop {
+        let pod = updates.borrow_and_update().clone();
+        let Some(pod) = pod else {
+            w.forget().await;
+            return;
+        };
+        let (again, wake_at, finished) = w.turn(&pod).await;
+        if finished {
+            return;
+        }
+        if again {
+            continue;
+        }
+        let sleep = wake_at.map(|t| {
+            let d = t.duration_since(Timestamp::now());
+            let secs = d.as_secs_f64().max(0.0);
+            Duration::from_secs_f64(secs) + Duration::from_millis(5)
+        });
+        tokio::select! {
+            changed = updates.changed() => {
+                if changed.is_err() {
+                    // The manager is gone (agent shutting down): leave everything running.
+                    return;
+                }
+            }
+            _ = wake_rx.recv() => {}
+            _ = async {
+                match sleep {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+    }
+}
+
+impl Worker {
+    /// One turn. Returns (look again at once, wake-up time, the worker is finished).
+    async fn turn(&mut self, pod: &Pod) -> (bool, Option<Timestamp>, bool) {
+        let now = Timestamp::now();
+        self.flip_pull_errors(pod, now);
+        let ready = sandbox::is_ready(&self.ctx.layout, &self.uid);
+        let observed = observe(&self.ctx.layout, &self.uid, ready);
+        self.watch_exits(&observed);
+        self.release_exited(&observed).await;
+        let decision = decide(&Inputs {
+            pod,
+            observed: &observed,
+            waiting: &self.waiting,
+            host_ip: &self.ctx.host_ip,
+            now,
+        });
+        self.report_backoffs(pod, &decision.status);
+        self.write_status(pod, &decision.status).await;
+
+        let mut wake_at = decision.wake_at;
+        for t in self.pull_flip.values().chain(self.sandbox_retry_at.iter()) {
+            wake_at = Some(wake_at.map_or(*t, |w: Timestamp| w.min(*t)));
+        }
+        let mut again = false;
+        for action in decision.actions {
+            match action {
+                Action::CreateSandbox => {
+                    if self.sandbox_retry_at.is_some_and(|t| t > now) {
+                        continue;
+                    }
+                    again |= self.create_sandbox(pod).await;
+                }
+                Action::Start {
+                    container,
+                    init,
+                    attempt,
+                } => {
+                    let Some(spec) = find_container(pod, &container, init) else {
+                        continue;
+                    };
+                    self.start(pod, &spec, attempt).await;
+                    again = true;
+                }
+                Action::Stop {
+                    container,
+                    attempt,
+                    grace,
+                } => self.stop(pod, &container, attempt, grace),
+                Action::TeardownSandbox => {
+                    if let Some(record) = self.record.clone() {
+                        let layout = self.ctx.layout.clone();
+                        let result =
+                            tokio::task::spawn_blocking(move || sandbox::teardown(&layout, &record))
+                                .await;
+                        if let Ok(Err(e)) = result {
+                            tracing::warn!(pod = %self.uid, "tearing the sandbox down: {e}");
+                            wake_at = Some(now + Duration::from_secs(5));
+                        }
+                    }
+                }
+                Action::DeletePod => {
+                    if self.delete_pod(pod).await {
+                        self.remove_all().await;
+                        return (false, None, true);
+                    }
+                    wake_at = Some(now + Duration::from_secs(1));
+                }
+            }
+        }
+        (again, wake_at, false)
+    }
+
+    async fn create_sandbox(&mut self, pod: &Pod) -> bool {
+        let qos = super::resources::qos_class(pod).as_str();
+        let record = PodRecord::of(pod, qos);
+        let layout = self.ctx.layout.clone();
+        let (p, r) = (pod.clone(), record.clone());
+        let result = tokio::task::spawn_blocking(move || sandbox::create(&layout, &p, &r)).await;
+        match result {
+            Ok(Ok(())) => {
+                self.record = Some(record);
+                self.sandbox_retry_at = None;
+                true
+            }
+            Ok(Err(e)) => {
+                self.event(
+                    pod,
+                    EventType::Warning,
+                    "FailedCreatePodSandBox",
+                    format!("Failed to create pod sandbox: {e}"),
+                );
+                self.sandbox_retry_at = Some(Timestamp::now() + RETRY);
+                false
+            }
+            Err(e) => {
+                tracing::error!("sandbox task: {e}");
+                self.sandbox_retry_at = Some(Timestamp::now() + RETRY);
+                false
+            }
+        }
+    }
+
+    /// Pulls the image if needed, builds the configuration, starts the shim. Anything that
+    /// fails before the shim runs becomes a waiting reason; a container the shim could not
+    /// start becomes an attempt that ended with StartError.
+    async fn start(&mut self, pod: &Pod, c: &Container, attempt: u32) {
+        let image = match self.ensure_image(pod, c).await {
+            Some(image) => image,
+            None => return,
+        };
+        let record = match &self.record {
+            Some(r) => r.clone(),
+            None => return,
+        };
+        let prepared = match container::prepare(&self.ctx, pod, &record, c, &image, attempt).await {
+            Ok(p) => p,
+            Err(StartError::Config { reason, message }) => {
+                self.event(pod, EventType::Warning, "Failed", format!("Error: {message}"));
+                self.waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason: reason.to_string(),
+                        message,
+                        retry_at: Some(Timestamp::now() + RETRY),
+                    },
+                );
+                return;
+            }
+        };
+        for (reason, message) in &prepared.warnings {
+            self.event(pod, EventType::Warning, reason, message.clone());
+        }
+        self.waiting.remove(&c.name);
+        let ctx = self.ctx.clone();
+        let paths = prepared.paths.clone();
+        let outcome =
+            tokio::task::spawn_blocking(move || container::launch(&ctx, &prepared)).await;
+        match outcome {
+            Ok(Ok(_running)) => {
+                self.event(
+                    pod,
+                    EventType::Normal,
+                    "Created",
+                    format!("Created container {}", c.name),
+                );
+                self.event(
+                    pod,
+                    EventType::Normal,
+                    "Started",
+                    format!("Started container {}", c.name),
+                );
+            }
+            Ok(Err(e)) => {
+                let message = container::start_error_message(c, &e);
+                self.start_failed(pod, c, &paths, &message).await
+            }
+            Err(e) => self.start_failed(pod, c, &paths, &e.to_string()).await,
+        }
+    }
+
+    async fn start_failed(&mut self, pod: &Pod, c: &Container, paths: &AttemptPaths, message: &str) {
+        let failure = StartFailure {
+            message: message.to_string(),
+            at: Timestamp::now().to_string(),
+        };
+        if let Err(e) = runtime::shim::write_json_atomic(&paths.dir.join(START_FAILURE), &failure) {
+            tracing::error!("recording the start failure of {}: {e}", c.name);
+        }
+        let merged = paths.rootfs_merged();
+        let _ = tokio::task::spawn_blocking(move || runtime::sandbox::overlay::unmount(&merged)).await;
+        self.event(pod, EventType::Warning, "Failed", format!("Error: {message}"));
+    }
+
+    /// The image for `c`, by its pull policy; None (with a waiting reason set) when it is
+    /// not available.
+    async fn ensure_image(&mut self, pod: &Pod, c: &Container) -> Option<runtime::images::Image> {
+        let name = c.image.clone().unwrap_or_default();
+        let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
+            if name.contains('@') || !(name.ends_with(":latest") || !tag_given(&name)) {
+                "IfNotPresent".into()
+            } else {
+                "Always".into()
+            }
+        });
+        let store = self.ctx.images.clone();
+        let lookup = {
+            let (store, name) = (store.clone(), name.clone());
+            tokio::task::spawn_blocking(move || store.get(&name)).await.ok()
+        };
+        let present = lookup.and_then(|r| r.ok());
+        match (policy.as_str(), present) {
+            ("Never", Some(image)) | ("IfNotPresent", Some(image)) => {
+                self.event(
+                    pod,
+                    EventType::Normal,
+                    "Pulled",
+                    format!("Container image \"{name}\" already present on machine"),
+                );
+                Some(image)
+            }
+            ("Never", None) => {
+                let message = format!(
+                    "Container image \"{name}\" is not present with pull policy of Never"
+                );
+                self.event(pod, EventType::Warning, "ErrImageNeverPull", message.clone());
+                self.waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason: "ErrImageNeverPull".into(),
+                        message,
+                        retry_at: Some(Timestamp::now() + RETRY),
+                    },
+                );
+                None
+            }
+            _ => self.pull(pod, c, &name).await,
+        }
+    }
+
+    async fn pull(&mut self, pod: &Pod, c: &Container, name: &str) -> Option<runtime::images::Image> {
+        self.event(pod, EventType::Normal, "Pulling", format!("Pulling image \"{name}\""));
+        let started = Instant::now();
+        let credentials = container::pull_credentials(&self.ctx, pod, name).await;
+        let result = runtime::images::pull(&self.ctx.images, name, &credentials).await;
+        match result {
+            Ok(image) => {
+                let took = started.elapsed().as_secs_f64();
+                self.event(
+                    pod,
+                    EventType::Normal,
+                    "Pulled",
+                    format!(
+                        "Successfully pulled image \"{name}\" in {took:.3}s ({took:.3}s including waiting). Image size: {} bytes.",
+                        image.size
+                    ),
+                );
+                self.pull_backoff.remove(&c.name);
+                self.pull_flip.remove(&c.name);
+                Some(image)
+            }
+            Err(e) => {
+                let now = Timestamp::now();
+                let entry = backoff::next(self.pull_backoff.get(&c.name).copied(), now);
+                self.pull_backoff.insert(c.name.clone(), entry);
+                let message = format!("failed to pull and unpack image \"{name}\": {e}");
+                self.event(
+                    pod,
+                    EventType::Warning,
+                    "Failed",
+                    format!("Failed to pull image \"{name}\": {message}"),
+                );
+                self.event(pod, EventType::Warning, "Failed", "Error: ErrImagePull".into());
+                self.waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason: "ErrImagePull".into(),
+                        message,
+                        retry_at: Some(backoff::add(now, entry.0)),
+                    },
+                );
+                self.pull_flip.insert(c.name.clone(), now + PULL_ERROR_SHOWN);
+                None
+            }
+        }
+    }
+
+    /// ErrImagePull shows for a moment, then the container waits in ImagePullBackOff.
+    fn flip_pull_errors(&mut self, pod: &Pod, now: Timestamp) {
+        let due: Vec<String> = self
+            .pull_flip
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            self.pull_flip.remove(&name);
+            let image = find_any_container(pod, &name)
+                .and_then(|c| c.image)
+                .unwrap_or_default();
+            if let Some(w) = self.waiting.get_mut(&name) {
+                if w.reason == "ErrImagePull" {
+                    w.reason = "ImagePullBackOff".into();
+                    w.message = format!("Back-off pulling image \"{image}\"");
+                    self.event(
+                        pod,
+                        EventType::Normal,
+                        "BackOff",
+                        format!("Back-off pulling image \"{image}\""),
+                    );
+                    self.event(pod, EventType::Warning, "Failed", "Error: ImagePullBackOff".into());
+                }
+            }
+        }
+    }
+
+    /// Records kubelet's BackOff event once per crash-looping attempt.
+    fn report_backoffs(&mut self, pod: &Pod, status: &PodStatus) {
+        let statuses = status
+            .container_statuses
+            .iter()
+            .chain(status.init_container_statuses.iter())
+            .flatten();
+        let mut events = Vec::new();
+        for s in statuses {
+            let crash_looping = s
+                .state
+                .as_ref()
+                .and_then(|st| st.waiting.as_ref())
+                .is_some_and(|w| w.reason.as_deref() == Some("CrashLoopBackOff"));
+            if crash_looping
+                && self
+                    .backoff_reported
+                    .insert((s.name.clone(), s.restart_count as u32))
+            {
+                events.push(format!(
+                    "Back-off restarting failed container {} in pod {}_{}({})",
+                    s.name,
+                    pod.metadata.name.as_deref().unwrap_or(""),
+                    pod.metadata.namespace.as_deref().unwrap_or(""),
+                    self.uid
+                ));
+            }
+        }
+        for message in events {
+            self.event(pod, EventType::Warning, "BackOff", message);
+        }
+    }
+
+    fn stop(&mut self, pod: &Pod, container: &str, attempt: u32, grace: Duration) {
+        if !self.stopping.insert((container.to_string(), attempt)) {
+            return;
+        }
+        self.event(
+            pod,
+            EventType::Normal,
+            "Killing",
+            format!("Stopping container {container}"),
+        );
+        let dir = self.ctx.layout.attempt_dir(&self.uid, container, attempt);
+        let shim = dir.join("shim");
+        let stop_signal = container::stop_signal(&dir);
+        let wake = self.wake_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = stop_blocking(&shim, stop_signal, grace) {
+                tracing::warn!("stopping the container in {}: {e}", shim.display());
+            }
+            let _ = wake.send(());
+        });
+    }
+
+    /// Watches each running attempt's shim: its exit wakes the worker.
+    fn watch_exits(&mut self, observed: &Observed) {
+        for (name, attempt) in observed.running() {
+            let key = (name.to_string(), attempt.number);
+            if self.watched.contains(&key) {
+                continue;
+            }
+            let shim_dir = self
+                .ctx
+                .layout
+                .attempt_dir(&self.uid, name, attempt.number)
+                .join("shim");
+            let Ok(running) = RunningContainer::adopt(&shim_dir) else {
+                continue;
+            };
+            let Ok(pidfd) = PidFd::open(running.shim_pid()) else {
+                continue;
+            };
+            self.watched.insert(key);
+            let wake = self.wake_tx.clone();
+            tokio::spawn(async move {
+                // SAFETY: the pidfd is owned by the handle, which the AsyncFd owns for its
+                // whole life, and always returns the same descriptor.
+                let registered = unsafe {
+                    AsyncFd::register_with_interest(PidFdHandle(pidfd), tokio::io::Interest::READABLE)
+                };
+                if let Ok(fd) = registered {
+                    let _ = fd.readable().await;
+                }
+                let _ = wake.send(());
+            });
+        }
+    }
+
+    /// Unmounts the root filesystem of attempts that have ended (a restart gets a fresh
+    /// one, as upstream's new container does) and drops their writable layer.
+    async fn release_exited(&mut self, observed: &Observed) {
+        let mut dirs = Vec::new();
+        for (name, attempts) in &observed.containers {
+            for a in attempts {
+                if matches!(a.state, AttemptState::Exited { .. })
+                    && self.released.insert((name.clone(), a.number))
+                {
+                    dirs.push(AttemptPaths {
+                        dir: self.ctx.layout.attempt_dir(&self.uid, name, a.number),
+                    });
+                }
+            }
+        }
+        if dirs.is_empty() {
+            return;
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            for paths in dirs {
+                if runtime::sandbox::overlay::unmount(&paths.rootfs_merged()).is_ok() {
+                    let _ = std::fs::remove_dir_all(paths.dir.join("rootfs"));
+                }
+            }
+        })
+        .await;
+    }
+
+    async fn write_status(&self, pod: &Pod, status: &PodStatus) {
+        let old = pod.status.clone().unwrap_or_default();
+        if &old == status {
+            return;
+        }
+        let mut value = serde_json::to_value(status).unwrap_or_default();
+        // Fields this kubelet once set and no longer does are removed explicitly.
+        for key in ["reason", "message"] {
+            if value.get(key).is_none() {
+                value[key] = serde_json::Value::Null;
+            }
+        }
+        let api: Api<Pod> = Api::namespaced(
+            self.ctx.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        if let Err(e) = api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(json!({ "status": value })))
+            .await
+        {
+            tracing::debug!(pod = name, "writing the pod status: {e}");
+        }
+    }
+
+    async fn delete_pod(&self, pod: &Pod) -> bool {
+        let api: Api<Pod> = Api::namespaced(
+            self.ctx.client.clone(),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api
+            .delete(pod.metadata.name.as_deref().unwrap_or_default(), &params)
+            .await
+        {
+            Ok(_) => true,
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => true,
+            Err(e) => {
+                tracing::warn!("deleting the stopped pod {:?}: {e}", pod.metadata.name);
+                false
+            }
+        }
+    }
+
+    /// The pod is gone from the API: stop what still runs, at once, and remove everything.
+    async fn forget(&mut self) {
+        let observed = observe(&self.ctx.layout, &self.uid, false);
+        let mut stops = Vec::new();
+        for (name, attempt) in observed.running() {
+            let shim = self
+                .ctx
+                .layout
+                .attempt_dir(&self.uid, name, attempt.number)
+                .join("shim");
+            stops.push(tokio::task::spawn_blocking(move || {
+                stop_blocking(&shim, Signal::SIGTERM, Duration::from_secs(2))
+            }));
+        }
+        for s in stops {
+            let _ = s.await;
+        }
+        self.remove_all().await;
+    }
+
+    async fn remove_all(&mut self) {
+        let record = self
+            .record
+            .clone()
+            .or_else(|| sandbox::read_record(&self.ctx.layout, &self.uid));
+        if let Some(record) = record {
+            let layout = self.ctx.layout.clone();
+            let result =
+                tokio::task::spawn_blocking(move || sandbox::remove(&layout, &record)).await;
+            if let Ok(Err(e)) = result {
+                tracing::warn!(pod = %self.uid, "removing the pod's files: {e}");
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(self.ctx.layout.pod_dir(&self.uid));
+        }
+    }
+
+    fn event(&self, pod: &Pod, type_: EventType, reason: &str, message: String) {
+        let regarding = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: pod.metadata.name.clone(),
+            namespace: pod.metadata.namespace.clone(),
+            uid: pod.metadata.uid.clone(),
+            resource_version: pod.metadata.resource_version.clone(),
+            ..Default::default()
+        };
+        self.ctx.recorder.record(
+            Event {
+                type_,
+                reason: reason.to_string(),
+                note: Some(message),
+                action: reason.to_string(),
+                secondary: None,
+            },
+            regarding,
+        );
+    }
+}
+
+struct PidFdHandle(PidFd);
+
+impl AsRawFd for PidFdHandle {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// The stop signal, then SIGKILL once `grace` has passed; returns when the shim has
+/// recorded the exit.
+fn stop_blocking(shim: &std::path::Path, signal: Signal, grace: Duration) -> Result<(), ClientError> {
+    let running = RunningContainer::adopt(shim)?;
+    if running.kill(signal)? == KillOutcome::AlreadyExited {
+        return Ok(());
+    }
+    match running.wait_exit(Some(grace.max(Duration::from_millis(1)))) {
+        Ok(_) => Ok(()),
+        Err(ClientError::WaitTimeout(_)) => {
+            running.kill(Signal::SIGKILL)?;
+            running.wait_exit(Some(Duration::from_secs(30))).map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn find_container(pod: &Pod, name: &str, init: bool) -> Option<Container> {
+    let spec = pod.spec.as_ref()?;
+    let list = if init {
+        spec.init_containers.as_ref()?
+    } else {
+        &spec.containers
+    };
+    list.iter().find(|c| c.name == name).cloned()
+}
+
+fn find_any_container(pod: &Pod, name: &str) -> Option<Container> {
+    find_container(pod, name, false).or_else(|| find_container(pod, name, true))
+}
+
+/// Whether an image reference names a tag (a `:` after the last `/`).
+fn tag_given(name: &str) -> bool {
+    name.rsplit('/').next().is_some_and(|last| last.contains(':'))
+}

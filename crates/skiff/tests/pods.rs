@@ -1,0 +1,265 @@
+//! Real pods on a single-node `skiff server` (the embedded agent), driven with the real
+//! kubectl and the busybox test image: what a user sees for running, finishing, crashing,
+//! out-of-memory and unpullable containers, and that a deleted pod leaves nothing behind.
+//! Needs root (namespaces, mounts, cgroups).
+
+use std::time::{Duration, Instant};
+
+use testkit::{ServerOptions, TestServer};
+
+/// The test image, imported into the node's store under this name.
+const IMAGE: &str = "skiff.test/busybox:1";
+
+fn server_with_node() -> TestServer {
+    let s = TestServer::start(ServerOptions::new(env!("CARGO_BIN_EXE_skiff")).with_agent())
+        .expect("start skiff server with its agent");
+    let image = testkit::images::TestImage::busybox().expect("busybox test image");
+    let tar = s.data_dir().join("busybox.tar");
+    image.write_oci_layout(&tar, IMAGE).expect("write image");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["image", "import", "--data-dir"])
+        .arg(s.data_dir())
+        .arg(&tar)
+        .output()
+        .expect("skiff image import");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for(&s, Duration::from_secs(60), "the node to be Ready", || {
+        let out = s.kubectl(&[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim() == "True"
+    });
+    s
+}
+
+fn wait_for(s: &TestServer, timeout: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        if Instant::now() > deadline {
+            let pods = s.kubectl(&["get", "pods", "-A", "-o", "wide"]);
+            let events = s.kubectl(&["get", "events", "-A"]);
+            panic!(
+                "timed out waiting for {what}\n{}\n{}\n{}",
+                String::from_utf8_lossy(&pods.stdout),
+                String::from_utf8_lossy(&events.stdout),
+                s.log_tail(60)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The STATUS column of `kubectl get pod NAME`.
+fn status_column(s: &TestServer, pod: &str) -> String {
+    let out = s.kubectl(&["get", "pod", pod, "--no-headers"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace().nth(2).unwrap_or("").to_string()
+}
+
+fn pod_json(s: &TestServer, pod: &str) -> serde_json::Value {
+    s.kubectl_json(&["get", "pod", pod, "-o", "json"])
+}
+
+fn apply(s: &TestServer, yaml: &str) {
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], yaml);
+}
+
+#[test]
+fn pods_run_finish_crash_and_are_cleaned_up() {
+    let s = server_with_node();
+
+    // Two containers of one pod share its network namespace: the second fetches the
+    // first's page on localhost.
+    apply(
+        &s,
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: web}}
+spec:
+  containers:
+  - name: httpd
+    image: {IMAGE}
+    command: ["sh", "-c", "mkdir -p /www && echo hello from skiff > /www/index.html && exec httpd -f -p 8080 -h /www"]
+  - name: client
+    image: {IMAGE}
+    command: ["sh", "-c", "until wget -q -O /tmp/page http://127.0.0.1:8080/; do sleep 0.2; done; cat /tmp/page; exec sleep 3600"]
+"#
+        ),
+    );
+    wait_for(&s, Duration::from_secs(60), "web Running", || {
+        status_column(&s, "web") == "Running"
+    });
+    let pod = pod_json(&s, "web");
+    assert_eq!(pod["status"]["phase"], "Running");
+    for c in pod["status"]["containerStatuses"].as_array().unwrap() {
+        assert_eq!(c["ready"], true, "{c}");
+        assert!(c["containerID"].as_str().unwrap().starts_with("skiff://"), "{c}");
+        assert_eq!(c["image"], "skiff.test/busybox:1");
+    }
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
+    let log = s
+        .data_dir()
+        .join(format!("agent/logs/default_web_{uid}/client/0.log"));
+    wait_for(&s, Duration::from_secs(30), "the client's page", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("hello from skiff"))
+    });
+
+    // A job-like pod completes.
+    apply(
+        &s,
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: once}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: {IMAGE}
+    command: ["sh", "-c", "echo done; sleep 1"]
+"#
+        ),
+    );
+    wait_for(&s, Duration::from_secs(60), "once Completed", || {
+        status_column(&s, "once") == "Completed"
+    });
+    let pod = pod_json(&s, "once");
+    assert_eq!(pod["status"]["phase"], "Succeeded");
+    let term = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(term["exitCode"], 0);
+    assert_eq!(term["reason"], "Completed");
+
+    // A crashing container: Error, then CrashLoopBackOff with a growing restart count.
+    apply(
+        &s,
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: crash}}
+spec:
+  containers:
+  - name: main
+    image: {IMAGE}
+    command: ["sh", "-c", "echo failing; exit 3"]
+"#
+        ),
+    );
+    wait_for(&s, Duration::from_secs(60), "crash in CrashLoopBackOff", || {
+        status_column(&s, "crash") == "CrashLoopBackOff"
+    });
+    let pod = pod_json(&s, "crash");
+    let c = &pod["status"]["containerStatuses"][0];
+    assert!(c["restartCount"].as_i64().unwrap() >= 1, "{c}");
+    assert_eq!(c["lastState"]["terminated"]["exitCode"], 3);
+    assert_eq!(c["lastState"]["terminated"]["reason"], "Error");
+    assert!(c["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("back-off 10s restarting failed container=main pod=crash_default("));
+
+    // A command that is not in the image.
+    apply(
+        &s,
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: nocmd}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: {IMAGE}
+    command: ["/no/such/binary"]
+"#
+        ),
+    );
+    wait_for(&s, Duration::from_secs(60), "nocmd StartError", || {
+        status_column(&s, "nocmd") == "StartError"
+    });
+    let pod = pod_json(&s, "nocmd");
+    assert_eq!(pod["status"]["phase"], "Failed");
+    let term = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(term["exitCode"], 128);
+    assert_eq!(
+        term["message"],
+        "failed to start container \"main\": exec: \"/no/such/binary\": executable file not found in $PATH"
+    );
+
+    // A memory hog is OOMKilled.
+    apply(
+        &s,
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: hog}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: {IMAGE}
+    command: ["sh", "-c", "x=0123456789; while true; do x=$x$x; done"]
+    resources: {{limits: {{memory: 16Mi}}}}
+"#
+        ),
+    );
+    wait_for(&s, Duration::from_secs(60), "hog OOMKilled", || {
+        status_column(&s, "hog") == "OOMKilled"
+    });
+    let pod = pod_json(&s, "hog");
+    assert_eq!(pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 137);
+
+    // An image that cannot be pulled (a registry port on loopback where nothing listens).
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: nopull}
+spec:
+  containers:
+  - name: main
+    image: 127.0.0.1:1/nothing/here:1
+"#,
+    );
+    wait_for(&s, Duration::from_secs(60), "nopull ImagePullBackOff", || {
+        status_column(&s, "nopull") == "ImagePullBackOff"
+    });
+    let events = s.kubectl_ok(&["get", "events", "--field-selector", "involvedObject.name=nopull"]);
+    assert!(events.contains("Failed to pull image \"127.0.0.1:1/nothing/here:1\""), "{events}");
+    assert!(events.contains("ErrImagePull"), "{events}");
+
+    // Deleting a pod stops its containers within the grace period and leaves no mount,
+    // process, cgroup or network namespace behind.
+    let web_dir = s.data_dir().join(format!("agent/pods/{uid}"));
+    let shim_pid: i32 = {
+        let started = std::fs::read_to_string(web_dir.join("containers/httpd/0/shim/started.json"))
+            .expect("started.json");
+        let v: serde_json::Value = serde_json::from_str(&started).unwrap();
+        v["pid"].as_i64().unwrap() as i32
+    };
+    s.kubectl_ok(&["delete", "pod", "web", "--grace-period=5", "--wait=true", "--timeout=60s"]);
+    wait_for(&s, Duration::from_secs(30), "web's directory to go", || !web_dir.exists());
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains(&uid), "a mount of the deleted pod remains:\n{mountinfo}");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{shim_pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{shim_pid}/cmdline"))
+                .map(|c| !c.contains("httpd"))
+                .unwrap_or(true),
+        "the container's process survived its pod"
+    );
+    let cgroups = std::process::Command::new("sh")
+        .args(["-c", &format!("find /sys/fs/cgroup -maxdepth 6 -name 'pod{uid}' 2>/dev/null")])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&cgroups.stdout).trim(), "", "cgroups remain");
+}
