@@ -102,7 +102,9 @@ fn client_config(
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyServer(provider)));
     match cert {
-        Some((chain, key)) => builder.with_client_auth_cert(chain, key).expect("client auth"),
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .expect("client auth"),
         None => builder.with_no_client_auth(),
     }
 }
@@ -134,11 +136,7 @@ async fn get(
         .map_err(|e| format!("request: {e}"))
 }
 
-async fn text(
-    addr: std::net::SocketAddr,
-    tls: &rustls::ClientConfig,
-    path: &str,
-) -> (u16, String) {
+async fn text(addr: std::net::SocketAddr, tls: &rustls::ClientConfig, path: &str) -> (u16, String) {
     let resp = get(addr, tls, path).await.expect(path);
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.expect("body").to_bytes();
@@ -148,7 +146,9 @@ async fn text(
 /// The next chunk of a streamed body; None at its end.
 async fn next_chunk(body: &mut Incoming) -> Option<String> {
     match tokio::time::timeout(Duration::from_secs(5), body.frame()).await {
-        Ok(Some(Ok(f))) => Some(String::from_utf8_lossy(&f.into_data().unwrap_or_default()).into_owned()),
+        Ok(Some(Ok(f))) => {
+            Some(String::from_utf8_lossy(&f.into_data().unwrap_or_default()).into_owned())
+        }
         Ok(_) => None,
         Err(_) => panic!("no data from the followed log within 5s"),
     }
@@ -209,7 +209,11 @@ async fn serves_container_logs_to_the_api_server_only() {
     assert!(get(addr, &stranger, "/healthz").await.is_err());
 
     // A node's certificate is genuine but not allowed to read pods.
-    let node = client_config(Some(client_cert(&cluster, "system:node:n2", Some("system:nodes"))));
+    let node = client_config(Some(client_cert(
+        &cluster,
+        "system:node:n2",
+        Some("system:nodes"),
+    )));
     let (code, body) = text(addr, &node, "/containerLogs/default/web/app").await;
     assert_eq!(code, 403, "{body}");
 
@@ -220,15 +224,30 @@ async fn serves_container_logs_to_the_api_server_only() {
         (200, "one\ntwo\nthree\n".into())
     );
     assert_eq!(
-        text(addr, &apiserver, "/containerLogs/default/web/app?tailLines=1").await,
+        text(
+            addr,
+            &apiserver,
+            "/containerLogs/default/web/app?tailLines=1"
+        )
+        .await,
         (200, "three\n".into())
     );
     assert_eq!(
-        text(addr, &apiserver, "/containerLogs/default/web/app?previous=true").await,
+        text(
+            addr,
+            &apiserver,
+            "/containerLogs/default/web/app?previous=true"
+        )
+        .await,
         (200, "first run\n".into())
     );
     assert_eq!(
-        text(addr, &apiserver, "/containerLogs/default/web/app?timestamps=true&limitBytes=35").await,
+        text(
+            addr,
+            &apiserver,
+            "/containerLogs/default/web/app?timestamps=true&limitBytes=35"
+        )
+        .await,
         (200, "2026-01-01T00:00:01.000000000Z one\n".into())
     );
     assert_eq!(
@@ -241,25 +260,42 @@ async fn serves_container_logs_to_the_api_server_only() {
         (200, "o\nthree\n".into())
     );
     assert_eq!(
-        text(addr, &apiserver, "/containerLogs/default/web/side?previous=true").await,
+        text(
+            addr,
+            &apiserver,
+            "/containerLogs/default/web/side?previous=true"
+        )
+        .await,
         (
             400,
             "previous terminated container \"side\" in pod \"web\" not found".into()
         )
     );
     assert_eq!(
-        text(addr, &apiserver, "/containerLogs/default/nope/app").await.0,
+        text(addr, &apiserver, "/containerLogs/default/nope/app")
+            .await
+            .0,
         404
     );
     assert_eq!(
-        text(addr, &apiserver, "/containerLogs/default/web/app?tailLines=x").await.0,
+        text(
+            addr,
+            &apiserver,
+            "/containerLogs/default/web/app?tailLines=x"
+        )
+        .await
+        .0,
         400
     );
 
     // follow: appended lines stream out; a newer attempt ends the stream.
-    let resp = get(addr, &apiserver, "/containerLogs/default/web/side?follow=true")
-        .await
-        .expect("follow");
+    let resp = get(
+        addr,
+        &apiserver,
+        "/containerLogs/default/web/side?follow=true",
+    )
+    .await
+    .expect("follow");
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
     let mut seen = String::new();

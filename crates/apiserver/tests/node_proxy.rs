@@ -21,21 +21,20 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Ca {
     der: CertificateDer<'static>,
-    pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
 fn ca() -> Ca {
     let key = KeyPair::generate().expect("key");
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.distinguished_name.push(DnType::CommonName, "test-ca");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "test-ca");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let cert = params.self_signed(&key).expect("self-sign");
-    let pem = cert.pem();
     Ca {
         der: cert.der().clone(),
-        issuer: Issuer::from_ca_cert_pem(&pem, key).expect("issuer"),
-        pem,
+        issuer: Issuer::from_ca_cert_pem(&cert.pem(), key).expect("issuer"),
     }
 }
 
@@ -45,7 +44,12 @@ fn issue(
     cn: &str,
     org: Option<&str>,
     server: bool,
-) -> (String, String, CertificateDer<'static>, PrivateKeyDer<'static>) {
+) -> (
+    String,
+    String,
+    CertificateDer<'static>,
+    PrivateKeyDer<'static>,
+) {
     let key = KeyPair::generate().expect("key");
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
     if let Some(o) = org {
@@ -74,10 +78,12 @@ async fn fake_kubelet(ca: &Ca) -> u16 {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.der.clone()).expect("root");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .expect("verifier");
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("verifier");
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")
@@ -153,7 +159,10 @@ async fn raw_request(
     admin: &(CertificateDer<'static>, PrivateKeyDer<'static>),
     ca: &Ca,
     request: &str,
-) -> (tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String) {
+) -> (
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    String,
+) {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.der.clone()).expect("root");
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -206,7 +215,12 @@ async fn proxies_logs_and_upgrades_to_the_kubelet() {
             admission: Default::default(),
         },
     );
-    let (kcert, kkey, _, _) = issue(&ca, "kube-apiserver-kubelet-client", Some("system:masters"), false);
+    let (kcert, kkey, _, _) = issue(
+        &ca,
+        "kube-apiserver-kubelet-client",
+        Some("system:masters"),
+        false,
+    );
     api.kubelet
         .set(apiserver::kubelet::KubeletClient::from_pem(&kcert, &kkey).expect("kubelet client"))
         .expect("set once");
@@ -276,7 +290,10 @@ async fn proxies_logs_and_upgrades_to_the_kubelet() {
     )
     .await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("upgrade: skiff-echo"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: skiff-echo"),
+        "{head}"
+    );
     tls.write_all(b"ping").await.expect("write");
     let mut echo = [0u8; 4];
     tokio::time::timeout(std::time::Duration::from_secs(5), tls.read_exact(&mut echo))

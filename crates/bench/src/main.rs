@@ -30,6 +30,8 @@ pub enum Scenario {
     Failover,
     /// The container runtime alone (root): start latency and shim RSS.
     Containers,
+    /// Real pods through the whole stack (root): startup latency of 100 pods, agent RSS.
+    Pods,
     All,
 }
 
@@ -194,6 +196,7 @@ async fn run(args: Args) -> Result<()> {
             Scenario::Schedule => scenarios::schedule::run(&env).await,
             Scenario::Failover => scenarios::failover::run(&env).await,
             Scenario::Containers => scenarios::containers::run(&env).await,
+            Scenario::Pods => scenarios::pods::run(&env).await,
             Scenario::All => unreachable!(),
         }
         .with_context(|| format!("scenario {s:?}"))?;

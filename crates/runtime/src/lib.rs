@@ -3,6 +3,7 @@
 //! only place libcontainer is ever called; and the root-only host primitives a pod sandbox is
 //! built from (`sandbox`: network namespaces, overlay and volume mounts, cgroup cleanup).
 
+pub mod exec;
 pub mod images;
 pub mod sandbox;
 pub mod shim;

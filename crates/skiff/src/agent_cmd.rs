@@ -298,6 +298,7 @@ async fn run_node(args: AgentArgs) -> Result<()> {
             .map(|t| parse_taint(t))
             .collect::<Result<_, _>>()?,
         max_pods: agent::node::host::DEFAULT_MAX_PODS,
+        kubelet_port: args.kubelet_port,
         kubelet_version: version.git_version,
         runtime_version: format!("skiff://{}", env!("CARGO_PKG_VERSION")),
         architecture: agent::simulated::config::kube_arch(std::env::consts::ARCH).to_string(),
@@ -312,13 +313,49 @@ async fn run_node(args: AgentArgs) -> Result<()> {
         lease_duration_seconds: args.node_lease_duration_seconds,
         ..Default::default()
     };
+    let agent_api = start_agent_api(&agent_dir, &config).await?;
     let pods = pod_context(client.clone(), &config, &agent_dir, &data_dir)?;
     let manager = tokio::spawn(agent::pods::manager::run(pods));
     let result = agent::node::register::run(client, config, data_dir, heartbeat)
         .await
         .map_err(|e| anyhow!(e));
     manager.abort();
+    if let Some(api) = agent_api {
+        api.abort();
+    }
     result
+}
+
+/// The agent's own API (kubelet's port 10250: logs, exec, port-forward), for the API
+/// server's client certificate only. Needs the cluster CA the agent pinned when joining.
+async fn start_agent_api(
+    agent_dir: &Path,
+    config: &agent::node::object::NodeConfig,
+) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    let ca_path = agent_dir.join("server-ca.crt");
+    let Ok(client_ca_pem) = std::fs::read_to_string(&ca_path) else {
+        tracing::warn!(
+            "no cluster CA at {}: the agent API (logs, exec) is not served",
+            ca_path.display()
+        );
+        return Ok(None);
+    };
+    let listen = std::net::SocketAddr::from(([0, 0, 0, 0], config.kubelet_port));
+    let api = agent::api::AgentApi::bind(agent::api::ApiConfig {
+        listen,
+        client_ca_pem,
+        serving: agent::api::ServingCert::Generate {
+            names: vec![config.name.clone(), config.internal_ip.to_string()],
+        },
+        layout: agent::pods::layout::Layout::new(agent_dir),
+    })
+    .await
+    .with_context(|| format!("serving the agent API on {listen} (or choose --kubelet-port)"))?;
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = api.run(std::future::pending()).await {
+            tracing::error!("the agent API stopped: {e}");
+        }
+    })))
 }
 
 /// What the node's pod workers share: its image store, the shim launcher (this very
@@ -350,11 +387,13 @@ fn pod_context(
         host_ip: config.internal_ip.to_string(),
         images: std::sync::Arc::new(images),
         shims: runtime::shim::ShimClient::current_exe(),
+        exec_binary: std::env::current_exe().context("finding the skiff binary")?,
         layout,
         allocatable_milli_cpu: milli_cpu,
         allocatable_memory: bytes("memory"),
         allocatable_ephemeral: bytes("ephemeral-storage"),
         memory_capacity: facts.memory_bytes as i64,
+        runtime_ops: tokio::sync::Semaphore::new(agent::pods::context::runtime_parallelism()),
     }))
 }
 
@@ -370,6 +409,7 @@ pub struct Embedded {
     pub fallback_ip: std::net::IpAddr,
     pub labels: Vec<String>,
     pub taints: Vec<String>,
+    pub kubelet_port: u16,
 }
 
 /// Runs the embedded agent: the same join and node code as `skiff agent`, with arguments
@@ -396,6 +436,8 @@ pub async fn run_embedded(e: Embedded) -> Result<()> {
         e.data_dir.display().to_string(),
         "--node-ip".into(),
         node_ip.to_string(),
+        "--kubelet-port".into(),
+        e.kubelet_port.to_string(),
     ];
     if let Some(name) = e.node_name {
         argv.extend(["--node-name".into(), name]);

@@ -86,6 +86,9 @@ pub struct ServerArgs {
     /// IP address of this node.
     #[arg(long)]
     pub node_ip: Option<IpAddr>,
+    /// Port of the embedded agent's API (logs, exec, port-forward; kubelet's --port).
+    #[arg(long, default_value_t = 10250)]
+    pub kubelet_port: u16,
     /// Labels for this node (key=value).
     #[arg(long = "node-label")]
     pub node_label: Vec<String>,
@@ -171,6 +174,9 @@ pub struct AgentArgs {
     /// The node's InternalIP (default: the local address of the route to the server).
     #[arg(long)]
     pub node_ip: Option<IpAddr>,
+    /// Port of this agent's API (logs, exec, port-forward; kubelet's --port).
+    #[arg(long, default_value_t = 10250)]
+    pub kubelet_port: u16,
     /// Run N simulated nodes instead of a real one (no containers run; pods report as a
     /// kubelet would). Control them with `stop NAME` / `start NAME` lines on stdin.
     #[arg(long, value_name = "N")]
@@ -233,6 +239,13 @@ fn main() -> std::process::ExitCode {
         .is_some_and(|a| a == runtime::shim::SHIM_SUBCOMMAND)
     {
         runtime::shim::run_shim(args);
+    }
+    // Likewise the exec helper (a process in a running container: kubectl exec, probes).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == runtime::exec::EXEC_SUBCOMMAND)
+    {
+        runtime::exec::run_exec(std::env::args_os().skip(2));
     }
     let cli = Cli::parse();
     match cli.command {

@@ -168,6 +168,8 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         allowed_users: vec!["system:admin".into()],
     });
 
+    let _ = api.kubelet.set(certs::kubelet_client(&certs)?);
+
     let (cert_chain, key) = certs::load_rustls(&certs.serving.cert, &certs.serving.key)?;
     let (client_ca, _) = certs::load_rustls(&certs.ca.cert, &certs.ca.key)?;
     let tls = apiserver::server::tls_config(TlsMaterial {
@@ -244,6 +246,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             fallback_ip: advertise,
             labels: args.node_label.clone(),
             taints: args.node_taint.clone(),
+            kubelet_port: args.kubelet_port,
         };
         tokio::spawn(async move {
             if let Err(e) = crate::agent_cmd::run_embedded(embedded).await {

@@ -108,6 +108,8 @@ spec:
     wait_for(&s, Duration::from_secs(30), "the client's page", || {
         std::fs::read_to_string(&log).is_ok_and(|t| t.contains("hello from skiff"))
     });
+    // kubectl logs goes through the API server to the agent's API.
+    assert_eq!(s.kubectl_ok(&["logs", "web", "-c", "client"]).trim(), "hello from skiff");
 
     // A job-like pod completes.
     apply(
@@ -163,6 +165,7 @@ spec:
         .as_str()
         .unwrap()
         .starts_with("back-off 10s restarting failed container=main pod=crash_default("));
+    assert_eq!(s.kubectl_ok(&["logs", "crash", "--previous"]).trim(), "failing");
 
     // A command that is not in the image.
     apply(
@@ -262,4 +265,145 @@ spec:
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&cgroups.stdout).trim(), "", "cgroups remain");
+}
+
+#[test]
+fn probes_restart_unhealthy_containers_and_gate_readiness() {
+    let s = server_with_node();
+    apply(
+        &s,
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: live}}
+spec:
+  containers:
+  - name: web
+    image: {IMAGE}
+    command: ["sh", "-c", "mkdir -p /www && exec httpd -f -p 8080 -h /www"]
+    livenessProbe:
+      httpGet: {{path: /healthz, port: 8080}}
+      periodSeconds: 1
+      failureThreshold: 2
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: slow}}
+spec:
+  containers:
+  - name: web
+    image: {IMAGE}
+    command: ["sh", "-c", "sleep 3; mkdir -p /www; exec httpd -f -p 8080 -h /www"]
+    ports: [{{name: http, containerPort: 8080}}]
+    readinessProbe:
+      tcpSocket: {{port: http}}
+      periodSeconds: 1
+"#
+        ),
+    );
+    // Readiness: running but not ready until the server listens.
+    wait_for(&s, Duration::from_secs(60), "slow running", || {
+        status_column(&s, "slow") == "Running"
+    });
+    let pod = pod_json(&s, "slow");
+    let c = &pod["status"]["containerStatuses"][0];
+    let started = Instant::now();
+    if c["ready"] == false {
+        assert_eq!(
+            pod["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == "Ready")
+                .unwrap()["status"],
+            "False"
+        );
+    }
+    wait_for(&s, Duration::from_secs(30), "slow ready", || {
+        pod_json(&s, "slow")["status"]["containerStatuses"][0]["ready"] == true
+    });
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    // Liveness: the missing /healthz page fails the probe; the container is restarted.
+    wait_for(&s, Duration::from_secs(60), "live restarted", || {
+        pod_json(&s, "live")["status"]["containerStatuses"][0]["restartCount"]
+            .as_i64()
+            .unwrap_or(0)
+            >= 1
+    });
+    let events = s.kubectl_ok(&["get", "events", "--field-selector", "involvedObject.name=live"]);
+    assert!(
+        events.contains("Liveness probe failed: HTTP probe failed with statuscode: 404"),
+        "{events}"
+    );
+    assert!(events.contains("Container web failed liveness probe, will be restarted"), "{events}");
+}
+
+#[test]
+fn a_deployment_heals_and_a_job_completes() {
+    let s = server_with_node();
+    apply(
+        &s,
+        &format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 3
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: web
+        image: {IMAGE}
+        command: ["sh", "-c", "mkdir -p /www && exec httpd -f -p 8080 -h /www"]
+"#
+        ),
+    );
+    s.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    let pods = s.kubectl_json(&["get", "pods", "-l", "app=web", "-o", "json"]);
+    let items = pods["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3);
+
+    // Kill one container's process from outside the cluster: the agent restarts it.
+    let victim = items[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let uid = items[0]["metadata"]["uid"].as_str().unwrap();
+    let started = std::fs::read_to_string(
+        s.data_dir()
+            .join(format!("agent/pods/{uid}/containers/web/0/shim/started.json")),
+    )
+    .expect("started.json");
+    let pid = serde_json::from_str::<serde_json::Value>(&started).unwrap()["pid"]
+        .as_i64()
+        .unwrap();
+    // SAFETY: kill(2) of the container process this test's server started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    wait_for(&s, Duration::from_secs(60), "the killed container to restart", || {
+        let p = pod_json(&s, &victim);
+        p["status"]["containerStatuses"][0]["restartCount"] == 1
+            && p["status"]["containerStatuses"][0]["ready"] == true
+    });
+    let last = &pod_json(&s, &victim)["status"]["containerStatuses"][0]["lastState"]["terminated"];
+    assert_eq!(last["exitCode"], 137);
+
+    // Delete a pod: the ReplicaSet replaces it.
+    s.kubectl_ok(&["delete", "pod", &victim, "--wait=true", "--timeout=60s"]);
+    s.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    wait_for(&s, Duration::from_secs(60), "3 running replicas", || {
+        let out = s.kubectl_ok(&["get", "pods", "-l", "app=web", "--no-headers"]);
+        out.lines().filter(|l| l.contains(" Running ")).count() == 3
+            && !out.contains(&victim)
+    });
+
+    // A Job completes and its pod shows Completed.
+    s.kubectl_ok(&[
+        "create", "job", "done", &format!("--image={IMAGE}"), "--", "sh", "-c", "echo done; sleep 2",
+    ]);
+    s.kubectl_ok(&["wait", "--for=condition=complete", "job/done", "--timeout=90s"]);
+    let out = s.kubectl_ok(&["get", "pods", "-l", "job-name=done", "--no-headers"]);
+    assert!(out.contains("Completed"), "{out}");
 }

@@ -140,7 +140,9 @@ impl TestServer {
         )?;
         let mut cmd = Command::new(&self.opts.bin);
         cmd.arg("server");
-        if !self.opts.agent {
+        if self.opts.agent {
+            cmd.arg("--kubelet-port").arg(free_port()?.to_string());
+        } else {
             cmd.arg("--disable-agent");
         }
         cmd.arg("--data-dir")

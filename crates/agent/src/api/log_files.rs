@@ -183,7 +183,9 @@ async fn stream_inner(
                 .map_err(io_error(&path))?
         }
     };
-    let mut f = tokio::fs::File::open(&path).await.map_err(io_error(&path))?;
+    let mut f = tokio::fs::File::open(&path)
+        .await
+        .map_err(io_error(&path))?;
     f.seek(SeekFrom::Start(start))
         .await
         .map_err(io_error(&path))?;
@@ -215,14 +217,24 @@ async fn stream_inner(
             line.clear();
             if complete {
                 // Send in batches of about 32 KiB while reading through a file.
-                if out.len() >= 32 * 1024 && tx.send(Bytes::from(std::mem::take(&mut out))).await.is_err() {
+                if out.len() >= 32 * 1024
+                    && tx
+                        .send(Bytes::from(std::mem::take(&mut out)))
+                        .await
+                        .is_err()
+                {
                     return Ok(());
                 }
                 continue;
             }
         }
         // End of what is written so far.
-        if !out.is_empty() && tx.send(Bytes::from(std::mem::take(&mut out))).await.is_err() {
+        if !out.is_empty()
+            && tx
+                .send(Bytes::from(std::mem::take(&mut out)))
+                .await
+                .is_err()
+        {
             return Ok(());
         }
         if !opts.follow || last_look {

@@ -34,7 +34,9 @@ impl LogOptions {
                 "tailLines" => {
                     let n: i64 = parse_int(&key, value)?;
                     if n < 0 {
-                        return Err(format!("tailLines: must be greater than or equal to 0, got {n}"));
+                        return Err(format!(
+                            "tailLines: must be greater than or equal to 0, got {n}"
+                        ));
                     }
                     opts.tail = Some(n as u64);
                 }
@@ -53,8 +55,9 @@ impl LogOptions {
                     since_seconds = Some(n);
                 }
                 "sinceTime" => {
-                    let t = DateTime::parse_from_rfc3339(value)
-                        .map_err(|e| format!("sinceTime: {value:?} is not an RFC 3339 time: {e}"))?;
+                    let t = DateTime::parse_from_rfc3339(value).map_err(|e| {
+                        format!("sinceTime: {value:?} is not an RFC 3339 time: {e}")
+                    })?;
                     since_time = Some(t.with_timezone(&Utc));
                 }
                 // Passed by clients for the API server, or not filtering anything here.
@@ -292,7 +295,9 @@ mod tests {
     use super::*;
 
     fn t(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(s)
+            .expect("time")
+            .with_timezone(&Utc)
     }
 
     /// Runs a whole file through the writer, as the streaming reader does.
@@ -338,7 +343,11 @@ not a cri line
             b"2026-01-01T00:00:01Z stdout X x",
             b"2026-01-01T00:00:01Z stdout",
         ] {
-            assert!(parse_cri_line(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_cri_line(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

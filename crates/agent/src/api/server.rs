@@ -72,12 +72,13 @@ struct State {
 impl AgentApi {
     pub async fn bind(config: ApiConfig) -> Result<AgentApi, ServeError> {
         let tls = tls::server_config(&config.client_ca_pem, &config.serving)?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         Ok(AgentApi {
             listener,
             acceptor: TlsAcceptor::from(Arc::new(tls)),
@@ -338,8 +339,14 @@ mod tests {
         };
         let cases = [
             ("/healthz", Route::Healthz),
-            ("/containerLogs/default/web/app", logs("default", "web", "app")),
-            ("/containerLogs/default/web/app/", logs("default", "web", "app")),
+            (
+                "/containerLogs/default/web/app",
+                logs("default", "web", "app"),
+            ),
+            (
+                "/containerLogs/default/web/app/",
+                logs("default", "web", "app"),
+            ),
             ("/containerLogs/default/web", Route::NotFound),
             (
                 "/portForward/ns/p",

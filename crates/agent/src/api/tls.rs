@@ -125,7 +125,12 @@ pub struct ClientIdentity {
 pub fn client_identity(der: &[u8]) -> Option<ClientIdentity> {
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     let subject = cert.subject();
-    let user = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let user = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
     let groups = subject
         .iter_organization()
         .filter_map(|o| o.as_str().ok().map(String::from))

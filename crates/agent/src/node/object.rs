@@ -33,6 +33,9 @@ pub struct NodeConfig {
     pub runtime_version: String,
     /// `kubernetes.io/arch` (amd64, arm64, ...).
     pub architecture: String,
+    /// Where the agent API listens (`status.daemonEndpoints.kubeletEndpoint.Port`), which the
+    /// API server dials for logs, exec, attach and port-forward: `api::DEFAULT_PORT` (10250).
+    pub kubelet_port: u16,
 }
 
 /// Metadata and spec of the Node kubelet registers (status is sent separately).
@@ -122,7 +125,7 @@ pub fn node_status(config: &NodeConfig, facts: &HostFacts, since: &str, now: &st
             {"type": "InternalIP", "address": config.internal_ip.to_string()},
             {"type": "Hostname", "address": config.name},
         ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": config.kubelet_port}},
         "nodeInfo": {
             "machineID": facts.machine_id,
             "systemUUID": facts.machine_id,
@@ -156,6 +159,7 @@ mod tests {
             kubelet_version: "v1.37.0+skiff0.1.0".into(),
             runtime_version: "skiff://0.1.0".into(),
             architecture: "amd64".into(),
+            kubelet_port: 10250,
         }
     }
 
@@ -218,5 +222,6 @@ mod tests {
             "Debian GNU/Linux 12 (bookworm)"
         );
         assert_eq!(status["addresses"][0]["address"], "192.0.2.10");
+        assert_eq!(status["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
     }
 }

@@ -26,6 +26,9 @@ pub enum StartError {
         reason: &'static str,
         message: String,
     },
+    /// A volume could not be set up (kubelet: a FailedMount event; the container keeps
+    /// waiting as ContainerCreating).
+    Volume { message: String },
 }
 
 /// A container attempt ready to launch.
@@ -59,6 +62,10 @@ pub async fn prepare(
 ) -> Result<Prepared, StartError> {
     let uid = record.uid.as_str();
     let namespace = record.namespace.as_str();
+    // Volumes first, as kubelet waits for them before it makes any container.
+    let volumes = super::volumes::setup(ctx, pod, uid)
+        .await
+        .map_err(|e| StartError::Volume { message: e.message })?;
     let (config_maps, secrets) = referenced_objects(ctx, namespace, c).await?;
     let services = services_for_links(ctx, pod, namespace).await;
     let hostname = super::sandbox::hostname(pod);
@@ -117,17 +124,15 @@ pub async fn prepare(
         bind(pod_dir.join("resolv.conf"), "/etc/resolv.conf", false),
         bind(paths.termination_log(), &termination_path, false),
     ];
-    // Volumes come with their own module; until then a pod that mounts one is refused
-    // rather than run without its data.
-    if let Some(vm) = c.volume_mounts.as_ref().filter(|v| !v.is_empty()) {
-        return Err(StartError::Config {
-            reason: "CreateContainerConfigError",
-            message: format!(
-                "volume mounts are not supported by this node yet (volume {:?})",
-                vm[0].name
-            ),
-        });
-    }
+    let volume_mounts =
+        super::volumes::container_mounts(&ctx.layout, uid, c, &volumes, &env.kubelet_vars)
+            .map_err(|message| StartError::Config {
+                reason: "CreateContainerConfigError",
+                message,
+            })?;
+    // A volume mounted over one of the pod's own files replaces it, as upstream.
+    mounts.retain(|m| !volume_mounts.iter().any(|v| v.destination == m.destination));
+    mounts.extend(volume_mounts);
     mounts.dedup_by(|a, b| a.destination == b.destination);
 
     let user_spec = super::command::user(pod, c, &image.config).map_err(|e| StartError::Config {

@@ -16,6 +16,8 @@ pub struct NodeContext {
     pub layout: Layout,
     pub images: Arc<ImageStore>,
     pub shims: ShimClient,
+    /// The skiff binary, for `skiff container-exec` (exec probes, `kubectl exec`).
+    pub exec_binary: std::path::PathBuf,
     pub recorder: Recorder,
     /// Allocatable cpu (millicores) and memory/ephemeral storage (bytes), for downward
     /// values of containers without limits.
@@ -24,4 +26,13 @@ pub struct NodeContext {
     pub allocatable_ephemeral: i64,
     /// Memory capacity (bytes), for the oom_score_adj of Burstable containers.
     pub memory_capacity: i64,
+    /// Bounds the blocking runtime work (sandboxes, mounts, shim starts) done at once: a
+    /// burst of pods then queues here instead of spawning a thread per pod, which costs
+    /// memory and, on a small machine, time.
+    pub runtime_ops: tokio::sync::Semaphore,
+}
+
+/// Blocking runtime operations run at once: twice the CPUs, at least 2.
+pub fn runtime_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
 }

@@ -21,6 +21,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::backoff;
 use super::observe::{Attempt, AttemptState, Observed};
+use super::probes::{self, Verdict};
 
 /// The scheme of container IDs in statuses (`skiff://<64 hex>`).
 pub const CONTAINER_ID_SCHEME: &str = "skiff://";
@@ -43,6 +44,8 @@ pub struct Inputs<'a> {
     pub waiting: &'a BTreeMap<String, Waiting>,
     pub host_ip: &'a str,
     pub now: Timestamp,
+    /// What the probes concluded, by container name (absent: nothing yet).
+    pub probes: &'a std::collections::HashMap<String, Verdict>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +63,8 @@ pub enum Action {
         container: String,
         attempt: u32,
         grace: Duration,
+        /// It failed its liveness (or startup) probe and will be restarted.
+        unhealthy: bool,
     },
     /// Nothing runs any more: release the network namespace and root filesystems.
     TeardownSandbox,
@@ -212,6 +217,20 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
     };
     let terminal = matches!(phase, "Succeeded" | "Failed");
 
+    // A container that failed its liveness or startup probe is stopped, to be restarted.
+    if !deleting && !already_terminal {
+        for (name, attempt) in inp.observed.running() {
+            if inp.probes.get(name).is_some_and(|v| v.attempt == attempt.number && v.failed) {
+                actions.push(Action::Stop {
+                    container: name.to_string(),
+                    attempt: attempt.number,
+                    grace: spec_grace(pod),
+                    unhealthy: true,
+                });
+            }
+        }
+    }
+
     // Stop what should not run: everything of a deleted pod, sidecars of a finished one.
     if deleting || terminal {
         actions.retain(|a| !matches!(a, Action::Start { .. }));
@@ -223,6 +242,7 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
                 container: name.to_string(),
                 attempt: attempt.number,
                 grace: if deleting { grace } else { DEFAULT_GRACE.min(grace) },
+                unhealthy: false,
             });
         }
         if !any_running {
@@ -308,6 +328,16 @@ fn start_if_allowed(
         init,
         attempt,
     });
+}
+
+/// The pod's `terminationGracePeriodSeconds` (a container killed for failing a probe).
+fn spec_grace(pod: &Pod) -> Duration {
+    let secs = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(DEFAULT_GRACE.as_secs() as i64);
+    Duration::from_secs(secs.max(0) as u64)
 }
 
 /// The grace period a deleted pod's containers get: what the deletion set, else the spec's.
@@ -492,6 +522,10 @@ fn container_status(
         },
     };
     let running = state.running.is_some();
+    let verdict = latest
+        .and_then(|a| inp.probes.get(&c.name).filter(|v| v.attempt == a.number).copied())
+        .unwrap_or_else(|| probes::initial(c, latest.map_or(0, |a| a.number)));
+    let started = running && verdict.started;
     ContainerStatus {
         name: c.name.clone(),
         image: latest
@@ -499,8 +533,8 @@ fn container_status(
             .unwrap_or_else(|| c.image.clone().unwrap_or_default()),
         image_id: latest.map(|a| a.record.image_id.clone()).unwrap_or_default(),
         container_id: latest.map(|a| format!("{CONTAINER_ID_SCHEME}{}", a.record.container_id)),
-        ready: running,
-        started: Some(running),
+        ready: started && verdict.ready,
+        started: Some(started),
         restart_count: latest.map_or(0, |a| a.number as i32),
         state: Some(state),
         last_state: Some(last_state.unwrap_or_default()),
@@ -650,6 +684,7 @@ mod tests {
             waiting,
             host_ip: "192.168.1.10",
             now: t(now),
+            probes: &Default::default(),
         })
     }
 
@@ -814,7 +849,8 @@ mod tests {
             vec![Action::Stop {
                 container: "app".into(),
                 attempt: 0,
-                grace: Duration::from_secs(7)
+                grace: Duration::from_secs(7),
+                unhealthy: false,
             }]
         );
         let d = run(&p, &observed(true, vec![("app", vec![exited(0, 143, 1, 91)])]), 91);

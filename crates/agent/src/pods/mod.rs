@@ -13,5 +13,7 @@ pub mod container;
 pub mod context;
 pub mod manager;
 pub mod sandbox;
+pub mod volumes;
 pub mod worker;
 pub mod cleanup;
+pub mod probes;

@@ -4,7 +4,7 @@
 //! teardown, the final delete). It sleeps until the pod changes in the API, one of its
 //! containers exits (a pidfd on the container's shim), or a back-off ends.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ use super::decide::{decide, Action, Inputs, Waiting};
 use super::layout::AttemptPaths;
 use super::context::NodeContext;
 use super::observe::{observe, AttemptState, Observed, StartFailure, START_FAILURE};
+use super::probes::{self, Kind, ProbeBoard};
 use super::sandbox::{self, PodRecord};
 
 /// How long a retry waits after a failure that has no back-off of its own (a sandbox that
@@ -31,6 +32,9 @@ use super::sandbox::{self, PodRecord};
 const RETRY: Duration = Duration::from_secs(5);
 /// How long ErrImagePull shows before it turns into ImagePullBackOff.
 const PULL_ERROR_SHOWN: Duration = Duration::from_secs(2);
+/// How often configMap, secret, downwardAPI and projected volumes are re-written from the
+/// API (kubelet: its sync period, one minute, plus its object cache's TTL).
+const VOLUME_REFRESH: Duration = Duration::from_secs(20);
 
 /// What the worker hears from outside: the pod as the API has it now (None: gone).
 pub type PodUpdates = watch::Receiver<Option<Arc<Pod>>>;
@@ -54,12 +58,31 @@ struct Worker {
     sandbox_retry_at: Option<Timestamp>,
     /// Container names whose CrashLoopBackOff event was recorded for the current attempt.
     backoff_reported: HashSet<(String, u32)>,
+    /// When the pod's API-backed volumes were last re-written.
+    volumes_refreshed: Instant,
+    /// What the probes concluded, shared with the probers.
+    board: ProbeBoard,
+    /// Running probers by (container, attempt, kind).
+    probers: HashMap<(String, u32, Kind), tokio::task::JoinHandle<()>>,
+    reports_tx: mpsc::UnboundedSender<probes::Report>,
     wake_tx: mpsc::UnboundedSender<()>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        for (_, p) in self.probers.drain() {
+            p.abort();
+        }
+    }
 }
 
 pub async fn run(ctx: Arc<NodeContext>, uid: String, mut updates: PodUpdates) {
     let (wake_tx, mut wake_rx) = mpsc::unbounded_channel();
+    let (reports_tx, mut reports_rx) = mpsc::unbounded_channel();
     let mut w = Worker {
+        board: ProbeBoard::default(),
+        probers: HashMap::new(),
+        reports_tx,
         record: sandbox::read_record(&ctx.layout, &uid),
         ctx,
         uid,
@@ -71,6 +94,7 @@ pub async fn run(ctx: Arc<NodeContext>, uid: String, mut updates: PodUpdates) {
         released: HashSet::new(),
         sandbox_retry_at: None,
         backoff_reported: HashSet::new(),
+        volumes_refreshed: Instant::now(),
         wake_tx,
     };
     loop {
@@ -99,6 +123,7 @@ pub async fn run(ctx: Arc<NodeContext>, uid: String, mut updates: PodUpdates) {
                 }
             }
             _ = wake_rx.recv() => {}
+            Some(report) = reports_rx.recv() => w.probe_report(&pod, report),
             _ = async {
                 match sleep {
                     Some(d) => tokio::time::sleep(d).await,
@@ -117,6 +142,7 @@ impl Worker {
         let ready = sandbox::is_ready(&self.ctx.layout, &self.uid);
         let observed = observe(&self.ctx.layout, &self.uid, ready);
         self.watch_exits(&observed);
+        self.run_probers(pod, &observed);
         self.release_exited(&observed).await;
         let decision = decide(&Inputs {
             pod,
@@ -124,6 +150,7 @@ impl Worker {
             waiting: &self.waiting,
             host_ip: &self.ctx.host_ip,
             now,
+            probes: &self.board.lock().map(|b| b.clone()).unwrap_or_default(),
         });
         self.report_backoffs(pod, &decision.status);
         self.write_status(pod, &decision.status).await;
@@ -131,6 +158,14 @@ impl Worker {
         let mut wake_at = decision.wake_at;
         for t in self.pull_flip.values().chain(self.sandbox_retry_at.iter()) {
             wake_at = Some(wake_at.map_or(*t, |w: Timestamp| w.min(*t)));
+        }
+        if ready && has_api_volumes(pod) {
+            if self.volumes_refreshed.elapsed() >= VOLUME_REFRESH {
+                super::volumes::refresh(&self.ctx, pod, &self.uid).await;
+                self.volumes_refreshed = Instant::now();
+            }
+            let next = now + VOLUME_REFRESH.saturating_sub(self.volumes_refreshed.elapsed());
+            wake_at = Some(wake_at.map_or(next, |w: Timestamp| w.min(next)));
         }
         let mut again = false;
         for action in decision.actions {
@@ -156,10 +191,19 @@ impl Worker {
                     container,
                     attempt,
                     grace,
-                } => self.stop(pod, &container, attempt, grace),
+                    unhealthy,
+                } => {
+                    let message = if unhealthy {
+                        format!("Container {container} failed liveness probe, will be restarted")
+                    } else {
+                        format!("Stopping container {container}")
+                    };
+                    self.stop(pod, &container, attempt, grace, message)
+                }
                 Action::TeardownSandbox => {
                     if let Some(record) = self.record.clone() {
                         let layout = self.ctx.layout.clone();
+                        let _permit = self.ctx.runtime_ops.acquire().await;
                         let result =
                             tokio::task::spawn_blocking(move || sandbox::teardown(&layout, &record))
                                 .await;
@@ -186,6 +230,7 @@ impl Worker {
         let record = PodRecord::of(pod, qos);
         let layout = self.ctx.layout.clone();
         let (p, r) = (pod.clone(), record.clone());
+        let _permit = self.ctx.runtime_ops.acquire().await;
         let result = tokio::task::spawn_blocking(move || sandbox::create(&layout, &p, &r)).await;
         match result {
             Ok(Ok(())) => {
@@ -237,6 +282,19 @@ impl Worker {
                 );
                 return;
             }
+            Err(StartError::Volume { message }) => {
+                self.event(pod, EventType::Warning, "FailedMount", message);
+                let init = find_container(pod, &c.name, true).is_some();
+                self.waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason: if init { "PodInitializing" } else { "ContainerCreating" }.into(),
+                        message: String::new(),
+                        retry_at: Some(Timestamp::now() + RETRY),
+                    },
+                );
+                return;
+            }
         };
         for (reason, message) in &prepared.warnings {
             self.event(pod, EventType::Warning, reason, message.clone());
@@ -244,8 +302,10 @@ impl Worker {
         self.waiting.remove(&c.name);
         let ctx = self.ctx.clone();
         let paths = prepared.paths.clone();
+        let permit = self.ctx.runtime_ops.acquire().await;
         let outcome =
             tokio::task::spawn_blocking(move || container::launch(&ctx, &prepared)).await;
+        drop(permit);
         match outcome {
             Ok(Ok(_running)) => {
                 self.event(
@@ -437,16 +497,11 @@ impl Worker {
         }
     }
 
-    fn stop(&mut self, pod: &Pod, container: &str, attempt: u32, grace: Duration) {
+    fn stop(&mut self, pod: &Pod, container: &str, attempt: u32, grace: Duration, message: String) {
         if !self.stopping.insert((container.to_string(), attempt)) {
             return;
         }
-        self.event(
-            pod,
-            EventType::Normal,
-            "Killing",
-            format!("Stopping container {container}"),
-        );
+        self.event(pod, EventType::Normal, "Killing", message);
         let dir = self.ctx.layout.attempt_dir(&self.uid, container, attempt);
         let shim = dir.join("shim");
         let stop_signal = container::stop_signal(&dir);
@@ -457,6 +512,83 @@ impl Worker {
             }
             let _ = wake.send(());
         });
+    }
+
+    /// Starts the probers of running attempts and stops those of attempts that ended.
+    fn run_probers(&mut self, pod: &Pod, observed: &Observed) {
+        let running: HashMap<String, u32> = observed
+            .running()
+            .map(|(n, a)| (n.to_string(), a.number))
+            .collect();
+        // A prober that finished (a startup probe that succeeded) stays listed so it is
+        // not started again for the same attempt.
+        self.probers.retain(|(name, attempt, _), task| {
+            let alive = running.get(name) == Some(attempt);
+            if !alive {
+                task.abort();
+            }
+            alive
+        });
+        let netns = self
+            .record
+            .as_ref()
+            .filter(|r| !r.host_network)
+            .map(|_| self.ctx.layout.netns(&self.uid));
+        for (name, attempt) in running {
+            let Some(c) = find_any_container(pod, &name) else { continue };
+            if let Ok(mut board) = self.board.lock() {
+                let fresh = board.get(&name).is_none_or(|v| v.attempt != attempt);
+                if fresh {
+                    board.insert(name.clone(), probes::initial(&c, attempt));
+                }
+            }
+            let kinds = [
+                (Kind::Startup, c.startup_probe.clone()),
+                (Kind::Liveness, c.liveness_probe.clone()),
+                (Kind::Readiness, c.readiness_probe.clone()),
+            ];
+            for (kind, probe) in kinds {
+                let Some(probe) = probe else { continue };
+                let key = (name.clone(), attempt, kind);
+                if self.probers.contains_key(&key) {
+                    continue;
+                }
+                let target = probes::Target {
+                    netns: netns.clone(),
+                    shim_dir: self.ctx.layout.attempt_dir(&self.uid, &name, attempt).join("shim"),
+                    binary: self.ctx.exec_binary.clone(),
+                    ports: c
+                        .ports
+                        .iter()
+                        .flatten()
+                        .filter_map(|p| Some((p.name.clone()?, p.container_port)))
+                        .collect(),
+                };
+                let task = tokio::spawn(probes::prober(
+                    name.clone(),
+                    attempt,
+                    kind,
+                    probe,
+                    target,
+                    self.board.clone(),
+                    self.reports_tx.clone(),
+                ));
+                self.probers.insert(key, task);
+            }
+        }
+    }
+
+    /// A prober's news: a failed run is an Unhealthy event; any turn means a new status.
+    fn probe_report(&mut self, pod: &Pod, report: probes::Report) {
+        if let Some(message) = report.message {
+            self.event(
+                pod,
+                EventType::Warning,
+                "Unhealthy",
+                format!("{} probe failed: {message}", report.kind.name()),
+            );
+        }
+        let _ = report.container;
     }
 
     /// Watches each running attempt's shim: its exit wakes the worker.
@@ -511,6 +643,7 @@ impl Worker {
         if dirs.is_empty() {
             return;
         }
+        let _permit = self.ctx.runtime_ops.acquire().await;
         let _ = tokio::task::spawn_blocking(move || {
             for paths in dirs {
                 if runtime::sandbox::overlay::unmount(&paths.rootfs_merged()).is_ok() {
@@ -665,6 +798,13 @@ fn find_container(pod: &Pod, name: &str, init: bool) -> Option<Container> {
         &spec.containers
     };
     list.iter().find(|c| c.name == name).cloned()
+}
+
+/// Whether the pod has volumes whose files come from the API (and so are refreshed).
+fn has_api_volumes(pod: &Pod) -> bool {
+    pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()).any(|v| {
+        v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some() || v.projected.is_some()
+    })
 }
 
 fn find_any_container(pod: &Pod, name: &str) -> Option<Container> {

@@ -71,12 +71,17 @@ pub async fn upgrade(
         NodeSub::PortForward => format!("/portForward/{namespace}/{name}"),
         NodeSub::Exec | NodeSub::Attach => {
             let container = pod_container(&pod, name, query.non_empty("container"))?;
-            let verb = if sub == NodeSub::Exec { "exec" } else { "attach" };
+            let verb = if sub == NodeSub::Exec {
+                "exec"
+            } else {
+                "attach"
+            };
             format!("/{verb}/{namespace}/{name}/{container}")
         }
         NodeSub::Log => return Err(ApiError::internal("pods/log is not an upgrade")),
     };
-    if !req.headers().contains_key(header::UPGRADE) {
+    // Upgrades exist in HTTP/1.1 only (clients use it for exec, attach, port-forward).
+    if !req.headers().contains_key(header::UPGRADE) || req.version() != hyper::Version::HTTP_11 {
         return Err(ApiError::bad_request("Upgrade request required"));
     }
     let Some(node_name) = node_name(&pod) else {
@@ -108,13 +113,14 @@ pub async fn upgrade(
     }
     let kubelet_side = hyper::upgrade::on(&mut resp);
     tokio::spawn(async move {
-        let (client_io, kubelet_io) = match futures::future::try_join(client_side, kubelet_side).await {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::debug!("upgrading the {path_and_query} stream: {e}");
-                return;
-            }
-        };
+        let (client_io, kubelet_io) =
+            match futures::future::try_join(client_side, kubelet_side).await {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::debug!("upgrading the {path_and_query} stream: {e}");
+                    return;
+                }
+            };
         let mut client_io = TokioIo::new(client_io);
         let mut kubelet_io = TokioIo::new(kubelet_io);
         if let Err(e) = tokio::io::copy_bidirectional(&mut client_io, &mut kubelet_io).await {
@@ -171,7 +177,12 @@ pub fn pod_container(pod: &Value, pod_name: &str, container: Option<&str>) -> Ap
     let ephemeral = names("ephemeralContainers");
     match container {
         Some(c) => {
-            if init.iter().chain(&regular).chain(&ephemeral).any(|n| n == c) {
+            if init
+                .iter()
+                .chain(&regular)
+                .chain(&ephemeral)
+                .any(|n| n == c)
+            {
                 Ok(c.to_string())
             } else {
                 Err(ApiError::bad_request(format!(
@@ -199,7 +210,10 @@ pub fn pod_container(pod: &Value, pod_name: &str, container: Option<&str>) -> Ap
 /// (k3s's `--kubelet-preferred-address-types`), at `daemonEndpoints.kubeletEndpoint.Port`.
 pub fn kubelet_endpoint(node: &Value) -> ApiResult<(String, u16)> {
     let name = node["metadata"]["name"].as_str().unwrap_or_default();
-    let addresses = node["status"]["addresses"].as_array().cloned().unwrap_or_default();
+    let addresses = node["status"]["addresses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let host = ["InternalIP", "ExternalIP", "Hostname"]
         .iter()
         .find_map(|kind| {

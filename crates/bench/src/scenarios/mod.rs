@@ -5,6 +5,7 @@ pub mod containers;
 pub mod failover;
 pub mod latency;
 pub mod list;
+pub mod pods;
 pub mod schedule;
 pub mod startup;
 pub mod throughput;
