@@ -407,3 +407,81 @@ spec:
     let out = s.kubectl_ok(&["get", "pods", "-l", "job-name=done", "--no-headers"]);
     assert!(out.contains("Completed"), "{out}");
 }
+
+#[test]
+fn running_pods_survive_an_agent_crash_and_dropped_images_are_imported() {
+    let mut s = server_with_node();
+    apply(
+        &s,
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: steady}}
+spec:
+  containers:
+  - name: main
+    image: {IMAGE}
+    command: ["sleep", "3600"]
+"#
+        ),
+    );
+    wait_for(&s, Duration::from_secs(60), "steady Running", || {
+        status_column(&s, "steady") == "Running"
+    });
+    let uid = pod_json(&s, "steady")["metadata"]["uid"].as_str().unwrap().to_string();
+    let started = s
+        .data_dir()
+        .join(format!("agent/pods/{uid}/containers/main/0/shim/started.json"));
+    let pid = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&started).unwrap())
+        .unwrap()["pid"]
+        .as_i64()
+        .unwrap();
+
+    // An air-gapped image dropped where the agent looks at start.
+    let dropped = s.data_dir().join("agent/images/dropped.tar");
+    std::fs::create_dir_all(dropped.parent().unwrap()).unwrap();
+    testkit::images::TestImage::busybox()
+        .unwrap()
+        .write_docker_archive(&dropped, "skiff.test/dropped:2")
+        .unwrap();
+
+    // The server and its agent crash (SIGKILL) and come back: the container kept running.
+    s.restart().expect("restart the server");
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the container died with the agent"
+    );
+    wait_for(&s, Duration::from_secs(60), "the dropped image to be imported", || {
+        s.data_dir().join("agent/images/dropped.tar.imported").exists()
+    });
+    apply(
+        &s,
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: fromdrop}
+spec:
+  containers:
+  - name: main
+    image: skiff.test/dropped:2
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+"#,
+    );
+    wait_for(&s, Duration::from_secs(60), "fromdrop Running", || {
+        status_column(&s, "fromdrop") == "Running"
+    });
+    let c = &pod_json(&s, "steady")["status"]["containerStatuses"][0];
+    assert_eq!(c["restartCount"], 0, "{c}");
+    assert_eq!(c["ready"], true, "{c}");
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+
+    // The re-adopted container is still the agent's to stop.
+    s.kubectl_ok(&["delete", "pod", "steady", "--grace-period=2", "--wait=true", "--timeout=60s"]);
+    wait_for(&s, Duration::from_secs(30), "the container to stop", || {
+        std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+            .map(|c| !c.contains("sleep"))
+            .unwrap_or(true)
+    });
+}
