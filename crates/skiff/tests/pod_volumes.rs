@@ -24,7 +24,11 @@ fn server_with_node() -> TestServer {
         .arg(&tar)
         .output()
         .expect("skiff image import");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_for(&s, Duration::from_secs(60), "the node to be Ready", || {
         let out = s.kubectl(&[
             "get",
@@ -183,12 +187,16 @@ spec:
     for want in [
         "env GREETING=hello user=admin password=s3cret",
         "greet=hello",
-        "greet-mode=600",
+        // Item mode 0600 and defaultMode 0400, widened by fsGroup to group read (upstream).
+        "greet-mode=640",
         "secret=s3cret secret-mode=440 group=2000",
         "subpath=hello",
         "cfg-read-only",
     ] {
-        assert!(writer.iter().any(|l| l == want), "{want:?} not in {writer:#?}");
+        assert!(
+            writer.iter().any(|l| l == want),
+            "{want:?} not in {writer:#?}"
+        );
     }
     wait_for(&s, Duration::from_secs(30), "the reader's report", || {
         log_lines(&container_log(&s, "vols", "reader"))
@@ -200,7 +208,14 @@ spec:
         .any(|l| l == "color=blue"));
 
     // An update of the ConfigMap reaches the running container's files.
-    s.kubectl_ok(&["patch", "configmap", "cfg", "--type=merge", "-p", r#"{"data":{"color":"green"}}"#]);
+    s.kubectl_ok(&[
+        "patch",
+        "configmap",
+        "cfg",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"color":"green"}}"#,
+    ]);
     wait_for(&s, Duration::from_secs(90), "the updated color", || {
         log_lines(&container_log(&s, "vols", "reader"))
             .iter()
@@ -234,9 +249,12 @@ spec:
         "MountVolume.SetUp failed for volume \"h\" : hostPath type check failed: {} is not a directory",
         file.display()
     );
-    wait_for(&s, Duration::from_secs(60), "FailedMount for badhost", || {
-        event_messages(&s, "badhost", "FailedMount").contains(&want)
-    });
+    wait_for(
+        &s,
+        Duration::from_secs(60),
+        "FailedMount for badhost",
+        || event_messages(&s, "badhost", "FailedMount").contains(&want),
+    );
     assert_eq!(status_column(&s, "badhost"), "ContainerCreating");
 
     // A missing ConfigMap: FailedMount until it is created, then the pod starts.
@@ -260,9 +278,9 @@ spec:
         ),
     );
     wait_for(&s, Duration::from_secs(60), "FailedMount for late", || {
-        event_messages(&s, "late", "FailedMount")
-            .iter()
-            .any(|m| m == "MountVolume.SetUp failed for volume \"cfg\" : configmap \"later\" not found")
+        event_messages(&s, "late", "FailedMount").iter().any(|m| {
+            m == "MountVolume.SetUp failed for volume \"cfg\" : configmap \"later\" not found"
+        })
     });
     assert_eq!(status_column(&s, "late"), "ContainerCreating");
     apply(
@@ -281,14 +299,26 @@ spec:
     // Deleting the pods leaves the host file, and nothing mounted under the agent once
     // the node has removed them.
     s.kubectl_ok(&[
-        "delete", "pod", "vols", "badhost", "late", "--grace-period=1", "--wait=true", "--timeout=60s",
+        "delete",
+        "pod",
+        "vols",
+        "badhost",
+        "late",
+        "--grace-period=1",
+        "--wait=true",
+        "--timeout=60s",
     ]);
     assert_eq!(std::fs::read_to_string(&file).expect("host file kept"), "x");
     let agent_pods = s.data_dir().join("agent/pods");
-    wait_for(&s, Duration::from_secs(30), "no mounts left under the agent's pods", || {
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        !mountinfo.contains(&agent_pods.display().to_string())
-    });
+    wait_for(
+        &s,
+        Duration::from_secs(30),
+        "no mounts left under the agent's pods",
+        || {
+            let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            !mountinfo.contains(&agent_pods.display().to_string())
+        },
+    );
 }
 
 #[test]
@@ -351,9 +381,16 @@ spec:
     let lines = log_lines(&container_log(&s, "second", "main"));
     assert!(lines.iter().any(|l| l == "persisted"), "{lines:#?}");
     let pv = s.kubectl_ok(&["get", "pvc", "data", "-o", "jsonpath={.spec.volumeName}"]);
-    let path = s.kubectl_ok(&["get", "pv", pv.trim(), "-o", "jsonpath={.spec.hostPath.path}"]);
+    let path = s.kubectl_ok(&[
+        "get",
+        "pv",
+        pv.trim(),
+        "-o",
+        "jsonpath={.spec.hostPath.path}",
+    ]);
     assert_eq!(
-        std::fs::read_to_string(std::path::Path::new(path.trim()).join("file")).expect("file on the node"),
+        std::fs::read_to_string(std::path::Path::new(path.trim()).join("file"))
+            .expect("file on the node"),
         "persisted\n"
     );
 }

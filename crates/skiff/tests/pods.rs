@@ -485,3 +485,87 @@ spec:
             .unwrap_or(true)
     });
 }
+
+#[test]
+fn a_second_agent_joined_with_the_token_runs_pods_too() {
+    let s = server_with_node();
+    let token = std::fs::read_to_string(s.data_dir().join("server/token")).unwrap();
+    let second = tempfile::Builder::new().prefix("skiff-second-agent-").tempdir().unwrap();
+    let data = second.path().join("data");
+    // The image goes into the second node's own store.
+    let tar = second.path().join("busybox.tar");
+    testkit::images::TestImage::busybox()
+        .unwrap()
+        .write_oci_layout(&tar, IMAGE)
+        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .args(["image", "import", "--data-dir"])
+        .arg(&data)
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut agent = testkit::Background::new(
+        std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(["agent", "--node-name", "second", "--node-ip", "127.0.0.1", "--server"])
+            .arg(s.url())
+            .arg("--token")
+            .arg(token.trim())
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--kubelet-port")
+            .arg(testkit::free_port().unwrap().to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start skiff agent"),
+    );
+    // Whatever happens below, the second node's containers are removed at the end.
+    struct Killall(std::path::PathBuf);
+    impl Drop for Killall {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
+                .arg("killall")
+                .arg("--data-dir")
+                .arg(&self.0)
+                .output();
+        }
+    }
+    let _cleanup = Killall(data.clone());
+    wait_for(&s, Duration::from_secs(60), "node second Ready", || {
+        let out = s.kubectl(&[
+            "get",
+            "node",
+            "second",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim() == "True"
+    });
+    apply(
+        &s,
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: there}}
+spec:
+  nodeSelector: {{kubernetes.io/hostname: second}}
+  containers:
+  - name: main
+    image: {IMAGE}
+    command: ["sh", "-c", "echo on the second node; exec sleep 3600"]
+"#
+        ),
+    );
+    wait_for(&s, Duration::from_secs(60), "there Running", || {
+        status_column(&s, "there") == "Running"
+    });
+    assert_eq!(pod_json(&s, "there")["spec"]["nodeName"], "second");
+    wait_for(&s, Duration::from_secs(30), "its log via the second agent's API", || {
+        s.kubectl(&["logs", "there"]).stdout == b"on the second node\n"
+    });
+    s.kubectl_ok(&["delete", "pod", "there", "--grace-period=1", "--wait=true", "--timeout=60s"]);
+    agent.kill();
+}

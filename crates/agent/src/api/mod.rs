@@ -6,6 +6,7 @@
 //! - [`logs`]: log options and CRI records to response bytes (pure).
 //! - [`log_files`]: finding a container's log file and streaming it.
 
+pub mod exec;
 pub mod log_files;
 pub mod logs;
 pub mod server;

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
+use super::exec;
 use super::log_files::{self, LogError};
 use super::logs::LogOptions;
 use super::tls::{self, ClientIdentity, ServingCert, TlsError};
@@ -67,6 +68,9 @@ pub struct AgentApi {
 
 struct State {
     layout: Layout,
+    /// The binary whose `container-exec` helper runs exec'd processes: this process's own
+    /// (through /proc so a binary replaced on disk still resolves).
+    exec_binary: std::path::PathBuf,
 }
 
 impl AgentApi {
@@ -84,6 +88,7 @@ impl AgentApi {
             acceptor: TlsAcceptor::from(Arc::new(tls)),
             state: Arc::new(State {
                 layout: config.layout,
+                exec_binary: "/proc/self/exe".into(),
             }),
         })
     }
@@ -171,7 +176,7 @@ pub enum Route {
         pod: String,
         container: String,
     },
-    /// `/exec|attach/{ns}/{pod}/{container}` (next: WebSocket / SPDY streams).
+    /// `/exec|attach/{ns}/{pod}/{container}` (WebSocket channel streams: see exec.rs).
     Exec {
         namespace: String,
         pod: String,
@@ -256,9 +261,30 @@ async fn handle(
                 container,
             },
         ) => container_logs(state, &namespace, &pod, &container, req.uri().query()).await,
-        (_, Route::Exec { .. } | Route::Attach { .. } | Route::PortForward { .. }) => text(
+        (
+            &Method::GET | &Method::POST,
+            Route::Exec {
+                namespace,
+                pod,
+                container,
+            },
+        ) => exec::handle(
+            &state.layout,
+            &state.exec_binary,
+            req,
+            &namespace,
+            &pod,
+            &container,
+            text,
+        ),
+        // attach needs the container's own stdin, which the shim does not keep open.
+        (_, Route::Attach { .. }) => text(
             StatusCode::NOT_IMPLEMENTED,
-            "exec, attach and port-forward are not supported by this node yet",
+            "attach is not supported by this node yet: containers' stdin is not kept open",
+        ),
+        (_, Route::PortForward { .. }) => text(
+            StatusCode::NOT_IMPLEMENTED,
+            "port-forward is not supported by this node yet",
         ),
         (_, Route::NotFound) => text(StatusCode::NOT_FOUND, "404 page not found"),
         (m, _) => text(

@@ -487,7 +487,7 @@ fn container_status(
     let waiting = |reason: &str, message: Option<String>| ContainerState {
         waiting: Some(ContainerStateWaiting {
             reason: Some(reason.to_string()),
-            message,
+            message: message.filter(|m| !m.is_empty()),
         }),
         ..Default::default()
     };

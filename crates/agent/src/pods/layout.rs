@@ -9,6 +9,7 @@
 //!     netns                                      the pod's network namespace (bind mount)
 //!     etc-hosts  etc-hostname  resolv.conf       files mounted into every container
 //!     volumes/<volume-name>/                     materialised volumes
+//!     volume-subpaths/<volume>/<container>/<n>   subPath binds (kubelet's layout)
 //!     containers/<container-name>/<attempt>/     attempt = restartCount (0, 1, ...)
 //!       shim/                                    the shim's state directory
 //!       rootfs/{upper,work,merged}               the container's overlayfs

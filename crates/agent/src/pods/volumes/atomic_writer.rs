@@ -131,8 +131,7 @@ pub fn write(dir: &Path, payload: &Payload) -> io::Result<bool> {
         let tmp = dir.join(DATA_DIR_TMP);
         let _ = std::fs::remove_file(&tmp);
         std::os::unix::fs::symlink(&name, &tmp).map_err(|e| context(e, "creating", &tmp))?;
-        std::fs::rename(&tmp, dir.join(DATA_DIR))
-            .map_err(|e| context(e, "renaming", &tmp))?;
+        std::fs::rename(&tmp, dir.join(DATA_DIR)).map_err(|e| context(e, "renaming", &tmp))?;
     }
     let visible = top_level_names(payload.keys());
     for name in &visible {
@@ -177,7 +176,9 @@ fn context(e: io::Error, what: &str, path: &Path) -> io::Error {
 }
 
 fn new_ts_dir(dir: &Path) -> io::Result<PathBuf> {
-    let stamp = chrono::Utc::now().format("..%Y_%m_%d_%H_%M_%S.").to_string();
+    let stamp = chrono::Utc::now()
+        .format("..%Y_%m_%d_%H_%M_%S.")
+        .to_string();
     for n in 0..100u32 {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -273,7 +274,10 @@ mod tests {
         let cases = [
             ("a", Ok(())),
             ("a/b", Ok(())),
-            ("..a/b", Err("invalid path: must not start with '..': ..a/b")),
+            (
+                "..a/b",
+                Err("invalid path: must not start with '..': ..a/b"),
+            ),
             ("a/../b", Err("invalid path: must not contain '..': a/../b")),
             ("/a", Err("invalid path: must be relative path: /a")),
             ("", Err("invalid path: must not be empty: \"\"")),
@@ -294,14 +298,27 @@ mod tests {
         payload.insert("sub/file".into(), file("two", 0o400));
         assert!(write(dir, &payload).unwrap());
         assert_eq!(std::fs::read_to_string(dir.join("key")).unwrap(), "one");
-        assert_eq!(std::fs::read_link(dir.join("key")).unwrap(), Path::new("..data/key"));
-        assert_eq!(std::fs::read_to_string(dir.join("sub/file")).unwrap(), "two");
+        assert_eq!(
+            std::fs::read_link(dir.join("key")).unwrap(),
+            Path::new("..data/key")
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("sub/file")).unwrap(),
+            "two"
+        );
         let ts = std::fs::read_link(dir.join("..data")).unwrap();
         assert!(ts.to_str().unwrap().starts_with("..20"), "{ts:?}");
-        let mode = std::fs::metadata(dir.join("sub/file")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.join("sub/file"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o400);
         assert_eq!(
-            std::fs::metadata(dir.join(&ts)).unwrap().permissions().mode() & 0o777,
+            std::fs::metadata(dir.join(&ts))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
             0o755
         );
 
@@ -321,6 +338,9 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
             .filter(|n| !n.starts_with("..20"))
             .collect();
-        assert_eq!(names, BTreeSet::from(["..data".to_string(), "key".to_string()]));
+        assert_eq!(
+            names,
+            BTreeSet::from(["..data".to_string(), "key".to_string()])
+        );
     }
 }

@@ -41,7 +41,11 @@ pub fn bound_volume(namespace: &str, claim: &PersistentVolumeClaim) -> Result<St
 }
 
 /// The node-local source of a volume bound to `claim_uid`.
-pub fn source(pv: &PersistentVolume, claim_uid: &str, read_only: bool) -> Result<ClaimSource, String> {
+pub fn source(
+    pv: &PersistentVolume,
+    claim_uid: &str,
+    read_only: bool,
+) -> Result<ClaimSource, String> {
     let name = pv.metadata.name.as_deref().unwrap_or("");
     let spec = pv.spec.clone().unwrap_or_default();
     let Some(claim_ref) = &spec.claim_ref else {
@@ -102,8 +106,14 @@ mod tests {
         .unwrap();
         assert_eq!(
             source(&pv, "c1", false).unwrap(),
-            ClaimSource { path: "/d".into(), type_: Some("DirectoryOrCreate".into()), read_only: false }
+            ClaimSource {
+                path: "/d".into(),
+                type_: Some("DirectoryOrCreate".into()),
+                read_only: false
+            }
         );
-        assert!(source(&pv, "other", false).unwrap_err().contains("does not point to claim.UID other"));
+        assert!(source(&pv, "other", false)
+            .unwrap_err()
+            .contains("does not point to claim.UID other"));
     }
 }

@@ -91,27 +91,48 @@ mod tests {
         assert_eq!(check_type(&file, None), Ok(()));
         assert_eq!(
             check_type(&file, Some("Directory")),
-            Err(format!("hostPath type check failed: {} is not a directory", file.display()))
+            Err(format!(
+                "hostPath type check failed: {} is not a directory",
+                file.display()
+            ))
         );
         assert_eq!(
             check_type(&dir, Some("File")),
-            Err(format!("hostPath type check failed: {} is not a file", dir.display()))
+            Err(format!(
+                "hostPath type check failed: {} is not a file",
+                dir.display()
+            ))
         );
         assert_eq!(check_type(&sock_path, Some("Socket")), Ok(()));
         assert_eq!(
             check_type(&file, Some("Socket")),
-            Err(format!("hostPath type check failed: {} is not a socket file", file.display()))
+            Err(format!(
+                "hostPath type check failed: {} is not a socket file",
+                file.display()
+            ))
         );
-        assert_eq!(check_type(Path::new("/dev/null"), Some("CharDevice")), Ok(()));
+        assert_eq!(
+            check_type(Path::new("/dev/null"), Some("CharDevice")),
+            Ok(())
+        );
         assert_eq!(
             check_type(&file, Some("CharDevice")),
-            Err(format!("hostPath type check failed: {} is not a character device", file.display()))
+            Err(format!(
+                "hostPath type check failed: {} is not a character device",
+                file.display()
+            ))
         );
         assert_eq!(
             check_type(&file, Some("BlockDevice")),
-            Err(format!("hostPath type check failed: {} is not a block device", file.display()))
+            Err(format!(
+                "hostPath type check failed: {} is not a block device",
+                file.display()
+            ))
         );
-        assert_eq!(check_type(&file, Some("Weird")), Err("Weird is an invalid volume type".into()));
+        assert_eq!(
+            check_type(&file, Some("Weird")),
+            Err("Weird is an invalid volume type".into())
+        );
         let missing = tmp.path().join("missing");
         assert!(check_type(&missing, Some("Directory")).is_err());
 
@@ -124,7 +145,10 @@ mod tests {
         let orphan = tmp.path().join("nope/new");
         assert_eq!(
             check_type(&orphan, Some("FileOrCreate")),
-            Err(format!("open {}: no such file or directory", orphan.display()))
+            Err(format!(
+                "open {}: no such file or directory",
+                orphan.display()
+            ))
         );
         assert!(check_type(&file, Some("DirectoryOrCreate")).is_err());
     }

@@ -59,7 +59,10 @@ pub enum Content {
     /// A directory (mode 0777), or a tmpfs with an optional size.
     EmptyDir { memory: bool, size: Option<u64> },
     /// A path on the host, checked against its `type`.
-    HostPath { path: PathBuf, type_: Option<String> },
+    HostPath {
+        path: PathBuf,
+        type_: Option<String>,
+    },
     /// Files written by the atomic writer, on a tmpfs for secrets and projected volumes.
     Files { tmpfs: bool, payload: Payload },
     /// A bound persistent volume's node-local directory.
@@ -119,7 +122,11 @@ pub async fn refresh(ctx: &NodeContext, pod: &Pod, uid: &str) {
 
 /// Reads what each volume holds from the API. With `files_only`, only the volumes the
 /// atomic writer fills are planned (for [`refresh`]).
-pub async fn plan(ctx: &NodeContext, pod: &Pod, files_only: bool) -> Result<Vec<Planned>, SetupError> {
+pub async fn plan(
+    ctx: &NodeContext,
+    pod: &Pod,
+    files_only: bool,
+) -> Result<Vec<Planned>, SetupError> {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let allocatable = Allocatable {
         cpu_millis: ctx.allocatable_milli_cpu,
@@ -168,11 +175,16 @@ async fn content(
         let memory = match e.medium.as_deref().unwrap_or("") {
             "" => false,
             "Memory" => true,
-            other => return Err(fail(format!("emptyDir medium {other} is not supported by this node"))),
+            other => {
+                return Err(fail(format!(
+                    "emptyDir medium {other} is not supported by this node"
+                )))
+            }
         };
         let size = match &e.size_limit {
             Some(q) if memory => {
-                let parsed = super::resources::parse_quantity(&q.0).map_err(|e| fail(e.to_string()))?;
+                let parsed =
+                    super::resources::parse_quantity(&q.0).map_err(|e| fail(e.to_string()))?;
                 Some(parsed.as_bytes().max(0) as u64).filter(|n| *n > 0)
             }
             _ => None,
@@ -187,27 +199,48 @@ async fn content(
     }
     if let Some(c) = &v.config_map {
         let optional = c.optional.unwrap_or(false);
-        let cm = get_config_map(ctx, namespace, &c.name, optional).await.map_err(fail)?;
+        let cm = get_config_map(ctx, namespace, &c.name, optional)
+            .await
+            .map_err(fail)?;
         let mode = c.default_mode.unwrap_or(payload::DEFAULT_MODE);
-        let files = payload::config_map(c.items.as_deref(), cm.as_ref(), mode, optional).map_err(fail)?;
-        return Ok(Content::Files { tmpfs: false, payload: files });
+        let files =
+            payload::config_map(c.items.as_deref(), cm.as_ref(), mode, optional).map_err(fail)?;
+        return Ok(Content::Files {
+            tmpfs: false,
+            payload: files,
+        });
     }
     if let Some(s) = &v.secret {
         let optional = s.optional.unwrap_or(false);
         let name = s.secret_name.clone().unwrap_or_default();
-        let secret = get_secret(ctx, namespace, &name, optional).await.map_err(fail)?;
+        let secret = get_secret(ctx, namespace, &name, optional)
+            .await
+            .map_err(fail)?;
         let mode = s.default_mode.unwrap_or(payload::DEFAULT_MODE);
-        let files = payload::secret(s.items.as_deref(), secret.as_ref(), mode, optional).map_err(fail)?;
-        return Ok(Content::Files { tmpfs: true, payload: files });
+        let files =
+            payload::secret(s.items.as_deref(), secret.as_ref(), mode, optional).map_err(fail)?;
+        return Ok(Content::Files {
+            tmpfs: true,
+            payload: files,
+        });
     }
     if let Some(d) = &v.downward_api {
         let mode = d.default_mode.unwrap_or(payload::DEFAULT_MODE);
-        let files = payload::downward_api(pod, d.items.as_deref(), mode, allocatable).map_err(fail)?;
-        return Ok(Content::Files { tmpfs: false, payload: files });
+        let files =
+            payload::downward_api(pod, d.items.as_deref(), mode, allocatable).map_err(fail)?;
+        return Ok(Content::Files {
+            tmpfs: false,
+            payload: files,
+        });
     }
     if let Some(p) = &v.projected {
-        let files = projected(ctx, pod, namespace, p, allocatable).await.map_err(fail)?;
-        return Ok(Content::Files { tmpfs: true, payload: files });
+        let files = projected(ctx, pod, namespace, p, allocatable)
+            .await
+            .map_err(fail)?;
+        return Ok(Content::Files {
+            tmpfs: true,
+            payload: files,
+        });
     }
     if let Some(c) = &v.persistent_volume_claim {
         let source = claim_source(ctx, namespace, &c.claim_name, c.read_only.unwrap_or(false))
@@ -319,23 +352,23 @@ async fn claim_source(
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
     let pvc = match claims.get_opt(claim_name).await {
         Ok(Some(c)) => c,
-        Ok(None) => {
-            return Err(format!(
-                "failed to fetch PVC from API server: persistentvolumeclaims {claim_name:?} not found"
-            ))
-        }
+        Ok(None) => return Err(format!(
+            "failed to fetch PVC from API server: persistentvolumeclaims {claim_name:?} not found"
+        )),
         Err(e) => return Err(format!("failed to fetch PVC from API server: {e}")),
     };
     let volume = claim::bound_volume(namespace, &pvc)?;
     let volumes: Api<PersistentVolume> = Api::all(ctx.client.clone());
     let pv = match volumes.get_opt(&volume).await {
         Ok(Some(pv)) => pv,
-        Ok(None) => {
+        Ok(None) => return Err(format!(
+            "failed to fetch PV {volume:?} from API server: persistentvolumes {volume:?} not found"
+        )),
+        Err(e) => {
             return Err(format!(
-                "failed to fetch PV {volume:?} from API server: persistentvolumes {volume:?} not found"
+                "failed to fetch PV {volume:?} from API server: {e}"
             ))
         }
-        Err(e) => return Err(format!("failed to fetch PV {volume:?} from API server: {e}")),
     };
     let uid = pvc.metadata.uid.clone().unwrap_or_default();
     claim::source(&pv, &uid, read_only)
@@ -343,7 +376,11 @@ async fn claim_source(
 
 /// Blocking: puts each planned volume under `dir` (= `<pod>/volumes`). With `only_written`,
 /// file volumes not yet set up are left alone (a refresh never makes a volume).
-pub fn apply(dir: &Path, planned: &[Planned], only_written: bool) -> Result<PodVolumes, SetupError> {
+pub fn apply(
+    dir: &Path,
+    planned: &[Planned],
+    only_written: bool,
+) -> Result<PodVolumes, SetupError> {
     let mut out = PodVolumes::new();
     for p in planned {
         let fail = |why: String| SetupError::set_up(&p.name, why);
@@ -359,17 +396,26 @@ pub fn apply(dir: &Path, planned: &[Planned], only_written: bool) -> Result<PodV
                 if let (true, Some(gid)) = (fresh, p.fs_group) {
                     ownership::apply(&target, gid, false).map_err(fail)?;
                 }
-                Ready { path: target, read_only: false }
+                Ready {
+                    path: target,
+                    read_only: false,
+                }
             }
             Content::HostPath { path, type_ } => {
                 host_path::check_type(path, type_.as_deref()).map_err(fail)?;
-                Ready { path: path.clone(), read_only: false }
+                Ready {
+                    path: path.clone(),
+                    read_only: false,
+                }
             }
             Content::Claim(source) => {
                 let path = PathBuf::from(&source.path);
                 let type_ = source.type_.as_deref().or(Some("DirectoryOrCreate"));
                 host_path::check_type(&path, type_).map_err(fail)?;
-                Ready { path, read_only: source.read_only }
+                Ready {
+                    path,
+                    read_only: source.read_only,
+                }
             }
             Content::Files { tmpfs, payload } => {
                 if only_written && !atomic_writer::is_written(&target) {
@@ -385,7 +431,10 @@ pub fn apply(dir: &Path, planned: &[Planned], only_written: bool) -> Result<PodV
                 if let (true, Some(gid)) = (changed, p.fs_group) {
                     ownership::apply(&target, gid, true).map_err(fail)?;
                 }
-                Ready { path: target, read_only: true }
+                Ready {
+                    path: target,
+                    read_only: true,
+                }
             }
         };
         out.insert(p.name.clone(), ready);
@@ -396,15 +445,19 @@ pub fn apply(dir: &Path, planned: &[Planned], only_written: bool) -> Result<PodV
 /// A directory with exactly `mode` (the kubelet chmods after MkdirAll, past the umask).
 fn ensure_dir(path: &Path, mode: u32) -> Result<(), String> {
     std::fs::create_dir_all(path).map_err(|e| format!("mkdir {}: {e}", path.display()))?;
-    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("stat {}: {e}", path.display()))?;
+    let meta =
+        std::fs::symlink_metadata(path).map_err(|e| format!("stat {}: {e}", path.display()))?;
     if !meta.is_dir() {
         return Err(format!("{} is not a directory", path.display()));
     }
     // Only the permission bits: a setgid bit from fsGroup stays.
     let current = meta.permissions().mode() & 0o7777;
     if current & 0o777 != mode {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode((current & !0o777) | mode))
-            .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+        std::fs::set_permissions(
+            path,
+            std::fs::Permissions::from_mode((current & !0o777) | mode),
+        )
+        .map_err(|e| format!("chmod {}: {e}", path.display()))?;
     }
     Ok(())
 }
@@ -460,7 +513,10 @@ pub fn container_mounts(
                 ))
             }
         }
-        if m.recursive_read_only.as_deref().is_some_and(|r| r != "Disabled") {
+        if m.recursive_read_only
+            .as_deref()
+            .is_some_and(|r| r != "Disabled")
+        {
             return Err(format!(
                 "volumeMount {:?}: recursiveReadOnly is not supported by this node yet",
                 m.name
@@ -514,17 +570,26 @@ mod tests {
         let mut files = Payload::new();
         files.insert(
             "k".into(),
-            atomic_writer::FileProjection { data: b"v".to_vec(), mode: 0o644 },
+            atomic_writer::FileProjection {
+                data: b"v".to_vec(),
+                mode: 0o644,
+            },
         );
         let planned = vec![
             Planned {
                 name: "scratch".into(),
-                content: Content::EmptyDir { memory: false, size: None },
+                content: Content::EmptyDir {
+                    memory: false,
+                    size: None,
+                },
                 fs_group: Some(4321),
             },
             Planned {
                 name: "cfg".into(),
-                content: Content::Files { tmpfs: false, payload: files },
+                content: Content::Files {
+                    tmpfs: false,
+                    payload: files,
+                },
                 fs_group: Some(4321),
             },
         ];
@@ -533,17 +598,26 @@ mod tests {
         assert_eq!(meta.permissions().mode() & 0o7777, 0o2777);
         assert_eq!(meta.gid(), 4321);
         let key = std::fs::metadata(dir.join("cfg/k")).unwrap();
-        assert_eq!((key.permissions().mode() & 0o7777, key.gid()), (0o644, 4321));
+        assert_eq!(
+            (key.permissions().mode() & 0o7777, key.gid()),
+            (0o644, 4321)
+        );
         assert_eq!(std::fs::read_to_string(dir.join("cfg/k")).unwrap(), "v");
         assert!(ready["cfg"].read_only && !ready["scratch"].read_only);
         // Idempotent, and the setgid bit stays.
         apply(&dir, &planned, false).unwrap();
-        let mode = std::fs::metadata(dir.join("scratch")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.join("scratch"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o7777, 0o2777);
 
         let bad = vec![Planned {
             name: "host".into(),
-            content: Content::HostPath { path: dir.join("cfg/..data/k"), type_: Some("Directory".into()) },
+            content: Content::HostPath {
+                path: dir.join("cfg/..data/k"),
+                type_: Some("Directory".into()),
+            },
             fs_group: None,
         }];
         let err = apply(&dir, &bad, false).unwrap_err();
@@ -561,8 +635,20 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let layout = Layout::new(tmp.path());
         let volumes = PodVolumes::from([
-            ("cfg".to_string(), Ready { path: "/v/cfg".into(), read_only: true }),
-            ("data".to_string(), Ready { path: "/v/data".into(), read_only: false }),
+            (
+                "cfg".to_string(),
+                Ready {
+                    path: "/v/cfg".into(),
+                    read_only: true,
+                },
+            ),
+            (
+                "data".to_string(),
+                Ready {
+                    path: "/v/data".into(),
+                    read_only: false,
+                },
+            ),
         ]);
         let c: Container = serde_json::from_value(json!({"name": "c", "volumeMounts": [
             {"name": "cfg", "mountPath": "/etc/cfg"},
@@ -571,9 +657,18 @@ mod tests {
         ]}))
         .unwrap();
         let m = container_mounts(&layout, "u", &c, &volumes, &[]).unwrap();
-        let got: Vec<(String, bool)> =
-            m.iter().map(|b| (b.destination.display().to_string(), b.readonly)).collect();
-        assert_eq!(got, [("/etc/cfg".into(), true), ("/data".into(), true), ("/rw".into(), false)]);
+        let got: Vec<(String, bool)> = m
+            .iter()
+            .map(|b| (b.destination.display().to_string(), b.readonly))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("/etc/cfg".into(), true),
+                ("/data".into(), true),
+                ("/rw".into(), false)
+            ]
+        );
 
         let missing: Container = serde_json::from_value(json!({"name": "c", "volumeMounts": [
             {"name": "nope", "mountPath": "/x"}]}))

@@ -23,7 +23,8 @@ pub fn mode_for(mode: u32, is_dir: bool, read_only: bool) -> u32 {
 
 /// Applies the fsGroup to `root` and everything under it (not following symlinks).
 pub fn apply(root: &Path, gid: u32, read_only: bool) -> Result<(), String> {
-    walk(root, gid, read_only).map_err(|e| format!("applying fsGroup {gid} to {}: {e}", root.display()))
+    walk(root, gid, read_only)
+        .map_err(|e| format!("applying fsGroup {gid} to {}: {e}", root.display()))
 }
 
 fn walk(path: &Path, gid: u32, read_only: bool) -> io::Result<()> {

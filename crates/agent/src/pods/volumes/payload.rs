@@ -79,7 +79,10 @@ fn project(
             }
             return Err(missing(&item.key));
         };
-        payload.insert(clean(&item.path), file(data, item.mode.unwrap_or(default_mode)));
+        payload.insert(
+            clean(&item.path),
+            file(data, item.mode.unwrap_or(default_mode)),
+        );
     }
     Ok(payload)
 }
@@ -168,7 +171,9 @@ mod tests {
 
     #[test]
     fn items_map_keys_to_paths_and_modes() {
-        let it = items(json!([{"key": "a", "path": "dir//x"}, {"key": "b", "path": "y", "mode": 0o400}]));
+        let it = items(
+            json!([{"key": "a", "path": "dir//x"}, {"key": "b", "path": "y", "mode": 0o400}]),
+        );
         let p = config_map(Some(&it), Some(&cm()), DEFAULT_MODE, false).unwrap();
         assert_eq!(p.keys().collect::<Vec<_>>(), ["dir/x", "y"]);
         assert_eq!(p["dir/x"].mode, 0o644);
@@ -183,14 +188,21 @@ mod tests {
             config_map(Some(&it), Some(&cm()), DEFAULT_MODE, false).unwrap_err(),
             "configmap references non-existent config key: nope"
         );
-        assert!(config_map(Some(&it), Some(&cm()), DEFAULT_MODE, true).unwrap().is_empty());
-        assert!(config_map(None, None, DEFAULT_MODE, true).unwrap().is_empty());
+        assert!(config_map(Some(&it), Some(&cm()), DEFAULT_MODE, true)
+            .unwrap()
+            .is_empty());
+        assert!(config_map(None, None, DEFAULT_MODE, true)
+            .unwrap()
+            .is_empty());
         let s: Secret = serde_json::from_value(json!({"data": {"k": "dg=="}})).unwrap();
         assert_eq!(
             secret(Some(&it), Some(&s), DEFAULT_MODE, false).unwrap_err(),
             "references non-existent secret key: nope"
         );
-        assert_eq!(secret(None, Some(&s), DEFAULT_MODE, false).unwrap()["k"].data, b"v");
+        assert_eq!(
+            secret(None, Some(&s), DEFAULT_MODE, false).unwrap()["k"].data,
+            b"v"
+        );
     }
 
     #[test]

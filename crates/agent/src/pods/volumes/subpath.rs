@@ -38,10 +38,14 @@ pub fn expand_expr(expr: &str, vars: &HashMap<String, String>) -> Result<String,
 /// The kubelet's checks of a (expanded) subPath before it touches the disk.
 pub fn check(sub: &str) -> Result<(), String> {
     if sub.starts_with('/') {
-        return Err(format!("error SubPath `{sub}` must not be an absolute path"));
+        return Err(format!(
+            "error SubPath `{sub}` must not be an absolute path"
+        ));
     }
     if sub.split('/').any(|p| p == "..") {
-        return Err(format!("unable to provision SubPath `{sub}`: must not contain '..'"));
+        return Err(format!(
+            "unable to provision SubPath `{sub}`: must not contain '..'"
+        ));
     }
     Ok(())
 }
@@ -51,8 +55,12 @@ pub fn check(sub: &str) -> Result<(), String> {
 /// with `O_NOFOLLOW` so a swap after the check is refused. A missing path is first made as
 /// directories with the volume root's mode (upstream's `SafeMakeDir`).
 pub fn open(root: &Path, sub: &str) -> Result<OwnedFd, String> {
-    let root = std::fs::canonicalize(root)
-        .map_err(|e| format!("error resolving symlinks in {:?}: {e}", root.display().to_string()))?;
+    let root = std::fs::canonicalize(root).map_err(|e| {
+        format!(
+            "error resolving symlinks in {:?}: {e}",
+            root.display().to_string()
+        )
+    })?;
     let full = root.join(sub);
     if std::fs::metadata(&full).is_err() {
         let mode = std::fs::metadata(&root)
@@ -60,8 +68,12 @@ pub fn open(root: &Path, sub: &str) -> Result<OwnedFd, String> {
             .map_err(|e| format!("stat {}: {e}", root.display()))?;
         make_dirs(&root, sub, mode)?;
     }
-    let resolved = std::fs::canonicalize(&full)
-        .map_err(|e| format!("error resolving symlinks in {:?}: {e}", full.display().to_string()))?;
+    let resolved = std::fs::canonicalize(&full).map_err(|e| {
+        format!(
+            "error resolving symlinks in {:?}: {e}",
+            full.display().to_string()
+        )
+    })?;
     if !resolved.starts_with(&root) {
         return Err(format!(
             "subpath {:?} not within volume path {:?}",
@@ -70,7 +82,8 @@ pub fn open(root: &Path, sub: &str) -> Result<OwnedFd, String> {
         ));
     }
     let rel = resolved.strip_prefix(&root).unwrap_or(Path::new(""));
-    open_no_follow(&root, rel).map_err(|e| format!("error opening subpath {}: {e}", resolved.display()))
+    open_no_follow(&root, rel)
+        .map_err(|e| format!("error opening subpath {}: {e}", resolved.display()))
 }
 
 /// Walks `rel` from `root` one component at a time, never following a symlink.
@@ -78,7 +91,10 @@ fn open_no_follow(root: &Path, rel: &Path) -> io::Result<OwnedFd> {
     let mut fd = open_at(None, root.as_os_str().as_bytes(), libc::O_DIRECTORY)?;
     for c in rel.components() {
         let Component::Normal(name) = c else {
-            return Err(io::Error::other(format!("unexpected component in {}", rel.display())));
+            return Err(io::Error::other(format!(
+                "unexpected component in {}",
+                rel.display()
+            )));
         };
         fd = open_at(Some(&fd), name.as_bytes(), 0)?;
     }
@@ -191,7 +207,10 @@ mod tests {
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();
         let fd = open(&root, "new/dir").unwrap();
         assert_eq!(target_of(&fd), root_c.join("new/dir"));
-        let mode = std::fs::metadata(root.join("new/dir")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(root.join("new/dir"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o777);
         // ... but never through a symlink.
         assert!(open(&root, "escape/skiff-made-this").is_err());
@@ -201,12 +220,18 @@ mod tests {
     #[test]
     fn checks_and_expansion() {
         assert_eq!(check("a/b"), Ok(()));
-        assert_eq!(check("/a"), Err("error SubPath `/a` must not be an absolute path".into()));
+        assert_eq!(
+            check("/a"),
+            Err("error SubPath `/a` must not be an absolute path".into())
+        );
         assert_eq!(
             check("a/../b"),
             Err("unable to provision SubPath `a/../b`: must not contain '..'".into())
         );
-        let vars = HashMap::from([("POD".to_string(), "p1".to_string()), ("E".into(), "".into())]);
+        let vars = HashMap::from([
+            ("POD".to_string(), "p1".to_string()),
+            ("E".into(), "".into()),
+        ]);
         assert_eq!(expand_expr("logs/$(POD)", &vars), Ok("logs/p1".into()));
         assert_eq!(
             expand_expr("$(NOPE)/$(E)/$(POD)", &vars),
