@@ -569,3 +569,48 @@ spec:
     s.kubectl_ok(&["delete", "pod", "there", "--grace-period=1", "--wait=true", "--timeout=60s"]);
     agent.kill();
 }
+
+#[test]
+fn lifecycle_hooks_and_exec_probes_run_inside_the_container() {
+    let s = server_with_node();
+    let out_dir = tempfile::Builder::new().prefix("skiff-hooks-").tempdir().unwrap();
+    apply(
+        &s,
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: hooked}}
+spec:
+  terminationGracePeriodSeconds: 10
+  volumes:
+  - name: out
+    hostPath: {{path: {out}, type: Directory}}
+  containers:
+  - name: main
+    image: {IMAGE}
+    command: ["sh", "-c", "while [ ! -f /tmp/hook ]; do sleep 0.1; done; echo saw $(cat /tmp/hook); touch /tmp/ready; exec sleep 3600"]
+    volumeMounts: [{{name: out, mountPath: /out}}]
+    lifecycle:
+      postStart:
+        exec: {{command: ["sh", "-c", "echo poststart > /tmp/hook"]}}
+      preStop:
+        exec: {{command: ["sh", "-c", "echo prestop > /out/prestop"]}}
+    readinessProbe:
+      exec: {{command: ["cat", "/tmp/ready"]}}
+      periodSeconds: 1
+"#,
+            out = out_dir.path().display()
+        ),
+    );
+    wait_for(&s, Duration::from_secs(60), "hooked ready", || {
+        pod_json(&s, "hooked")["status"]["containerStatuses"][0]["ready"] == true
+    });
+    assert_eq!(s.kubectl_ok(&["logs", "hooked"]).trim(), "saw poststart");
+    s.kubectl_ok(&["delete", "pod", "hooked", "--wait=true", "--timeout=60s"]);
+    assert_eq!(
+        std::fs::read_to_string(out_dir.path().join("prestop")).unwrap_or_default(),
+        "prestop\n",
+        "the preStop hook ran before the container stopped"
+    );
+}

@@ -27,7 +27,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -297,7 +298,13 @@ async fn session<S>(
     let _ = out_tx
         .send(frame(STREAM_ERROR, status.to_string().as_bytes()))
         .await;
-    let _ = out_tx.send(Message::Close(None)).await;
+    // A normal closure (1000): client-go takes any other close as an error on every stream.
+    let _ = out_tx
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        })))
+        .await;
     drop(out_tx);
     let _ = writer.await;
 }

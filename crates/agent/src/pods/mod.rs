@@ -17,3 +17,4 @@ pub mod volumes;
 pub mod worker;
 pub mod cleanup;
 pub mod probes;
+pub mod hooks;

@@ -24,6 +24,7 @@ use super::decide::{decide, Action, Inputs, Waiting};
 use super::layout::AttemptPaths;
 use super::context::NodeContext;
 use super::observe::{observe, AttemptState, Observed, StartFailure, START_FAILURE};
+use super::hooks;
 use super::probes::{self, Kind, ProbeBoard};
 use super::sandbox::{self, PodRecord};
 
@@ -320,6 +321,30 @@ impl Worker {
                     "Started",
                     format!("Started container {}", c.name),
                 );
+                if let Some(handler) = c.lifecycle.as_ref().and_then(|l| l.post_start.clone()) {
+                    let target = self.hook_target(pod, &c.name, attempt);
+                    let failure = tokio::task::spawn_blocking(move || {
+                        hooks::run(&handler, &target, Duration::from_secs(30))
+                    })
+                    .await
+                    .unwrap_or_else(|e| Some(e.to_string()));
+                    if let Some(m) = failure {
+                        self.event(
+                            pod,
+                            EventType::Warning,
+                            "FailedPostStartHook",
+                            format!("PostStartHook failed: {m}"),
+                        );
+                        let grace = super::decide::grace_period(pod);
+                        self.stop(
+                            pod,
+                            &c.name,
+                            attempt,
+                            grace,
+                            format!("FailedPostStartHook: container {} will be restarted", c.name),
+                        );
+                    }
+                }
             }
             Ok(Err(e)) => {
                 let message = container::start_error_message(c, &e);
@@ -506,12 +531,51 @@ impl Worker {
         let shim = dir.join("shim");
         let stop_signal = container::stop_signal(&dir);
         let wake = self.wake_tx.clone();
+        let pre_stop = find_any_container(pod, container)
+            .and_then(|c| c.lifecycle.and_then(|l| l.pre_stop))
+            .map(|h| (h, self.hook_target(pod, container, attempt)));
+        let (events_pod, recorder) = (pod.clone(), self.ctx.recorder.clone());
+        let name = container.to_string();
         tokio::task::spawn_blocking(move || {
+            let mut grace = grace;
+            if let Some((handler, target)) = pre_stop {
+                let (left, failure) = hooks::pre_stop(&handler, &target, grace);
+                grace = left;
+                if let Some(m) = failure {
+                    record(
+                        &recorder,
+                        &events_pod,
+                        EventType::Warning,
+                        "FailedPreStopHook",
+                        format!("PreStopHook failed for container {name}: {m}"),
+                    );
+                }
+            }
             if let Err(e) = stop_blocking(&shim, stop_signal, grace) {
                 tracing::warn!("stopping the container in {}: {e}", shim.display());
             }
             let _ = wake.send(());
         });
+    }
+
+    /// Where hooks and probes of one attempt run.
+    fn hook_target(&self, pod: &Pod, container: &str, attempt: u32) -> probes::Target {
+        let netns = self
+            .record
+            .as_ref()
+            .filter(|r| !r.host_network)
+            .map(|_| self.ctx.layout.netns(&self.uid));
+        probes::Target {
+            netns,
+            shim_dir: self.ctx.layout.attempt_dir(&self.uid, container, attempt).join("shim"),
+            binary: self.ctx.exec_binary.clone(),
+            ports: find_any_container(pod, container)
+                .and_then(|c| c.ports)
+                .into_iter()
+                .flatten()
+                .filter_map(|p| Some((p.name?, p.container_port)))
+                .collect(),
+        }
     }
 
     /// Starts the probers of running attempts and stops those of attempts that ended.
@@ -743,26 +807,37 @@ impl Worker {
     }
 
     fn event(&self, pod: &Pod, type_: EventType, reason: &str, message: String) {
-        let regarding = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: pod.metadata.name.clone(),
-            namespace: pod.metadata.namespace.clone(),
-            uid: pod.metadata.uid.clone(),
-            resource_version: pod.metadata.resource_version.clone(),
-            ..Default::default()
-        };
-        self.ctx.recorder.record(
-            Event {
-                type_,
-                reason: reason.to_string(),
-                note: Some(message),
-                action: reason.to_string(),
-                secondary: None,
-            },
-            regarding,
-        );
+        record(&self.ctx.recorder, pod, type_, reason, message);
     }
+}
+
+/// Records kubelet's event about `pod` (never waits: see controllers::events).
+fn record(
+    recorder: &controllers::events::Recorder,
+    pod: &Pod,
+    type_: EventType,
+    reason: &str,
+    message: String,
+) {
+    let regarding = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: pod.metadata.name.clone(),
+        namespace: pod.metadata.namespace.clone(),
+        uid: pod.metadata.uid.clone(),
+        resource_version: pod.metadata.resource_version.clone(),
+        ..Default::default()
+    };
+    recorder.record(
+        Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(message),
+            action: reason.to_string(),
+            secondary: None,
+        },
+        regarding,
+    );
 }
 
 struct PidFdHandle(PidFd);
