@@ -445,3 +445,38 @@ fn bad_config_is_refused_before_anything_runs() {
     assert!(matches!(err, ClientError::InvalidConfig(_)), "{err}");
     assert!(!f.state_dir().exists(), "nothing written");
 }
+
+#[test]
+fn logs_are_rotated_by_size_keeping_the_newest_files() {
+    if !is_root() {
+        return;
+    }
+    let mut f = Fixture::new("rotate");
+    // Eight bursts of ~4.6 KiB against a 4 KiB limit: a rotation after each.
+    let config = f.config(&[
+        "sh",
+        "-c",
+        "b=0; while [ $b -lt 8 ]; do i=0; while [ $i -lt 120 ]; do echo line-$b-$i-xxxxxxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done; b=$((b+1)); sleep 0.1; done; echo done",
+    ]);
+    let running = ShimClient::new(SHIM)
+        .with_log_max_bytes(4096)
+        .start(&config, &f.state_dir(), &f.log_path())
+        .expect("start");
+    f.running = Some(running.clone());
+    let exit = running.wait_exit(WAIT).expect("exit record");
+    assert_eq!(exit.exit_code, 0);
+    let dir = f.log_path().parent().unwrap().to_path_buf();
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 5, "the current log and four rotated ones: {names:?}");
+    assert!(names.iter().filter(|n| n.starts_with("0.log.")).count() == 4, "{names:?}");
+    let current = std::fs::metadata(f.log_path()).unwrap().len();
+    assert!(current < 4096 + 200, "current log {current} bytes");
+    // The newest lines are in the current file, the last one intact.
+    assert_eq!(f.log_lines("stdout"), ["done"]);
+    f.assert_cleaned_up();
+}

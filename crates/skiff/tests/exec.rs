@@ -24,7 +24,11 @@ fn server_with_node() -> TestServer {
         .arg(&tar)
         .output()
         .expect("skiff image import");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_for(&s, Duration::from_secs(60), "the node to be Ready", || {
         let out = s.kubectl(&[
             "get",
@@ -81,7 +85,16 @@ spec:
     });
 
     // Output, inside the container's network namespace.
-    let page = s.kubectl_ok(&["exec", "web", "--", "wget", "-q", "-O", "-", "http://127.0.0.1:8080/"]);
+    let page = s.kubectl_ok(&[
+        "exec",
+        "web",
+        "--",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "http://127.0.0.1:8080/",
+    ]);
     assert_eq!(page.trim(), "hello from skiff");
 
     // stdout and stderr stay apart.
@@ -92,7 +105,12 @@ spec:
 
     // The exit code is kubectl's.
     let out = s.kubectl(&["exec", "web", "--", "sh", "-c", "exit 3"]);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("command terminated with exit code 3"),
         "{}",
@@ -114,7 +132,10 @@ spec:
 
     // An unknown container is the API server's 400.
     let err = s.kubectl_err(&["exec", "web", "-c", "nope", "--", "true"]);
-    assert!(err.contains("container nope is not valid for pod web"), "{err}");
+    assert!(
+        err.contains("container nope is not valid for pod web"),
+        "{err}"
+    );
 
     // An interactive shell on a terminal: kubectl runs under `script`, which gives it a pty.
     let kubectl = s.kubectl_cmd(&["exec", "-it", "web", "--", "sh"]);

@@ -335,7 +335,10 @@ where
     if opts.tty {
         let (master, slave) = runtime::exec::open_container_pty(state_dir)
             .map_err(|e| format!("allocating a terminal: {e}"))?;
-        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| format!("duplicating the pty: {e}"));
+        let dup = |fd: &OwnedFd| {
+            fd.try_clone()
+                .map_err(|e| format!("duplicating the pty: {e}"))
+        };
         cmd.stdin(Stdio::from(dup(&slave)?))
             .stdout(Stdio::from(dup(&slave)?))
             .stderr(Stdio::from(slave));
@@ -433,9 +436,14 @@ async fn input_message(data: &[u8], input: &mut Input, v5: bool) {
     };
     match stream {
         STREAM_STDIN => match input {
-            Input::Pipe(Some(p)) => {
-                if p.write_all(payload).await.is_err() {
-                    *input = Input::Pipe(None);
+            Input::Pipe(pipe) => {
+                let failed = match pipe {
+                    Some(p) => p.write_all(payload).await.is_err(),
+                    None => false,
+                };
+                if failed {
+                    // The process closed its stdin: later input has nowhere to go.
+                    *pipe = None;
                 }
             }
             Input::Pty(m) => {
@@ -548,7 +556,10 @@ mod tests {
                 &["v4.channel.k8s.io", "v5.channel.k8s.io"],
                 Some("v5.channel.k8s.io"),
             ),
-            (&["channel.k8s.io,v4.channel.k8s.io"], Some("v4.channel.k8s.io")),
+            (
+                &["channel.k8s.io,v4.channel.k8s.io"],
+                Some("v4.channel.k8s.io"),
+            ),
             (&["base64.channel.k8s.io"], None),
         ];
         for (offered, want) in cases {

@@ -65,6 +65,7 @@ pub enum ClientError {
 pub struct ShimClient {
     binary: PathBuf,
     start_timeout: Duration,
+    log_max_bytes: u64,
 }
 
 /// What `kill` found.
@@ -80,12 +81,19 @@ impl ShimClient {
         Self {
             binary: binary.into(),
             start_timeout: DEFAULT_START_TIMEOUT,
+            log_max_bytes: super::cri_log::DEFAULT_MAX_BYTES,
         }
     }
 
     /// Shims run from the running binary itself (it must dispatch `container-shim`).
     pub fn current_exe() -> Self {
         Self::new("/proc/self/exe")
+    }
+
+    /// Rotate container logs at this size instead of kubelet's 10 MiB.
+    pub fn with_log_max_bytes(mut self, bytes: u64) -> Self {
+        self.log_max_bytes = bytes.max(1);
+        self
     }
 
     pub fn with_start_timeout(mut self, timeout: Duration) -> Self {
@@ -124,6 +132,7 @@ impl ShimClient {
             &ShimRequest {
                 config: config.clone(),
                 log_path,
+                log_max_bytes: self.log_max_bytes,
             },
         )?;
         let shim_log = OpenOptions::new()

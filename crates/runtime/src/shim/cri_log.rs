@@ -97,6 +97,27 @@ impl LineSplitter {
     }
 }
 
+/// kubelet's `containerLogMaxSize`: a log file is rotated once it is this large.
+pub const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024;
+/// kubelet's `containerLogMaxFiles`: the current file and at most four rotated ones.
+pub const MAX_FILES: usize = 5;
+
+/// The name of a rotated log: kubelet's `<log>.<YYYYMMDD-HHMMSS>` (with microseconds, so
+/// rotations within a second keep their order).
+pub fn rotated_name(log_name: &str, now: chrono::DateTime<chrono::Utc>) -> String {
+    format!("{log_name}.{}", now.format("%Y%m%d-%H%M%S%.6f"))
+}
+
+/// Which rotated files (names in the log's directory) to delete so that at most
+/// `MAX_FILES - 1` remain beside the current one: the oldest first.
+pub fn rotated_to_delete(log_name: &str, names: &[String]) -> Vec<String> {
+    let prefix = format!("{log_name}.");
+    let mut rotated: Vec<&String> = names.iter().filter(|n| n.starts_with(&prefix)).collect();
+    rotated.sort();
+    let excess = rotated.len().saturating_sub(MAX_FILES - 1);
+    rotated[..excess].iter().map(|s| s.to_string()).collect()
+}
+
 /// Formats one record as a CRI log line, newline included.
 pub fn format_record(timestamp: &str, stream: Stream, record: &Record) -> Vec<u8> {
     let mut line = Vec::with_capacity(timestamp.len() + record.content.len() + 12);
@@ -177,6 +198,19 @@ mod tests {
             assert_eq!(got, expected, "{chunks:?}");
             assert_eq!(s.finish(), leftover, "{chunks:?}");
         }
+    }
+
+    #[test]
+    fn rotation_keeps_the_newest_four() {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-27T09:00:01.5Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(rotated_name("0.log", t), "0.log.20261127-090001.500000");
+        let names: Vec<String> = ["0.log", "1.log", "0.log.3", "0.log.1", "0.log.5", "0.log.2", "0.log.4"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(rotated_to_delete("0.log", &names), vec!["0.log.1".to_string()]);
     }
 
     #[test]

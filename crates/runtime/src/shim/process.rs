@@ -202,6 +202,7 @@ struct Running {
     stderr: Option<OwnedFd>,
     log: File,
     log_path: PathBuf,
+    log_max_bytes: u64,
     libcontainer_root: PathBuf,
 }
 
@@ -332,6 +333,7 @@ fn start(state: &StateDir) -> Result<(Running, StartedRecord), ShimError> {
         stderr: Some(err_r),
         log,
         log_path: request.log_path.clone(),
+        log_max_bytes: request.log_max_bytes,
         libcontainer_root: lc_root,
     };
     if let Err(e) = write_json_atomic(&state.started(), &record) {
@@ -467,6 +469,46 @@ impl Running {
                 self.id,
                 self.log_path.display()
             );
+        }
+        self.rotate_log_if_full();
+    }
+
+    /// kubelet's size-based rotation: the full file is renamed `<log>.<time>`, a new one is
+    /// started, and only the newest rotated files are kept.
+    fn rotate_log_if_full(&mut self) {
+        if self.log.metadata().map_or(true, |m| m.len() < self.log_max_bytes) {
+            return;
+        }
+        let (Some(dir), Some(name)) = (
+            self.log_path.parent(),
+            self.log_path.file_name().and_then(|n| n.to_str()),
+        ) else {
+            return;
+        };
+        let rotated = dir.join(cri_log::rotated_name(name, chrono::Utc::now()));
+        if let Err(e) = std::fs::rename(&self.log_path, &rotated) {
+            eprintln!("skiff shim {}: rotating {}: {e}", self.id, self.log_path.display());
+            return;
+        }
+        match OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(&self.log_path)
+        {
+            Ok(f) => self.log = f,
+            Err(e) => eprintln!("skiff shim {}: reopening {}: {e}", self.id, self.log_path.display()),
+        }
+        let names: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for old in cri_log::rotated_to_delete(name, &names) {
+            let _ = std::fs::remove_file(dir.join(old));
         }
     }
 

@@ -57,6 +57,13 @@ pub struct ShimRequest {
     pub config: ContainerConfig,
     /// Where the container's stdout/stderr go, in the CRI log format.
     pub log_path: PathBuf,
+    /// Rotate the log once it is this large (kubelet's containerLogMaxSize, 10Mi).
+    #[serde(default = "default_log_max_bytes")]
+    pub log_max_bytes: u64,
+}
+
+pub fn default_log_max_bytes() -> u64 {
+    super::cri_log::DEFAULT_MAX_BYTES
 }
 
 /// Written once the container runs; enough for a later agent process to adopt it.
