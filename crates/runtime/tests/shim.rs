@@ -472,8 +472,15 @@ fn logs_are_rotated_by_size_keeping_the_newest_files() {
         .map(|e| e.file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names.len(), 5, "the current log and four rotated ones: {names:?}");
-    assert!(names.iter().filter(|n| n.starts_with("0.log.")).count() == 4, "{names:?}");
+    assert_eq!(
+        names.len(),
+        5,
+        "the current log and four rotated ones: {names:?}"
+    );
+    assert!(
+        names.iter().filter(|n| n.starts_with("0.log.")).count() == 4,
+        "{names:?}"
+    );
     let current = std::fs::metadata(f.log_path()).unwrap().len();
     assert!(current < 4096 + 200, "current log {current} bytes");
     // The newest lines are in the current file, the last one intact.

@@ -367,9 +367,14 @@ fn pod_context(
     data_dir: &Path,
 ) -> Result<std::sync::Arc<agent::pods::context::NodeContext>> {
     let layout = agent::pods::layout::Layout::new(agent_dir);
-    let images = runtime::images::ImageStore::open(layout.image_store())
-        .with_context(|| format!("opening the image store in {}", layout.image_store().display()))?;
-    let facts = agent::node::host::HostFacts::read(data_dir).context("reading the host's capacity")?;
+    let images = runtime::images::ImageStore::open(layout.image_store()).with_context(|| {
+        format!(
+            "opening the image store in {}",
+            layout.image_store().display()
+        )
+    })?;
+    let facts =
+        agent::node::host::HostFacts::read(data_dir).context("reading the host's capacity")?;
     let (_, allocatable) = agent::node::object::resources(config, &facts);
     let quantity = |key: &str| allocatable[key].as_str().unwrap_or("0").to_string();
     let milli_cpu = agent::pods::resources::parse_quantity(&quantity("cpu"))

@@ -312,7 +312,9 @@ fn lazy_commit_for_the_node_agent() {
     const VAR: &str = "MIMALLOC_ARENA_EAGER_COMMIT";
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let is_real_agent = args.get(1).is_some_and(|a| a == "agent")
-        && !args.iter().any(|a| a.to_string_lossy().starts_with("--simulate"));
+        && !args
+            .iter()
+            .any(|a| a.to_string_lossy().starts_with("--simulate"));
     if !is_real_agent || std::env::var_os(VAR).is_some() {
         return;
     }

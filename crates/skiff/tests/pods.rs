@@ -22,7 +22,11 @@ fn server_with_node() -> TestServer {
         .arg(&tar)
         .output()
         .expect("skiff image import");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_for(&s, Duration::from_secs(60), "the node to be Ready", || {
         let out = s.kubectl(&[
             "get",
@@ -98,7 +102,10 @@ spec:
     assert_eq!(pod["status"]["phase"], "Running");
     for c in pod["status"]["containerStatuses"].as_array().unwrap() {
         assert_eq!(c["ready"], true, "{c}");
-        assert!(c["containerID"].as_str().unwrap().starts_with("skiff://"), "{c}");
+        assert!(
+            c["containerID"].as_str().unwrap().starts_with("skiff://"),
+            "{c}"
+        );
         assert_eq!(c["image"], "skiff.test/busybox:1");
     }
     let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
@@ -109,7 +116,10 @@ spec:
         std::fs::read_to_string(&log).is_ok_and(|t| t.contains("hello from skiff"))
     });
     // kubectl logs goes through the API server to the agent's API.
-    assert_eq!(s.kubectl_ok(&["logs", "web", "-c", "client"]).trim(), "hello from skiff");
+    assert_eq!(
+        s.kubectl_ok(&["logs", "web", "-c", "client"]).trim(),
+        "hello from skiff"
+    );
 
     // A job-like pod completes.
     apply(
@@ -153,9 +163,12 @@ spec:
 "#
         ),
     );
-    wait_for(&s, Duration::from_secs(60), "crash in CrashLoopBackOff", || {
-        status_column(&s, "crash") == "CrashLoopBackOff"
-    });
+    wait_for(
+        &s,
+        Duration::from_secs(60),
+        "crash in CrashLoopBackOff",
+        || status_column(&s, "crash") == "CrashLoopBackOff",
+    );
     let pod = pod_json(&s, "crash");
     let c = &pod["status"]["containerStatuses"][0];
     assert!(c["restartCount"].as_i64().unwrap() >= 1, "{c}");
@@ -165,7 +178,10 @@ spec:
         .as_str()
         .unwrap()
         .starts_with("back-off 10s restarting failed container=main pod=crash_default("));
-    assert_eq!(s.kubectl_ok(&["logs", "crash", "--previous"]).trim(), "failing");
+    assert_eq!(
+        s.kubectl_ok(&["logs", "crash", "--previous"]).trim(),
+        "failing"
+    );
 
     // A command that is not in the image.
     apply(
@@ -218,7 +234,10 @@ spec:
         status_column(&s, "hog") == "OOMKilled"
     });
     let pod = pod_json(&s, "hog");
-    assert_eq!(pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 137);
+    assert_eq!(
+        pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+        137
+    );
 
     // An image that cannot be pulled (a registry port on loopback where nothing listens).
     apply(
@@ -233,11 +252,22 @@ spec:
     image: 127.0.0.1:1/nothing/here:1
 "#,
     );
-    wait_for(&s, Duration::from_secs(60), "nopull ImagePullBackOff", || {
-        status_column(&s, "nopull") == "ImagePullBackOff"
-    });
-    let events = s.kubectl_ok(&["get", "events", "--field-selector", "involvedObject.name=nopull"]);
-    assert!(events.contains("Failed to pull image \"127.0.0.1:1/nothing/here:1\""), "{events}");
+    wait_for(
+        &s,
+        Duration::from_secs(60),
+        "nopull ImagePullBackOff",
+        || status_column(&s, "nopull") == "ImagePullBackOff",
+    );
+    let events = s.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=nopull",
+    ]);
+    assert!(
+        events.contains("Failed to pull image \"127.0.0.1:1/nothing/here:1\""),
+        "{events}"
+    );
     assert!(events.contains("ErrImagePull"), "{events}");
 
     // Deleting a pod stops its containers within the grace period and leaves no mount,
@@ -249,10 +279,22 @@ spec:
         let v: serde_json::Value = serde_json::from_str(&started).unwrap();
         v["pid"].as_i64().unwrap() as i32
     };
-    s.kubectl_ok(&["delete", "pod", "web", "--grace-period=5", "--wait=true", "--timeout=60s"]);
-    wait_for(&s, Duration::from_secs(30), "web's directory to go", || !web_dir.exists());
+    s.kubectl_ok(&[
+        "delete",
+        "pod",
+        "web",
+        "--grace-period=5",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    wait_for(&s, Duration::from_secs(30), "web's directory to go", || {
+        !web_dir.exists()
+    });
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mountinfo.contains(&uid), "a mount of the deleted pod remains:\n{mountinfo}");
+    assert!(
+        !mountinfo.contains(&uid),
+        "a mount of the deleted pod remains:\n{mountinfo}"
+    );
     assert!(
         !std::path::Path::new(&format!("/proc/{shim_pid}")).exists()
             || std::fs::read_to_string(format!("/proc/{shim_pid}/cmdline"))
@@ -261,10 +303,17 @@ spec:
         "the container's process survived its pod"
     );
     let cgroups = std::process::Command::new("sh")
-        .args(["-c", &format!("find /sys/fs/cgroup -maxdepth 6 -name 'pod{uid}' 2>/dev/null")])
+        .args([
+            "-c",
+            &format!("find /sys/fs/cgroup -maxdepth 6 -name 'pod{uid}' 2>/dev/null"),
+        ])
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&cgroups.stdout).trim(), "", "cgroups remain");
+    assert_eq!(
+        String::from_utf8_lossy(&cgroups.stdout).trim(),
+        "",
+        "cgroups remain"
+    );
 }
 
 #[test]
@@ -332,12 +381,20 @@ spec:
             .unwrap_or(0)
             >= 1
     });
-    let events = s.kubectl_ok(&["get", "events", "--field-selector", "involvedObject.name=live"]);
+    let events = s.kubectl_ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=live",
+    ]);
     assert!(
         events.contains("Liveness probe failed: HTTP probe failed with statuscode: 404"),
         "{events}"
     );
-    assert!(events.contains("Container web failed liveness probe, will be restarted"), "{events}");
+    assert!(
+        events.contains("Container web failed liveness probe, will be restarted"),
+        "{events}"
+    );
 }
 
 #[test]
@@ -372,21 +429,25 @@ spec:
     // Kill one container's process from outside the cluster: the agent restarts it.
     let victim = items[0]["metadata"]["name"].as_str().unwrap().to_string();
     let uid = items[0]["metadata"]["uid"].as_str().unwrap();
-    let started = std::fs::read_to_string(
-        s.data_dir()
-            .join(format!("agent/pods/{uid}/containers/web/0/shim/started.json")),
-    )
+    let started = std::fs::read_to_string(s.data_dir().join(format!(
+        "agent/pods/{uid}/containers/web/0/shim/started.json"
+    )))
     .expect("started.json");
     let pid = serde_json::from_str::<serde_json::Value>(&started).unwrap()["pid"]
         .as_i64()
         .unwrap();
     // SAFETY: kill(2) of the container process this test's server started.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
-    wait_for(&s, Duration::from_secs(60), "the killed container to restart", || {
-        let p = pod_json(&s, &victim);
-        p["status"]["containerStatuses"][0]["restartCount"] == 1
-            && p["status"]["containerStatuses"][0]["ready"] == true
-    });
+    wait_for(
+        &s,
+        Duration::from_secs(60),
+        "the killed container to restart",
+        || {
+            let p = pod_json(&s, &victim);
+            p["status"]["containerStatuses"][0]["restartCount"] == 1
+                && p["status"]["containerStatuses"][0]["ready"] == true
+        },
+    );
     let last = &pod_json(&s, &victim)["status"]["containerStatuses"][0]["lastState"]["terminated"];
     assert_eq!(last["exitCode"], 137);
 
@@ -395,15 +456,26 @@ spec:
     s.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
     wait_for(&s, Duration::from_secs(60), "3 running replicas", || {
         let out = s.kubectl_ok(&["get", "pods", "-l", "app=web", "--no-headers"]);
-        out.lines().filter(|l| l.contains(" Running ")).count() == 3
-            && !out.contains(&victim)
+        out.lines().filter(|l| l.contains(" Running ")).count() == 3 && !out.contains(&victim)
     });
 
     // A Job completes and its pod shows Completed.
     s.kubectl_ok(&[
-        "create", "job", "done", &format!("--image={IMAGE}"), "--", "sh", "-c", "echo done; sleep 2",
+        "create",
+        "job",
+        "done",
+        &format!("--image={IMAGE}"),
+        "--",
+        "sh",
+        "-c",
+        "echo done; sleep 2",
     ]);
-    s.kubectl_ok(&["wait", "--for=condition=complete", "job/done", "--timeout=90s"]);
+    s.kubectl_ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/done",
+        "--timeout=90s",
+    ]);
     let out = s.kubectl_ok(&["get", "pods", "-l", "job-name=done", "--no-headers"]);
     assert!(out.contains("Completed"), "{out}");
 }
@@ -429,14 +501,18 @@ spec:
     wait_for(&s, Duration::from_secs(60), "steady Running", || {
         status_column(&s, "steady") == "Running"
     });
-    let uid = pod_json(&s, "steady")["metadata"]["uid"].as_str().unwrap().to_string();
-    let started = s
-        .data_dir()
-        .join(format!("agent/pods/{uid}/containers/main/0/shim/started.json"));
-    let pid = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&started).unwrap())
-        .unwrap()["pid"]
-        .as_i64()
-        .unwrap();
+    let uid = pod_json(&s, "steady")["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let started = s.data_dir().join(format!(
+        "agent/pods/{uid}/containers/main/0/shim/started.json"
+    ));
+    let pid =
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&started).unwrap())
+            .unwrap()["pid"]
+            .as_i64()
+            .unwrap();
 
     // An air-gapped image dropped where the agent looks at start.
     let dropped = s.data_dir().join("agent/images/dropped.tar");
@@ -452,9 +528,16 @@ spec:
         std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "the container died with the agent"
     );
-    wait_for(&s, Duration::from_secs(60), "the dropped image to be imported", || {
-        s.data_dir().join("agent/images/dropped.tar.imported").exists()
-    });
+    wait_for(
+        &s,
+        Duration::from_secs(60),
+        "the dropped image to be imported",
+        || {
+            s.data_dir()
+                .join("agent/images/dropped.tar.imported")
+                .exists()
+        },
+    );
     apply(
         &s,
         r#"
@@ -478,7 +561,14 @@ spec:
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
 
     // The re-adopted container is still the agent's to stop.
-    s.kubectl_ok(&["delete", "pod", "steady", "--grace-period=2", "--wait=true", "--timeout=60s"]);
+    s.kubectl_ok(&[
+        "delete",
+        "pod",
+        "steady",
+        "--grace-period=2",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
     wait_for(&s, Duration::from_secs(30), "the container to stop", || {
         std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
             .map(|c| !c.contains("sleep"))
@@ -490,7 +580,10 @@ spec:
 fn a_second_agent_joined_with_the_token_runs_pods_too() {
     let s = server_with_node();
     let token = std::fs::read_to_string(s.data_dir().join("server/token")).unwrap();
-    let second = tempfile::Builder::new().prefix("skiff-second-agent-").tempdir().unwrap();
+    let second = tempfile::Builder::new()
+        .prefix("skiff-second-agent-")
+        .tempdir()
+        .unwrap();
     let data = second.path().join("data");
     // The image goes into the second node's own store.
     let tar = second.path().join("busybox.tar");
@@ -504,10 +597,21 @@ fn a_second_agent_joined_with_the_token_runs_pods_too() {
         .arg(&tar)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut agent = testkit::Background::new(
         std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .args(["agent", "--node-name", "second", "--node-ip", "127.0.0.1", "--server"])
+            .args([
+                "agent",
+                "--node-name",
+                "second",
+                "--node-ip",
+                "127.0.0.1",
+                "--server",
+            ])
             .arg(s.url())
             .arg("--token")
             .arg(token.trim())
@@ -563,17 +667,30 @@ spec:
         status_column(&s, "there") == "Running"
     });
     assert_eq!(pod_json(&s, "there")["spec"]["nodeName"], "second");
-    wait_for(&s, Duration::from_secs(30), "its log via the second agent's API", || {
-        s.kubectl(&["logs", "there"]).stdout == b"on the second node\n"
-    });
-    s.kubectl_ok(&["delete", "pod", "there", "--grace-period=1", "--wait=true", "--timeout=60s"]);
+    wait_for(
+        &s,
+        Duration::from_secs(30),
+        "its log via the second agent's API",
+        || s.kubectl(&["logs", "there"]).stdout == b"on the second node\n",
+    );
+    s.kubectl_ok(&[
+        "delete",
+        "pod",
+        "there",
+        "--grace-period=1",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
     agent.kill();
 }
 
 #[test]
 fn lifecycle_hooks_and_exec_probes_run_inside_the_container() {
     let s = server_with_node();
-    let out_dir = tempfile::Builder::new().prefix("skiff-hooks-").tempdir().unwrap();
+    let out_dir = tempfile::Builder::new()
+        .prefix("skiff-hooks-")
+        .tempdir()
+        .unwrap();
     apply(
         &s,
         &format!(

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
 use kube::api::{Api, ListParams};
 use runtime::images::{Credentials, Digest, Image};
-use runtime::shim::{BindMount, ClientError, ContainerConfig, NamespacePaths, RunningContainer, Signal};
+use runtime::shim::{
+    BindMount, ClientError, ContainerConfig, NamespacePaths, RunningContainer, Signal,
+};
 
 use super::context::NodeContext;
 use super::layout::AttemptPaths;
@@ -135,10 +137,11 @@ pub async fn prepare(
     mounts.extend(volume_mounts);
     mounts.dedup_by(|a, b| a.destination == b.destination);
 
-    let user_spec = super::command::user(pod, c, &image.config).map_err(|e| StartError::Config {
-        reason: "CreateContainerConfigError",
-        message: e.to_string(),
-    })?;
+    let user_spec =
+        super::command::user(pod, c, &image.config).map_err(|e| StartError::Config {
+            reason: "CreateContainerConfigError",
+            message: e.to_string(),
+        })?;
     let network = if record.host_network {
         PathBuf::from("/proc/1/ns/net")
     } else {
@@ -179,13 +182,9 @@ pub async fn prepare(
             image_id: format!("{repo}@{}", image.digest.as_str()),
             stop_signal: image.config.stop_signal.clone(),
         },
-        log_path: ctx.layout.container_log(
-            &record.namespace,
-            &record.name,
-            uid,
-            &c.name,
-            attempt,
-        ),
+        log_path: ctx
+            .layout
+            .container_log(&record.namespace, &record.name, uid, &c.name, attempt),
         lowerdir: image.overlay_lowerdir(),
         user: user_spec,
         paths,
@@ -210,7 +209,8 @@ pub fn launch(ctx: &NodeContext, p: &Prepared) -> Result<RunningContainer, Clien
     };
     std::fs::create_dir_all(&p.paths.dir).map_err(io("creating", &p.paths.dir))?;
     runtime::shim::write_json_atomic(&p.paths.dir.join(ATTEMPT_RECORD), &p.record)?;
-    std::fs::write(p.paths.termination_log(), b"").map_err(io("creating", &p.paths.termination_log()))?;
+    std::fs::write(p.paths.termination_log(), b"")
+        .map_err(io("creating", &p.paths.termination_log()))?;
     if let Some(dir) = p.log_path.parent() {
         std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
     }
@@ -305,8 +305,9 @@ fn prune_old_logs(current: &Path) {
 
 /// The signal that stops an attempt: its image's STOPSIGNAL, else SIGTERM.
 pub fn stop_signal(attempt_dir: &Path) -> Signal {
-    let record: Option<AttemptRecord> =
-        runtime::shim::read_json(&attempt_dir.join(ATTEMPT_RECORD)).ok().flatten();
+    let record: Option<AttemptRecord> = runtime::shim::read_json(&attempt_dir.join(ATTEMPT_RECORD))
+        .ok()
+        .flatten();
     record
         .and_then(|r| r.stop_signal)
         .and_then(|s| parse_signal(&s))
@@ -320,7 +321,11 @@ pub fn parse_signal(s: &str) -> Option<Signal> {
         return Signal::try_from(n).ok();
     }
     let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     Signal::from_str(&name).ok()
 }
 
@@ -469,7 +474,9 @@ pub fn docker_config_credentials(secret: &Secret, registry: &str) -> Option<Cred
     }
     use base64::Engine;
     let auth = entry.get("auth")?.as_str()?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(auth).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(auth)
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (u, p) = text.split_once(':')?;
     Some(Credentials::Basic {

@@ -89,9 +89,14 @@ enum Standing {
     NotStarted,
     Running,
     /// Ended and will start again (now, or when `at` comes).
-    Restarting { at: Timestamp, backoff: Duration },
+    Restarting {
+        at: Timestamp,
+        backoff: Duration,
+    },
     /// Ended for good.
-    Done { exit_code: i32 },
+    Done {
+        exit_code: i32,
+    },
 }
 
 pub fn decide(inp: &Inputs<'_>) -> Decision {
@@ -123,7 +128,15 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
     let mut init_failed = false;
     for c in &inits {
         let sidecar = c.restart_policy.as_deref() == Some("Always");
-        let standing = standing_of(c, inp, if sidecar { "Always" } else { init_policy(policy) });
+        let standing = standing_of(
+            c,
+            inp,
+            if sidecar {
+                "Always"
+            } else {
+                init_policy(policy)
+            },
+        );
         init_standing.insert(c.name.clone(), standing.clone());
         let blocks = match &standing {
             Standing::NotStarted => {
@@ -220,7 +233,11 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
     // A container that failed its liveness or startup probe is stopped, to be restarted.
     if !deleting && !already_terminal {
         for (name, attempt) in inp.observed.running() {
-            if inp.probes.get(name).is_some_and(|v| v.attempt == attempt.number && v.failed) {
+            if inp
+                .probes
+                .get(name)
+                .is_some_and(|v| v.attempt == attempt.number && v.failed)
+            {
                 actions.push(Action::Stop {
                     container: name.to_string(),
                     attempt: attempt.number,
@@ -241,7 +258,11 @@ pub fn decide(inp: &Inputs<'_>) -> Decision {
             actions.push(Action::Stop {
                 container: name.to_string(),
                 attempt: attempt.number,
-                grace: if deleting { grace } else { DEFAULT_GRACE.min(grace) },
+                grace: if deleting {
+                    grace
+                } else {
+                    DEFAULT_GRACE.min(grace)
+                },
                 unhealthy: false,
             });
         }
@@ -298,7 +319,8 @@ fn standing_of(c: &Container, inp: &Inputs<'_>, policy: &str) -> Standing {
                     exit_code: *exit_code,
                 };
             }
-            let finishes: Vec<Timestamp> = attempts.iter().filter_map(|a| a.finished_at()).collect();
+            let finishes: Vec<Timestamp> =
+                attempts.iter().filter_map(|a| a.finished_at()).collect();
             let (at, backoff) = backoff::restart_at(&finishes);
             Standing::Restarting { at, backoff }
         }
@@ -421,7 +443,14 @@ fn status_of(
     };
     let sandbox_ready = inp.observed.sandbox_ready && !terminal;
     let mut conditions = vec![
-        condition(&old, "PodReadyToStartContainers", sandbox_ready, None, None, inp.now),
+        condition(
+            &old,
+            "PodReadyToStartContainers",
+            sandbox_ready,
+            None,
+            None,
+            inp.now,
+        ),
         if inits_done || phase == "Succeeded" {
             condition(&old, "Initialized", true, None, None, inp.now)
         } else {
@@ -430,7 +459,10 @@ fn status_of(
                 "Initialized",
                 false,
                 Some("ContainersNotInitialized"),
-                Some(format!("containers with incomplete status: [{}]", incomplete.join(" "))),
+                Some(format!(
+                    "containers with incomplete status: [{}]",
+                    incomplete.join(" ")
+                )),
                 inp.now,
             )
         },
@@ -443,11 +475,28 @@ fn status_of(
         (
             false,
             Some("ContainersNotReady"),
-            Some(format!("containers with unready status: [{}]", unready.join(" "))),
+            Some(format!(
+                "containers with unready status: [{}]",
+                unready.join(" ")
+            )),
         )
     };
-    conditions.push(condition(&old, "Ready", ready, reason, message.clone(), inp.now));
-    conditions.push(condition(&old, "ContainersReady", ready, reason, message, inp.now));
+    conditions.push(condition(
+        &old,
+        "Ready",
+        ready,
+        reason,
+        message.clone(),
+        inp.now,
+    ));
+    conditions.push(condition(
+        &old,
+        "ContainersReady",
+        ready,
+        reason,
+        message,
+        inp.now,
+    ));
     if let Some(scheduled) = old
         .conditions
         .as_ref()
@@ -512,9 +561,7 @@ fn container_status(
             ),
             Some(terminated_state(a)),
         ),
-        (_, Some(a)) if !a.is_running() => {
-            (terminated_state(a), previous.map(terminated_state))
-        }
+        (_, Some(a)) if !a.is_running() => (terminated_state(a), previous.map(terminated_state)),
         (_, Some(a)) => (running_state(a), previous.map(terminated_state)),
         (_, None) => match transient {
             Some(w) => (waiting(&w.reason, Some(w.message.clone())), None),
@@ -523,7 +570,12 @@ fn container_status(
     };
     let running = state.running.is_some();
     let verdict = latest
-        .and_then(|a| inp.probes.get(&c.name).filter(|v| v.attempt == a.number).copied())
+        .and_then(|a| {
+            inp.probes
+                .get(&c.name)
+                .filter(|v| v.attempt == a.number)
+                .copied()
+        })
         .unwrap_or_else(|| probes::initial(c, latest.map_or(0, |a| a.number)));
     let started = running && verdict.started;
     ContainerStatus {
@@ -531,7 +583,9 @@ fn container_status(
         image: latest
             .map(|a| a.record.image_ref.clone())
             .unwrap_or_else(|| c.image.clone().unwrap_or_default()),
-        image_id: latest.map(|a| a.record.image_id.clone()).unwrap_or_default(),
+        image_id: latest
+            .map(|a| a.record.image_id.clone())
+            .unwrap_or_default(),
         container_id: latest.map(|a| format!("{CONTAINER_ID_SCHEME}{}", a.record.container_id)),
         ready: started && verdict.ready,
         started: Some(started),
@@ -655,7 +709,12 @@ mod tests {
     }
 
     fn running(number: u32, started: i64) -> Attempt {
-        attempt(number, AttemptState::Running { started_at: t(started) })
+        attempt(
+            number,
+            AttemptState::Running {
+                started_at: t(started),
+            },
+        )
     }
 
     fn observed(ready: bool, containers: Vec<(&str, Vec<Attempt>)>) -> Observed {
@@ -715,7 +774,13 @@ mod tests {
         let d = run(&p, &observed(false, vec![]), 0);
         assert_eq!(d.actions, vec![Action::CreateSandbox]);
         assert_eq!(d.status.phase.as_deref(), Some("Pending"));
-        let w = app(&d.status).state.as_ref().unwrap().waiting.as_ref().unwrap();
+        let w = app(&d.status)
+            .state
+            .as_ref()
+            .unwrap()
+            .waiting
+            .as_ref()
+            .unwrap();
         assert_eq!(w.reason.as_deref(), Some("ContainerCreating"));
         assert_eq!(cond(&d.status, "PodReadyToStartContainers").status, "False");
         assert_eq!(cond(&d.status, "PodScheduled").status, "True");
@@ -742,14 +807,27 @@ mod tests {
     fn a_failing_container_restarts_at_once_then_backs_off() {
         let p = pod("Always", json!([]));
         // First failure: restart at once; the status meanwhile says Error.
-        let d = run(&p, &observed(true, vec![("app", vec![exited(0, 1, 0, 1)])]), 1);
+        let d = run(
+            &p,
+            &observed(true, vec![("app", vec![exited(0, 1, 0, 1)])]),
+            1,
+        );
         assert_eq!(d.actions, vec![start("app", false, 1)]);
-        let term = app(&d.status).state.as_ref().unwrap().terminated.clone().unwrap();
+        let term = app(&d.status)
+            .state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .clone()
+            .unwrap();
         assert_eq!((term.exit_code, term.reason.as_deref()), (1, Some("Error")));
         assert_eq!(d.status.phase.as_deref(), Some("Running"));
 
         // Second failure: CrashLoopBackOff for 10 s.
-        let o = observed(true, vec![("app", vec![exited(0, 1, 0, 1), exited(1, 1, 1, 2)])]);
+        let o = observed(
+            true,
+            vec![("app", vec![exited(0, 1, 0, 1), exited(1, 1, 1, 2)])],
+        );
         let d = run(&p, &o, 3);
         assert!(d.actions.is_empty());
         assert_eq!(d.wake_at, Some(t(12)));
@@ -778,13 +856,25 @@ mod tests {
         let d = run(&pod("Never", json!([])), &done, 6);
         assert_eq!(d.status.phase.as_deref(), Some("Succeeded"));
         assert_eq!(d.actions, vec![Action::TeardownSandbox]);
-        assert_eq!(cond(&d.status, "Ready").reason.as_deref(), Some("PodCompleted"));
-        let term = app(&d.status).state.as_ref().unwrap().terminated.clone().unwrap();
+        assert_eq!(
+            cond(&d.status, "Ready").reason.as_deref(),
+            Some("PodCompleted")
+        );
+        let term = app(&d.status)
+            .state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .clone()
+            .unwrap();
         assert_eq!(term.reason.as_deref(), Some("Completed"));
 
         let failed = observed(true, vec![("app", vec![exited(0, 2, 0, 5)])]);
         assert_eq!(
-            run(&pod("Never", json!([])), &failed, 6).status.phase.as_deref(),
+            run(&pod("Never", json!([])), &failed, 6)
+                .status
+                .phase
+                .as_deref(),
             Some("Failed")
         );
         // OnFailure restarts a failure but not a success.
@@ -793,7 +883,10 @@ mod tests {
             vec![start("app", false, 1)]
         );
         assert_eq!(
-            run(&pod("OnFailure", json!([])), &done, 6).status.phase.as_deref(),
+            run(&pod("OnFailure", json!([])), &done, 6)
+                .status
+                .phase
+                .as_deref(),
             Some("Succeeded")
         );
     }
@@ -809,14 +902,23 @@ mod tests {
             cond(&d.status, "Initialized").message.as_deref(),
             Some("containers with incomplete status: [one two]")
         );
-        let w = app(&d.status).state.as_ref().unwrap().waiting.clone().unwrap();
+        let w = app(&d.status)
+            .state
+            .as_ref()
+            .unwrap()
+            .waiting
+            .clone()
+            .unwrap();
         assert_eq!(w.reason.as_deref(), Some("PodInitializing"));
 
         let o = observed(true, vec![("one", vec![exited(0, 0, 0, 1)])]);
         assert_eq!(run(&p, &o, 2).actions, vec![start("two", true, 0)]);
         let o = observed(
             true,
-            vec![("one", vec![exited(0, 0, 0, 1)]), ("two", vec![exited(0, 0, 1, 2)])],
+            vec![
+                ("one", vec![exited(0, 0, 0, 1)]),
+                ("two", vec![exited(0, 0, 1, 2)]),
+            ],
         );
         let d = run(&p, &o, 3);
         assert_eq!(d.actions, vec![start("app", false, 0)]);
@@ -853,9 +955,17 @@ mod tests {
                 unhealthy: false,
             }]
         );
-        let d = run(&p, &observed(true, vec![("app", vec![exited(0, 143, 1, 91)])]), 91);
+        let d = run(
+            &p,
+            &observed(true, vec![("app", vec![exited(0, 143, 1, 91)])]),
+            91,
+        );
         assert_eq!(d.actions, vec![Action::TeardownSandbox, Action::DeletePod]);
-        let d = run(&p, &observed(false, vec![("app", vec![exited(0, 143, 1, 91)])]), 91);
+        let d = run(
+            &p,
+            &observed(false, vec![("app", vec![exited(0, 143, 1, 91)])]),
+            91,
+        );
         assert_eq!(d.actions, vec![Action::DeletePod]);
     }
 
@@ -874,7 +984,13 @@ mod tests {
         let d = run_waiting(&p, &observed(true, vec![]), &waiting, 5);
         assert!(d.actions.is_empty());
         assert_eq!(d.wake_at, Some(t(10)));
-        let w = app(&d.status).state.as_ref().unwrap().waiting.clone().unwrap();
+        let w = app(&d.status)
+            .state
+            .as_ref()
+            .unwrap()
+            .waiting
+            .clone()
+            .unwrap();
         assert_eq!(w.reason.as_deref(), Some("ImagePullBackOff"));
         let d = run_waiting(&p, &observed(true, vec![]), &waiting, 10);
         assert_eq!(d.actions, vec![start("app", false, 0)]);

@@ -32,7 +32,11 @@ pub fn run(handler: &LifecycleHandler, target: &Target, timeout: Duration) -> Op
 }
 
 /// Runs a preStop hook and returns the grace period left for the stop signal.
-pub fn pre_stop(handler: &LifecycleHandler, target: &Target, grace: Duration) -> (Duration, Option<String>) {
+pub fn pre_stop(
+    handler: &LifecycleHandler,
+    target: &Target,
+    grace: Duration,
+) -> (Duration, Option<String>) {
     let started = Instant::now();
     let failure = run(handler, target, grace);
     (grace.saturating_sub(started.elapsed()), failure)
@@ -45,7 +49,8 @@ mod tests {
 
     #[test]
     fn sleep_handlers_are_bounded_by_the_timeout() {
-        let h: LifecycleHandler = serde_json::from_value(json!({"sleep": {"seconds": 30}})).unwrap();
+        let h: LifecycleHandler =
+            serde_json::from_value(json!({"sleep": {"seconds": 30}})).unwrap();
         let target = Target {
             netns: None,
             shim_dir: Default::default(),

@@ -53,8 +53,7 @@ pub async fn run(ctx: Arc<NodeContext>) {
         done_tx,
     };
     let api: Api<Pod> = Api::all(ctx.client.clone());
-    let config =
-        watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node_name));
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node_name));
     let mut stream = watcher::watcher(api, config).boxed();
     // Uids seen during an initial listing, to find what disappeared meanwhile.
     let mut listing: Option<Vec<String>> = None;
@@ -100,7 +99,11 @@ pub async fn run(ctx: Arc<NodeContext>) {
 fn forget_missing(workers: &mut Workers, seen: &[String]) {
     let mut known: Vec<String> = workers.senders.keys().cloned().collect();
     if let Ok(entries) = std::fs::read_dir(workers.ctx.layout.pods_root()) {
-        known.extend(entries.flatten().filter_map(|e| e.file_name().into_string().ok()));
+        known.extend(
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok()),
+        );
     }
     known.sort();
     known.dedup();

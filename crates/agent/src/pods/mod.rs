@@ -2,19 +2,19 @@
 //! their shims, and back to the status upstream's kubelet reports.
 
 pub mod backoff;
+pub mod cleanup;
 pub mod command;
+pub mod container;
+pub mod context;
 pub mod decide;
 pub mod downward;
 pub mod env;
+pub mod hooks;
 pub mod layout;
-pub mod observe;
-pub mod resources;
-pub mod container;
-pub mod context;
 pub mod manager;
+pub mod observe;
+pub mod probes;
+pub mod resources;
 pub mod sandbox;
 pub mod volumes;
 pub mod worker;
-pub mod cleanup;
-pub mod probes;
-pub mod hooks;

@@ -125,10 +125,7 @@ pub fn observe(layout: &Layout, uid: &str, sandbox_ready: bool) -> Observed {
         let mut attempts = Vec::new();
         if let Ok(dirs) = std::fs::read_dir(entry.path()) {
             for dir in dirs.flatten() {
-                let Some(number) = dir
-                    .file_name()
-                    .to_str()
-                    .and_then(|s| s.parse::<u32>().ok())
+                let Some(number) = dir.file_name().to_str().and_then(|s| s.parse::<u32>().ok())
                 else {
                     continue;
                 };

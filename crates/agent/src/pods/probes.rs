@@ -72,7 +72,8 @@ pub struct Timing {
 }
 
 pub fn timing(p: &Probe) -> Timing {
-    let secs = |v: Option<i32>, default: i32| Duration::from_secs(v.unwrap_or(default).max(0) as u64);
+    let secs =
+        |v: Option<i32>, default: i32| Duration::from_secs(v.unwrap_or(default).max(0) as u64);
     Timing {
         initial_delay: secs(p.initial_delay_seconds, 0),
         period: secs(p.period_seconds, 10).max(Duration::from_secs(1)),
@@ -132,7 +133,9 @@ pub fn run_once(probe: &Probe, target: &Target, timeout: Duration) -> Outcome {
         if scheme.eq_ignore_ascii_case("HTTPS") {
             return Outcome::Failure("HTTPS probes are not supported by this node yet".into());
         }
-        return in_pod(target, move || http_get(&host, port, &path, &headers, timeout));
+        return in_pod(target, move || {
+            http_get(&host, port, &path, &headers, timeout)
+        });
     }
     if let Some(exec) = &probe.exec {
         let argv = exec.command.clone().unwrap_or_default();
@@ -188,7 +191,13 @@ fn connect(host: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStrea
 }
 
 /// kubelet's HTTP probe: GET, success for 200-399 (redirects are not followed).
-fn http_get(host: &str, port: u16, path: &str, headers: &[(String, String)], timeout: Duration) -> Outcome {
+fn http_get(
+    host: &str,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+    timeout: Duration,
+) -> Outcome {
     let url = format!("http://{host}:{port}{path}");
     let mut stream = match connect(host, port, timeout) {
         Ok(s) => s,
@@ -302,7 +311,10 @@ pub async fn prober(
             // Liveness and readiness wait for the startup probe.
             let started = board
                 .lock()
-                .map(|b| b.get(&container).is_some_and(|v| v.attempt == attempt && v.started))
+                .map(|b| {
+                    b.get(&container)
+                        .is_some_and(|v| v.attempt == attempt && v.started)
+                })
                 .unwrap_or(false);
             if !started {
                 continue;
@@ -380,7 +392,10 @@ mod tests {
     #[test]
     fn named_ports_resolve_from_the_container() {
         let named = vec![("http".to_string(), 8080)];
-        assert_eq!(resolve_port(&IntOrString::String("http".into()), &named), Ok(8080));
+        assert_eq!(
+            resolve_port(&IntOrString::String("http".into()), &named),
+            Ok(8080)
+        );
         assert_eq!(resolve_port(&IntOrString::Int(81), &named), Ok(81));
         assert_eq!(
             resolve_port(&IntOrString::String("nope".into()), &named),
@@ -397,8 +412,13 @@ mod tests {
                 let mut s = s.unwrap();
                 let mut buf = [0u8; 1024];
                 let _ = s.read(&mut buf);
-                let code = if i == 0 { "200 OK" } else { "500 Internal Server Error" };
-                let _ = s.write_all(format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\n\r\n").as_bytes());
+                let code = if i == 0 {
+                    "200 OK"
+                } else {
+                    "500 Internal Server Error"
+                };
+                let _ =
+                    s.write_all(format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\n\r\n").as_bytes());
             }
         });
         let target = Target {
@@ -409,13 +429,19 @@ mod tests {
         };
         let probe = |v| -> Probe { serde_json::from_value(v).unwrap() };
         let http = probe(json!({"httpGet": {"port": port, "path": "/healthz"}}));
-        assert_eq!(run_once(&http, &target, Duration::from_secs(1)), Outcome::Success);
+        assert_eq!(
+            run_once(&http, &target, Duration::from_secs(1)),
+            Outcome::Success
+        );
         assert_eq!(
             run_once(&http, &target, Duration::from_secs(1)),
             Outcome::Failure("HTTP probe failed with statuscode: 500".into())
         );
         let tcp = probe(json!({"tcpSocket": {"port": port}}));
-        assert_eq!(run_once(&tcp, &target, Duration::from_secs(1)), Outcome::Success);
+        assert_eq!(
+            run_once(&tcp, &target, Duration::from_secs(1)),
+            Outcome::Success
+        );
         let closed = probe(json!({"tcpSocket": {"port": 1}}));
         assert_eq!(
             run_once(&closed, &target, Duration::from_secs(1)),

@@ -63,7 +63,9 @@ impl PodRecord {
 }
 
 pub fn read_record(layout: &Layout, uid: &str) -> Option<PodRecord> {
-    runtime::shim::read_json(&layout.pod_record(uid)).ok().flatten()
+    runtime::shim::read_json(&layout.pod_record(uid))
+        .ok()
+        .flatten()
 }
 
 pub fn is_ready(layout: &Layout, uid: &str) -> bool {
@@ -97,9 +99,9 @@ pub fn hosts_file(pod: &Pod, pod_ip: Option<&str>) -> String {
             spec.and_then(|s| s.subdomain.as_deref()),
             pod.metadata.namespace.as_deref(),
         ) {
-            (Some(sub), Some(ns)) if !sub.is_empty() => {
-                text.push_str(&format!("{ip}\t{host}.{sub}.{ns}.svc.cluster.local\t{host}\n"))
-            }
+            (Some(sub), Some(ns)) if !sub.is_empty() => text.push_str(&format!(
+                "{ip}\t{host}.{sub}.{ns}.svc.cluster.local\t{host}\n"
+            )),
             _ => text.push_str(&format!("{ip}\t{host}\n")),
         }
     }
@@ -220,9 +222,17 @@ mod tests {
 
     #[test]
     fn cgroup_parent_follows_qos() {
-        let p = pod(json!({"metadata": {"name": "a", "namespace": "n", "uid": "u1"},
-            "spec": {"containers": []}}));
-        assert_eq!(PodRecord::of(&p, "Burstable").cgroup_parent, "/skiff/kubepods/burstable/podu1");
-        assert_eq!(PodRecord::of(&p, "Guaranteed").cgroup_parent, "/skiff/kubepods/podu1");
+        let p = pod(
+            json!({"metadata": {"name": "a", "namespace": "n", "uid": "u1"},
+            "spec": {"containers": []}}),
+        );
+        assert_eq!(
+            PodRecord::of(&p, "Burstable").cgroup_parent,
+            "/skiff/kubepods/burstable/podu1"
+        );
+        assert_eq!(
+            PodRecord::of(&p, "Guaranteed").cgroup_parent,
+            "/skiff/kubepods/podu1"
+        );
     }
 }

@@ -20,11 +20,11 @@ use tokio::sync::{mpsc, watch};
 
 use super::backoff;
 use super::container::{self, StartError};
-use super::decide::{decide, Action, Inputs, Waiting};
-use super::layout::AttemptPaths;
 use super::context::NodeContext;
-use super::observe::{observe, AttemptState, Observed, StartFailure, START_FAILURE};
+use super::decide::{decide, Action, Inputs, Waiting};
 use super::hooks;
+use super::layout::AttemptPaths;
+use super::observe::{observe, AttemptState, Observed, StartFailure, START_FAILURE};
 use super::probes::{self, Kind, ProbeBoard};
 use super::sandbox::{self, PodRecord};
 
@@ -205,9 +205,10 @@ impl Worker {
                     if let Some(record) = self.record.clone() {
                         let layout = self.ctx.layout.clone();
                         let _permit = self.ctx.runtime_ops.acquire().await;
-                        let result =
-                            tokio::task::spawn_blocking(move || sandbox::teardown(&layout, &record))
-                                .await;
+                        let result = tokio::task::spawn_blocking(move || {
+                            sandbox::teardown(&layout, &record)
+                        })
+                        .await;
                         if let Ok(Err(e)) = result {
                             tracing::warn!(pod = %self.uid, "tearing the sandbox down: {e}");
                             wake_at = Some(now + Duration::from_secs(5));
@@ -272,7 +273,12 @@ impl Worker {
         let prepared = match container::prepare(&self.ctx, pod, &record, c, &image, attempt).await {
             Ok(p) => p,
             Err(StartError::Config { reason, message }) => {
-                self.event(pod, EventType::Warning, "Failed", format!("Error: {message}"));
+                self.event(
+                    pod,
+                    EventType::Warning,
+                    "Failed",
+                    format!("Error: {message}"),
+                );
                 self.waiting.insert(
                     c.name.clone(),
                     Waiting {
@@ -289,7 +295,12 @@ impl Worker {
                 self.waiting.insert(
                     c.name.clone(),
                     Waiting {
-                        reason: if init { "PodInitializing" } else { "ContainerCreating" }.into(),
+                        reason: if init {
+                            "PodInitializing"
+                        } else {
+                            "ContainerCreating"
+                        }
+                        .into(),
                         message: String::new(),
                         retry_at: Some(Timestamp::now() + RETRY),
                     },
@@ -304,8 +315,7 @@ impl Worker {
         let ctx = self.ctx.clone();
         let paths = prepared.paths.clone();
         let permit = self.ctx.runtime_ops.acquire().await;
-        let outcome =
-            tokio::task::spawn_blocking(move || container::launch(&ctx, &prepared)).await;
+        let outcome = tokio::task::spawn_blocking(move || container::launch(&ctx, &prepared)).await;
         drop(permit);
         match outcome {
             Ok(Ok(_running)) => {
@@ -341,7 +351,10 @@ impl Worker {
                             &c.name,
                             attempt,
                             grace,
-                            format!("FailedPostStartHook: container {} will be restarted", c.name),
+                            format!(
+                                "FailedPostStartHook: container {} will be restarted",
+                                c.name
+                            ),
                         );
                     }
                 }
@@ -354,7 +367,13 @@ impl Worker {
         }
     }
 
-    async fn start_failed(&mut self, pod: &Pod, c: &Container, paths: &AttemptPaths, message: &str) {
+    async fn start_failed(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        paths: &AttemptPaths,
+        message: &str,
+    ) {
         let failure = StartFailure {
             message: message.to_string(),
             at: Timestamp::now().to_string(),
@@ -363,8 +382,14 @@ impl Worker {
             tracing::error!("recording the start failure of {}: {e}", c.name);
         }
         let merged = paths.rootfs_merged();
-        let _ = tokio::task::spawn_blocking(move || runtime::sandbox::overlay::unmount(&merged)).await;
-        self.event(pod, EventType::Warning, "Failed", format!("Error: {message}"));
+        let _ =
+            tokio::task::spawn_blocking(move || runtime::sandbox::overlay::unmount(&merged)).await;
+        self.event(
+            pod,
+            EventType::Warning,
+            "Failed",
+            format!("Error: {message}"),
+        );
     }
 
     /// The image for `c`, by its pull policy; None (with a waiting reason set) when it is
@@ -381,7 +406,9 @@ impl Worker {
         let store = self.ctx.images.clone();
         let lookup = {
             let (store, name) = (store.clone(), name.clone());
-            tokio::task::spawn_blocking(move || store.get(&name)).await.ok()
+            tokio::task::spawn_blocking(move || store.get(&name))
+                .await
+                .ok()
         };
         let present = lookup.and_then(|r| r.ok());
         match (policy.as_str(), present) {
@@ -395,10 +422,14 @@ impl Worker {
                 Some(image)
             }
             ("Never", None) => {
-                let message = format!(
-                    "Container image \"{name}\" is not present with pull policy of Never"
+                let message =
+                    format!("Container image \"{name}\" is not present with pull policy of Never");
+                self.event(
+                    pod,
+                    EventType::Warning,
+                    "ErrImageNeverPull",
+                    message.clone(),
                 );
-                self.event(pod, EventType::Warning, "ErrImageNeverPull", message.clone());
                 self.waiting.insert(
                     c.name.clone(),
                     Waiting {
@@ -413,8 +444,18 @@ impl Worker {
         }
     }
 
-    async fn pull(&mut self, pod: &Pod, c: &Container, name: &str) -> Option<runtime::images::Image> {
-        self.event(pod, EventType::Normal, "Pulling", format!("Pulling image \"{name}\""));
+    async fn pull(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        name: &str,
+    ) -> Option<runtime::images::Image> {
+        self.event(
+            pod,
+            EventType::Normal,
+            "Pulling",
+            format!("Pulling image \"{name}\""),
+        );
         let started = Instant::now();
         let credentials = container::pull_credentials(&self.ctx, pod, name).await;
         let result = runtime::images::pull(&self.ctx.images, name, &credentials).await;
@@ -445,7 +486,12 @@ impl Worker {
                     "Failed",
                     format!("Failed to pull image \"{name}\": {message}"),
                 );
-                self.event(pod, EventType::Warning, "Failed", "Error: ErrImagePull".into());
+                self.event(
+                    pod,
+                    EventType::Warning,
+                    "Failed",
+                    "Error: ErrImagePull".into(),
+                );
                 self.waiting.insert(
                     c.name.clone(),
                     Waiting {
@@ -454,7 +500,8 @@ impl Worker {
                         retry_at: Some(backoff::add(now, entry.0)),
                     },
                 );
-                self.pull_flip.insert(c.name.clone(), now + PULL_ERROR_SHOWN);
+                self.pull_flip
+                    .insert(c.name.clone(), now + PULL_ERROR_SHOWN);
                 None
             }
         }
@@ -483,7 +530,12 @@ impl Worker {
                         "BackOff",
                         format!("Back-off pulling image \"{image}\""),
                     );
-                    self.event(pod, EventType::Warning, "Failed", "Error: ImagePullBackOff".into());
+                    self.event(
+                        pod,
+                        EventType::Warning,
+                        "Failed",
+                        "Error: ImagePullBackOff".into(),
+                    );
                 }
             }
         }
@@ -567,7 +619,11 @@ impl Worker {
             .map(|_| self.ctx.layout.netns(&self.uid));
         probes::Target {
             netns,
-            shim_dir: self.ctx.layout.attempt_dir(&self.uid, container, attempt).join("shim"),
+            shim_dir: self
+                .ctx
+                .layout
+                .attempt_dir(&self.uid, container, attempt)
+                .join("shim"),
             binary: self.ctx.exec_binary.clone(),
             ports: find_any_container(pod, container)
                 .and_then(|c| c.ports)
@@ -599,7 +655,9 @@ impl Worker {
             .filter(|r| !r.host_network)
             .map(|_| self.ctx.layout.netns(&self.uid));
         for (name, attempt) in running {
-            let Some(c) = find_any_container(pod, &name) else { continue };
+            let Some(c) = find_any_container(pod, &name) else {
+                continue;
+            };
             if let Ok(mut board) = self.board.lock() {
                 let fresh = board.get(&name).is_none_or(|v| v.attempt != attempt);
                 if fresh {
@@ -619,7 +677,11 @@ impl Worker {
                 }
                 let target = probes::Target {
                     netns: netns.clone(),
-                    shim_dir: self.ctx.layout.attempt_dir(&self.uid, &name, attempt).join("shim"),
+                    shim_dir: self
+                        .ctx
+                        .layout
+                        .attempt_dir(&self.uid, &name, attempt)
+                        .join("shim"),
                     binary: self.ctx.exec_binary.clone(),
                     ports: c
                         .ports
@@ -679,7 +741,10 @@ impl Worker {
                 // SAFETY: the pidfd is owned by the handle, which the AsyncFd owns for its
                 // whole life, and always returns the same descriptor.
                 let registered = unsafe {
-                    AsyncFd::register_with_interest(PidFdHandle(pidfd), tokio::io::Interest::READABLE)
+                    AsyncFd::register_with_interest(
+                        PidFdHandle(pidfd),
+                        tokio::io::Interest::READABLE,
+                    )
                 };
                 if let Ok(fd) = registered {
                     let _ = fd.readable().await;
@@ -736,7 +801,11 @@ impl Worker {
         );
         let name = pod.metadata.name.as_deref().unwrap_or_default();
         if let Err(e) = api
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(json!({ "status": value })))
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": value })),
+            )
             .await
         {
             tracing::debug!(pod = name, "writing the pod status: {e}");
@@ -850,7 +919,11 @@ impl AsRawFd for PidFdHandle {
 
 /// The stop signal, then SIGKILL once `grace` has passed; returns when the shim has
 /// recorded the exit.
-fn stop_blocking(shim: &std::path::Path, signal: Signal, grace: Duration) -> Result<(), ClientError> {
+fn stop_blocking(
+    shim: &std::path::Path,
+    signal: Signal,
+    grace: Duration,
+) -> Result<(), ClientError> {
     let running = RunningContainer::adopt(shim)?;
     if running.kill(signal)? == KillOutcome::AlreadyExited {
         return Ok(());
@@ -877,9 +950,15 @@ fn find_container(pod: &Pod, name: &str, init: bool) -> Option<Container> {
 
 /// Whether the pod has volumes whose files come from the API (and so are refreshed).
 fn has_api_volumes(pod: &Pod) -> bool {
-    pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()).any(|v| {
-        v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some() || v.projected.is_some()
-    })
+    pod.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .any(|v| {
+            v.config_map.is_some()
+                || v.secret.is_some()
+                || v.downward_api.is_some()
+                || v.projected.is_some()
+        })
 }
 
 fn find_any_container(pod: &Pod, name: &str) -> Option<Container> {
@@ -888,5 +967,7 @@ fn find_any_container(pod: &Pod, name: &str) -> Option<Container> {
 
 /// Whether an image reference names a tag (a `:` after the last `/`).
 fn tag_given(name: &str) -> bool {
-    name.rsplit('/').next().is_some_and(|last| last.contains(':'))
+    name.rsplit('/')
+        .next()
+        .is_some_and(|last| last.contains(':'))
 }

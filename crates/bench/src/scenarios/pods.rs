@@ -100,7 +100,10 @@ fn import_image(skiff: &Path, data: &Path) -> Result<()> {
         .output()
         .context("skiff image import")?;
     if !out.status.success() {
-        bail!("skiff image import: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "skiff image import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
@@ -126,7 +129,10 @@ async fn measure(env: &Env, srv: &super::Running, agent: &mut Agent) -> Result<(
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = agent.guard.exited()? {
-            bail!("skiff agent exited ({status}): see {}", agent.data.join("agent.log").display());
+            bail!(
+                "skiff agent exited ({status}): see {}",
+                agent.data.join("agent.log").display()
+            );
         }
         let node = srv.client.get(&format!("/api/v1/nodes/{NODE}")).await?;
         if node.status == StatusCode::OK {
@@ -151,8 +157,16 @@ async fn measure(env: &Env, srv: &super::Running, agent: &mut Agent) -> Result<(
 
     // Watch pods from now on; note when each is first seen Running.
     let coll = "/api/v1/namespaces/default/pods";
-    let list = srv.client.get(coll).await?.expect(StatusCode::OK, "list")?.json()?;
-    let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
+    let list = srv
+        .client
+        .get(coll)
+        .await?
+        .expect(StatusCode::OK, "list")?
+        .json()?;
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("0")
+        .to_string();
     let (status, mut body) = srv
         .client
         .stream(&format!("{coll}?watch=1&resourceVersion={rv}"))
@@ -165,12 +179,18 @@ async fn measure(env: &Env, srv: &super::Running, agent: &mut Agent) -> Result<(
     let watcher = tokio::spawn(async move {
         let mut buf: Vec<u8> = Vec::new();
         while let Some(Ok(frame)) = body.frame().await {
-            let Ok(data) = frame.into_data() else { continue };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
             let now = Instant::now();
             buf.extend_from_slice(&data);
-            let Some(end) = buf.iter().rposition(|&b| b == b'\n') else { continue };
+            let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
+                continue;
+            };
             for line in buf[..end].split(|&b| b == b'\n') {
-                let Ok(ev) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
+                let Ok(ev) = serde_json::from_slice::<serde_json::Value>(line) else {
+                    continue;
+                };
                 if ev["object"]["status"]["phase"] == "Running" {
                     if let Some(name) = ev["object"]["metadata"]["name"].as_str() {
                         let mut seen = seen.lock().await;
@@ -192,7 +212,10 @@ async fn measure(env: &Env, srv: &super::Running, agent: &mut Agent) -> Result<(
         let client = srv.client.clone();
         creates.push(tokio::spawn(async move {
             let at = Instant::now();
-            client.post(coll, pod(i)).await?.expect(StatusCode::CREATED, "create pod")?;
+            client
+                .post(coll, pod(i))
+                .await?
+                .expect(StatusCode::CREATED, "create pod")?;
             Ok::<(String, Instant), anyhow::Error>((format!("p-{i}"), at))
         }));
     }
@@ -219,11 +242,23 @@ async fn measure(env: &Env, srv: &super::Running, agent: &mut Agent) -> Result<(
     print_table(
         &format!("pod startup, {PODS} pods created at once on one node (image present)"),
         &["p50", "p90", "p99", "max", "all Running after"],
-        &[vec![ms(s.p50), ms(s.p90), ms(s.p99), ms(s.max), ms(all_running)]],
+        &[vec![
+            ms(s.p50),
+            ms(s.p90),
+            ms(s.p99),
+            ms(s.max),
+            ms(all_running),
+        ]],
     );
     print_table(
         "agent memory (a separate `skiff agent` process)",
-        &["agent RSS idle", &format!("agent RSS, {PODS} pods"), "shims", "shim PSS total", "PSS per shim"],
+        &[
+            "agent RSS idle",
+            &format!("agent RSS, {PODS} pods"),
+            "shims",
+            "shim PSS total",
+            "PSS per shim",
+        ],
         &[vec![
             mib(idle_rss),
             mib(busy_rss),
@@ -241,14 +276,24 @@ fn shim_memory(agent_data: &Path) -> (usize, u64) {
     let mut count = 0;
     let mut pss = 0;
     let pods = agent_data.join("agent/pods");
-    let Ok(entries) = std::fs::read_dir(&pods) else { return (0, 0) };
+    let Ok(entries) = std::fs::read_dir(&pods) else {
+        return (0, 0);
+    };
     for pod in entries.flatten() {
-        let Ok(containers) = std::fs::read_dir(pod.path().join("containers")) else { continue };
+        let Ok(containers) = std::fs::read_dir(pod.path().join("containers")) else {
+            continue;
+        };
         for c in containers.flatten() {
             let started = c.path().join("0/shim/started.json");
-            let Ok(text) = std::fs::read_to_string(started) else { continue };
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
-            let Some(pid) = v["shim_pid"].as_i64().or(v["shimPid"].as_i64()) else { continue };
+            let Ok(text) = std::fs::read_to_string(started) else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+                continue;
+            };
+            let Some(pid) = v["shim_pid"].as_i64().or(v["shimPid"].as_i64()) else {
+                continue;
+            };
             if let Some(kib) = pss_kib(pid) {
                 count += 1;
                 pss += kib * 1024;

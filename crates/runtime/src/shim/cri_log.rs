@@ -206,11 +206,16 @@ mod tests {
             .unwrap()
             .with_timezone(&chrono::Utc);
         assert_eq!(rotated_name("0.log", t), "0.log.20261127-090001.500000");
-        let names: Vec<String> = ["0.log", "1.log", "0.log.3", "0.log.1", "0.log.5", "0.log.2", "0.log.4"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        assert_eq!(rotated_to_delete("0.log", &names), vec!["0.log.1".to_string()]);
+        let names: Vec<String> = [
+            "0.log", "1.log", "0.log.3", "0.log.1", "0.log.5", "0.log.2", "0.log.4",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            rotated_to_delete("0.log", &names),
+            vec!["0.log.1".to_string()]
+        );
     }
 
     #[test]

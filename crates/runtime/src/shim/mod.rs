@@ -17,12 +17,12 @@ mod spec;
 mod state;
 
 pub use client::{ClientError, KillOutcome, RunningContainer, ShimClient, Signal};
+pub use pidfd::PidFd;
 pub use process::{run_shim, SHIM_SUBCOMMAND};
 pub use spec::{
     BindMount, ContainerConfig, NamespacePaths, Resources, SpecError, UserIds,
     DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS,
 };
-pub use pidfd::PidFd;
 pub use state::{
     process_start_time, read_json, write_json_atomic, ExitRecord, StartErrorKind, StartedRecord,
 };

@@ -476,7 +476,11 @@ impl Running {
     /// kubelet's size-based rotation: the full file is renamed `<log>.<time>`, a new one is
     /// started, and only the newest rotated files are kept.
     fn rotate_log_if_full(&mut self) {
-        if self.log.metadata().map_or(true, |m| m.len() < self.log_max_bytes) {
+        if self
+            .log
+            .metadata()
+            .map_or(true, |m| m.len() < self.log_max_bytes)
+        {
             return;
         }
         let (Some(dir), Some(name)) = (
@@ -487,7 +491,11 @@ impl Running {
         };
         let rotated = dir.join(cri_log::rotated_name(name, chrono::Utc::now()));
         if let Err(e) = std::fs::rename(&self.log_path, &rotated) {
-            eprintln!("skiff shim {}: rotating {}: {e}", self.id, self.log_path.display());
+            eprintln!(
+                "skiff shim {}: rotating {}: {e}",
+                self.id,
+                self.log_path.display()
+            );
             return;
         }
         match OpenOptions::new()
@@ -497,7 +505,11 @@ impl Running {
             .open(&self.log_path)
         {
             Ok(f) => self.log = f,
-            Err(e) => eprintln!("skiff shim {}: reopening {}: {e}", self.id, self.log_path.display()),
+            Err(e) => eprintln!(
+                "skiff shim {}: reopening {}: {e}",
+                self.id,
+                self.log_path.display()
+            ),
         }
         let names: Vec<String> = std::fs::read_dir(dir)
             .map(|entries| {

@@ -352,18 +352,22 @@ async fn claim_source(
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), namespace);
     let pvc = match claims.get_opt(claim_name).await {
         Ok(Some(c)) => c,
-        Ok(None) => return Err(format!(
+        Ok(None) => {
+            return Err(format!(
             "failed to fetch PVC from API server: persistentvolumeclaims {claim_name:?} not found"
-        )),
+        ))
+        }
         Err(e) => return Err(format!("failed to fetch PVC from API server: {e}")),
     };
     let volume = claim::bound_volume(namespace, &pvc)?;
     let volumes: Api<PersistentVolume> = Api::all(ctx.client.clone());
     let pv = match volumes.get_opt(&volume).await {
         Ok(Some(pv)) => pv,
-        Ok(None) => return Err(format!(
+        Ok(None) => {
+            return Err(format!(
             "failed to fetch PV {volume:?} from API server: persistentvolumes {volume:?} not found"
-        )),
+        ))
+        }
         Err(e) => {
             return Err(format!(
                 "failed to fetch PV {volume:?} from API server: {e}"
