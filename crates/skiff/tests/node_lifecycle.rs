@@ -141,6 +141,9 @@ fn a_silent_node_turns_not_ready_is_tainted_and_recovers_when_it_reports_again()
     );
 
     eventually(Duration::from_secs(20), || {
+        // chatty must stay alive meanwhile: with every node of the zone unreachable the
+        // controller (as upstream's) stops NoExecute tainting (full disruption).
+        renew_lease(&s, "chatty");
         let t = taints(&s, "quiet");
         if t.contains("node.kubernetes.io/unreachable:NoExecute")
             && t.contains("node.kubernetes.io/unreachable:NoSchedule")
