@@ -5,62 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use testkit::{ServerOptions, TestServer};
+use testkit::TestServer;
 
-/// The test image, imported into the node's store under this name.
-const IMAGE: &str = "skiff.test/busybox:1";
+use testkit::node::{status_column, wait_for, TEST_IMAGE as IMAGE};
 
 fn server_with_node() -> TestServer {
-    let s = TestServer::start(ServerOptions::new(env!("CARGO_BIN_EXE_skiff")).with_agent())
-        .expect("start skiff server with its agent");
-    let image = testkit::images::TestImage::busybox().expect("busybox test image");
-    let tar = s.data_dir().join("busybox.tar");
-    image.write_oci_layout(&tar, IMAGE).expect("write image");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .args(["image", "import", "--data-dir"])
-        .arg(s.data_dir())
-        .arg(&tar)
-        .output()
-        .expect("skiff image import");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    wait_for(&s, Duration::from_secs(60), "the node to be Ready", || {
-        let out = s.kubectl(&[
-            "get",
-            "nodes",
-            "-o",
-            "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
-        ]);
-        String::from_utf8_lossy(&out.stdout).trim() == "True"
-    });
-    s
-}
-
-fn wait_for(s: &TestServer, timeout: Duration, what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        if Instant::now() > deadline {
-            let pods = s.kubectl(&["get", "pods", "-A", "-o", "wide"]);
-            let events = s.kubectl(&["get", "events", "-A"]);
-            panic!(
-                "timed out waiting for {what}\n{}\n{}\n{}",
-                String::from_utf8_lossy(&pods.stdout),
-                String::from_utf8_lossy(&events.stdout),
-                s.log_tail(60)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The STATUS column of `kubectl get pod NAME`.
-fn status_column(s: &TestServer, pod: &str) -> String {
-    let out = s.kubectl(&["get", "pod", pod, "--no-headers"]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    text.split_whitespace().nth(2).unwrap_or("").to_string()
+    testkit::node::server_with_node(std::path::Path::new(env!("CARGO_BIN_EXE_skiff")))
 }
 
 fn pod_json(s: &TestServer, pod: &str) -> serde_json::Value {
@@ -586,21 +536,10 @@ fn a_second_agent_joined_with_the_token_runs_pods_too() {
         .unwrap();
     let data = second.path().join("data");
     // The image goes into the second node's own store.
-    let tar = second.path().join("busybox.tar");
-    testkit::images::TestImage::busybox()
-        .unwrap()
-        .write_oci_layout(&tar, IMAGE)
-        .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .args(["image", "import", "--data-dir"])
-        .arg(&data)
-        .arg(&tar)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    testkit::node::import_test_image(
+        std::path::Path::new(env!("CARGO_BIN_EXE_skiff")),
+        &data,
+        IMAGE,
     );
     let mut agent = testkit::Background::new(
         std::process::Command::new(env!("CARGO_BIN_EXE_skiff"))

@@ -11,6 +11,7 @@
 //! ```
 
 pub mod images;
+pub mod node;
 pub mod simulated;
 pub use simulated::SimulatedNodes;
 

@@ -88,23 +88,7 @@ impl Agent {
 }
 
 fn import_image(skiff: &Path, data: &Path) -> Result<()> {
-    std::fs::create_dir_all(data)?;
-    let tar = data.join("busybox.tar");
-    testkit::images::TestImage::busybox()
-        .context("building the busybox test image (needs busybox-static)")?
-        .write_oci_layout(&tar, IMAGE)?;
-    let out = Command::new(skiff)
-        .args(["image", "import", "--data-dir"])
-        .arg(data)
-        .arg(&tar)
-        .output()
-        .context("skiff image import")?;
-    if !out.status.success() {
-        bail!(
-            "skiff image import: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    testkit::node::import_test_image(skiff, data, IMAGE);
     Ok(())
 }
 

@@ -1,0 +1,74 @@
+//! A single-node server with real containers (the embedded agent, as root) and what the
+//! pod tests share: the busybox test image imported into the node's store, waiting with a
+//! diagnosis (pods, events, server log) on timeout, kubectl's STATUS column.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::{ServerOptions, TestServer};
+
+/// The busybox test image, as imported into a test node's store.
+pub const TEST_IMAGE: &str = "skiff.test/busybox:1";
+
+/// Imports the busybox test image as `name` into the image store under `data_dir`.
+pub fn import_test_image(bin: &Path, data_dir: &Path, name: &str) {
+    std::fs::create_dir_all(data_dir).expect("create the data dir");
+    let tar = data_dir.join("busybox.tar");
+    crate::images::TestImage::busybox()
+        .expect("busybox test image")
+        .write_oci_layout(&tar, name)
+        .expect("write image");
+    let out = std::process::Command::new(bin)
+        .args(["image", "import", "--data-dir"])
+        .arg(data_dir)
+        .arg(&tar)
+        .output()
+        .expect("skiff image import");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A server with its node agent, the test image in the node's store, the node Ready.
+pub fn server_with_node(bin: &Path) -> TestServer {
+    let s = TestServer::start(ServerOptions::new(bin).with_agent())
+        .expect("start skiff server with its agent");
+    import_test_image(bin, &s.data_dir(), TEST_IMAGE);
+    wait_for(&s, Duration::from_secs(60), "the node to be Ready", || {
+        let out = s.kubectl(&[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim() == "True"
+    });
+    s
+}
+
+/// Polls `ok` every 200 ms; on timeout panics with the pods, events and server log.
+pub fn wait_for(s: &TestServer, timeout: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        if Instant::now() > deadline {
+            let pods = s.kubectl(&["get", "pods", "-A", "-o", "wide"]);
+            let events = s.kubectl(&["get", "events", "-A"]);
+            panic!(
+                "timed out waiting for {what}\n{}\n{}\n{}",
+                String::from_utf8_lossy(&pods.stdout),
+                String::from_utf8_lossy(&events.stdout),
+                s.log_tail(60)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The STATUS column of `kubectl get pod NAME`.
+pub fn status_column(s: &TestServer, pod: &str) -> String {
+    let out = s.kubectl(&["get", "pod", pod, "--no-headers"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace().nth(2).unwrap_or("").to_string()
+}
