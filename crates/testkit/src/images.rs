@@ -15,7 +15,7 @@ pub const BUSYBOX: &str = "/bin/busybox";
 /// The applets linked in `/bin`.
 pub const APPLETS: &[&str] = &[
     "sh", "httpd", "wget", "nc", "sleep", "echo", "cat", "ls", "ps", "mkdir", "env", "id",
-    "hostname", "true", "false",
+    "hostname", "true", "false", "tar", "wc",
 ];
 
 /// The mtime of every entry (2024-01-01T00:00:00Z).
