@@ -11,6 +11,7 @@ use informers::ObjectKey;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 
 use crate::resources::{self, Resources};
+use crate::selector_index::{pod_counts_for, NodeId, SelectorIndex, Tracked};
 
 /// Highest score a plugin gives a node (upstream `MaxNodeScore`).
 pub const MAX_NODE_SCORE: i64 = 100;
@@ -145,95 +146,27 @@ pub struct NodeInfo {
     pub requested: Resources,
     pub non_zero_requested: (i64, i64),
     /// Change only through [`NodeInfo::add_pod`] / [`NodeInfo::remove_pod`] (they keep the
-    /// counters and the selector memo right).
+    /// counters right), and, for a node in a [`Snapshot`], only through the snapshot's
+    /// methods (they keep its [`SelectorIndex`] right).
     pub pods: Vec<Arc<PodInfo>>,
     pub pods_with_affinity: usize,
     pub pods_with_required_anti_affinity: usize,
-    /// Counts of this node's pods matching recently asked selectors, kept exact as pods
-    /// come and go (spreading asks the same question of every node for every replica).
-    selector_counts: SelectorCounts,
-}
-
-/// Remembered selectors per node (most recently used last).
-const SELECTOR_COUNTS_KEPT: usize = 16;
-
-#[derive(Debug, Clone)]
-struct SelectorCount {
-    namespace: String,
-    selector: api::selectors::LabelSelector,
-    count: i64,
-}
-
-/// A small most-recently-used memo of selector → matching pods on one node. Interior
-/// mutability because plugins read nodes through `&NodeInfo`.
-#[derive(Debug, Default)]
-struct SelectorCounts(std::sync::Mutex<Vec<SelectorCount>>);
-
-impl Clone for SelectorCounts {
-    fn clone(&self) -> Self {
-        SelectorCounts(std::sync::Mutex::new(self.entries().clone()))
-    }
-}
-
-impl SelectorCounts {
-    fn entries(&self) -> std::sync::MutexGuard<'_, Vec<SelectorCount>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Adjust every remembered count the pod matches by `delta`.
-    fn pod_changed(&self, pod: &PodInfo, delta: i64) {
-        let mut entries = self.entries();
-        if entries.is_empty() || pod.pod.metadata.deletion_timestamp.is_some() {
-            return;
-        }
-        for e in entries.iter_mut() {
-            if e.namespace == pod.namespace() && e.selector.matches(pod.labels()) {
-                e.count += delta;
-            }
-        }
-    }
-}
-
-/// Whether a pod counts for a selector in a namespace (terminating pods never do).
-fn pod_counts_for(
-    pod: &PodInfo,
-    namespace: &str,
-    selector: &api::selectors::LabelSelector,
-) -> bool {
-    pod.namespace() == namespace
-        && pod.pod.metadata.deletion_timestamp.is_none()
-        && selector.matches(pod.labels())
+    /// Its identity in the snapshot's [`SelectorIndex`] (0 outside a snapshot).
+    id: NodeId,
 }
 
 impl NodeInfo {
-    /// This node's pods in `namespace` (not terminating) that `selector` matches.
+    /// This node's pods in `namespace` (not terminating) that `selector` matches, counted
+    /// by looking at each (what [`Snapshot::matching`] answers without looking).
     pub fn count_matching(&self, namespace: &str, selector: &api::selectors::LabelSelector) -> i64 {
-        let mut entries = self.selector_counts.entries();
-        if let Some(i) = entries
-            .iter()
-            .position(|e| e.namespace == namespace && &e.selector == selector)
-        {
-            let hit = entries.remove(i);
-            let count = hit.count;
-            entries.push(hit);
-            return count;
-        }
-        let count = self
-            .pods
+        self.pods
             .iter()
             .filter(|p| pod_counts_for(p, namespace, selector))
-            .count() as i64;
-        if entries.len() == SELECTOR_COUNTS_KEPT {
-            entries.remove(0);
-        }
-        entries.push(SelectorCount {
-            namespace: namespace.to_string(),
-            selector: selector.clone(),
-            count,
-        });
-        count
+            .count() as i64
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
     }
 
     pub fn new(name: &str) -> NodeInfo {
@@ -246,7 +179,7 @@ impl NodeInfo {
             pods: Vec::new(),
             pods_with_affinity: 0,
             pods_with_required_anti_affinity: 0,
-            selector_counts: SelectorCounts::default(),
+            id: 0,
         }
     }
 
@@ -265,17 +198,13 @@ impl NodeInfo {
         if pod.has_required_anti_affinity {
             self.pods_with_required_anti_affinity += 1;
         }
-        self.selector_counts.pod_changed(&pod, 1);
         self.pods.push(pod);
     }
 
-    /// Forget a pod; false if it was not here.
-    pub fn remove_pod(&mut self, key: &ObjectKey) -> bool {
-        let Some(i) = self.pods.iter().position(|p| &p.key == key) else {
-            return false;
-        };
+    /// Forget a pod, returning it (`None` if it was not here).
+    pub fn remove_pod(&mut self, key: &ObjectKey) -> Option<Arc<PodInfo>> {
+        let i = self.pods.iter().position(|p| &p.key == key)?;
         let pod = self.pods.swap_remove(i);
-        self.selector_counts.pod_changed(&pod, -1);
         self.requested.sub(&pod.requests);
         self.non_zero_requested.0 -= pod.non_zero.0;
         self.non_zero_requested.1 -= pod.non_zero.1;
@@ -285,7 +214,7 @@ impl NodeInfo {
         if pod.has_required_anti_affinity {
             self.pods_with_required_anti_affinity -= 1;
         }
-        true
+        Some(pod)
     }
 
     pub fn labels(&self) -> &BTreeMap<String, String> {
@@ -320,6 +249,11 @@ pub struct Snapshot {
     index: HashMap<String, usize>,
     /// Labels of every namespace, for affinity terms with a namespaceSelector.
     pub namespace_labels: HashMap<String, BTreeMap<String, String>>,
+    /// Matching pods per node for the selectors spreading asks about, kept exact by
+    /// [`Snapshot::add_pod`] / [`Snapshot::remove_pod`].
+    selectors: SelectorIndex,
+    /// The id the next new node entry gets (ids start at 1; 0 is "not in a snapshot").
+    last_node_id: NodeId,
     /// Claims, volumes and classes (VolumeBinding). Shared so that cloning a snapshot
     /// (preemption's trial runs) does not copy them.
     pub volumes: Arc<crate::plugins::volume_binding::Volumes>,
@@ -353,7 +287,10 @@ impl Snapshot {
         let i = match self.index.get(name) {
             Some(i) => *i,
             None => {
-                self.nodes.push(NodeInfo::new(name));
+                let mut n = NodeInfo::new(name);
+                self.last_node_id += 1;
+                n.id = self.last_node_id;
+                self.nodes.push(n);
                 self.index.insert(name.to_string(), self.nodes.len() - 1);
                 self.nodes.len() - 1
             }
@@ -388,22 +325,79 @@ impl Snapshot {
     }
 
     pub fn add_pod(&mut self, node: &str, pod: Arc<PodInfo>) {
-        self.entry(node).add_pod(pod);
+        let n = self.entry(node);
+        let id = n.id;
+        n.add_pod(pod.clone());
+        self.selectors.pod_added(id, &pod);
     }
 
     pub fn remove_pod(&mut self, node: &str, key: &ObjectKey) {
         let Some(i) = self.index.get(node).copied() else {
             return;
         };
-        self.nodes[i].remove_pod(key);
+        if let Some(pod) = self.nodes[i].remove_pod(key) {
+            self.selectors.pod_removed(self.nodes[i].id, &pod);
+        }
         if self.nodes[i].node.is_none() && self.nodes[i].pods.is_empty() {
             self.drop_entry(i);
+        }
+    }
+
+    /// Count `selector`'s matching pods in `namespace` per node incrementally from now on
+    /// (see [`SelectorIndex::track`]); the scheduler calls it before deciding for a pod
+    /// whose spreading constraints use the selector.
+    pub fn track_selector(&mut self, namespace: &str, selector: &api::selectors::LabelSelector) {
+        self.selectors.track(namespace, selector, &self.nodes);
+    }
+
+    /// Selectors counted incrementally now.
+    pub fn tracked_selectors(&self) -> usize {
+        self.selectors.len()
+    }
+
+    /// How to learn a node's pods in `namespace` (not terminating) that `selector`
+    /// matches: from the index if it tracks the selector, else by looking at the pods.
+    pub fn matching<'a>(
+        &'a self,
+        namespace: &'a str,
+        selector: &'a api::selectors::LabelSelector,
+    ) -> MatchingPods<'a> {
+        match self.selectors.get(namespace, selector) {
+            Some(t) => MatchingPods::Tracked(t),
+            None => MatchingPods::Scan {
+                namespace,
+                selector,
+            },
         }
     }
 
     /// Nodes that exist (upstream's "N" in "0/N nodes are available").
     pub fn num_nodes(&self) -> usize {
         self.nodes.iter().filter(|n| n.node.is_some()).count()
+    }
+}
+
+/// A selector's matching pods per node, resolved once per question (see
+/// [`Snapshot::matching`]); both ways give the same answer.
+#[derive(Debug, Clone, Copy)]
+pub enum MatchingPods<'a> {
+    Tracked(&'a Tracked),
+    Scan {
+        namespace: &'a str,
+        selector: &'a api::selectors::LabelSelector,
+    },
+}
+
+impl MatchingPods<'_> {
+    /// Matching pods on `node`, a node of the snapshot this came from.
+    pub fn on(&self, node: &NodeInfo) -> i64 {
+        match self {
+            MatchingPods::Tracked(t) => t.on(node.id),
+            MatchingPods::Scan {
+                namespace,
+                selector,
+            } => node.count_matching(namespace, selector),
+        }
     }
 }
 
@@ -699,21 +693,22 @@ fn preemption_verdict(
                     reasons.push(NO_VICTIMS.into());
                     continue;
                 }
-                // Would the pod fit with every lower-priority pod gone?
-                let mut without = node.clone();
-                for p in lower {
-                    without.remove_pod(&p.key);
-                }
+                // Would the pod fit with every lower-priority pod gone? (Removed through the
+                // trial snapshot, so that its selector counts agree.)
                 let mut trial = snapshot.clone();
-                if let Some(i) = trial.index.get(name).copied() {
-                    trial.nodes[i] = without.clone();
+                for p in lower {
+                    trial.remove_pod(name, &p.key);
                 }
+                let Some(without) = trial.node(name) else {
+                    reasons.push(NO_VICTIMS.into());
+                    continue;
+                };
                 let states: Vec<State> = profile
                     .filters
                     .iter()
                     .map(|p| p.pre_filter(pod, &trial).ok().flatten())
                     .collect();
-                let st = run_filters(profile, &states, pod, &without);
+                let st = run_filters(profile, &states, pod, without);
                 if st.is_success() {
                     reasons.push(NO_VICTIMS.into());
                 } else {
@@ -829,39 +824,6 @@ mod tests {
             let err = decide(case.nodes, case.existing, case.pod).expect_err(case.name);
             assert_eq!(err.message(), case.want, "{}", case.name);
         }
-    }
-
-    #[test]
-    fn remembered_selector_counts_follow_pods_coming_and_going() {
-        let labelled = |name: &str, app: &str| {
-            Arc::new(PodInfo::new(Arc::new(pod(
-                name,
-                json!({"metadata": {"labels": {"app": app}}}),
-            ))))
-        };
-        let web = api::selectors::LabelSelector::parse("app=web").expect("selector");
-        let mut n = NodeInfo::new("n1");
-        n.add_pod(labelled("w0", "web"));
-        n.add_pod(labelled("d0", "db"));
-        assert_eq!(n.count_matching("default", &web), 1);
-        n.add_pod(labelled("w1", "web"));
-        assert_eq!(
-            n.count_matching("default", &web),
-            2,
-            "added after the first question"
-        );
-        assert!(n.remove_pod(&ObjectKey::new("default", "w0")));
-        let copy = n.clone();
-        assert_eq!(n.count_matching("default", &web), 1);
-        assert_eq!(copy.count_matching("default", &web), 1);
-        assert_eq!(n.count_matching("other", &web), 0, "namespaces differ");
-        // Past the memo's size the oldest selectors are recounted, still right.
-        for i in 0..(SELECTOR_COUNTS_KEPT + 2) {
-            let sel = api::selectors::LabelSelector::parse(&format!("app=x{i}")).expect("selector");
-            assert_eq!(n.count_matching("default", &sel), 0);
-        }
-        n.add_pod(labelled("w2", "web"));
-        assert_eq!(n.count_matching("default", &web), 2);
     }
 
     #[test]

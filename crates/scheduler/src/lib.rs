@@ -8,14 +8,15 @@
 //!   decision) and the FailedScheduling message.
 //! - [`plugins`]: one file per upstream plugin.
 //! - [`cache`]: pods counted per node, including *assumed* pods whose binding is in flight.
+//! - [`selector_index`]: matching pods per node for the selectors spreading asks about,
+//!   kept exact incrementally in the snapshot.
 //! - `run`: the loop that feeds the cache and queue from the informers, decides, and acts
 //!   (binds asynchronously, many at once; reports failures).
 //!
 //! Decisions that differ from upstream: no preemption (a node where evicting
 //! lower-priority pods would help is reported as "No preemption victims found for incoming
-//! pod"); the cluster-default PodTopologySpread constraints (which need Service/ReplicaSet
-//! selectors) are not applied; of the volume plugins only VolumeBinding exists (no cloud
-//! volume limits, no VolumeZone, no volume capacity scoring).
+//! pod"); of the volume plugins only VolumeBinding exists (no cloud volume limits, no
+//! VolumeZone, no volume capacity scoring).
 
 pub mod cache;
 pub mod framework;
@@ -23,6 +24,7 @@ pub mod plugins;
 pub mod queue;
 pub mod resources;
 mod run;
+pub mod selector_index;
 
 use std::sync::Arc;
 

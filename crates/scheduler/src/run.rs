@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::cache::{self, Cache, PodEffect};
 use crate::framework::{self, Cursor, PodInfo, Profile, TieBreaker};
+use crate::plugins::pod_topology_spread;
 use crate::plugins::volume_binding::{self, BindStep};
 use crate::queue::{ClusterEvent, SchedulingQueue};
 use crate::SCHEDULER_NAME;
@@ -589,6 +590,13 @@ impl Scheduler {
         let mut info = PodInfo::new(pod.clone());
         info.default_spread_selector = self.owners.default_selector(&pod);
         let info = Arc::new(info);
+        // Spreading counts the pods its selectors match on every node: the snapshot keeps
+        // those counts from now on (a no-op for selectors it tracks already).
+        for selector in pod_topology_spread::counted_selectors(&info) {
+            self.cache
+                .snapshot
+                .track_selector(info.namespace(), &selector);
+        }
         let decision = framework::schedule(
             &self.profile,
             &info,

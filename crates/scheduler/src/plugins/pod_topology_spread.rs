@@ -5,6 +5,8 @@
 //! `PodTopologySpread`). A pod that declares no constraints gets upstream's cluster defaults
 //! (hostname maxSkew 3, zone maxSkew 5, both ScheduleAnyway) over the selector of the
 //! Services and controller that own it; nodes lacking a default key are not ignored then.
+//! Matching pods are counted through [`Snapshot::matching`]: from the snapshot's selector
+//! index for the [`counted_selectors`] the scheduler has it track, else pod by pod.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -14,8 +16,10 @@ use k8s_openapi::api::core::v1::{Pod, TopologySpreadConstraint};
 use super::node_affinity::pod_matches_node;
 use super::taint_toleration::tolerates;
 use crate::framework::{
-    FilterPlugin, NodeInfo, PodInfo, ScorePlugin, Snapshot, State, Status, MAX_NODE_SCORE,
+    FilterPlugin, MatchingPods, NodeInfo, PodInfo, ScorePlugin, Snapshot, State, Status,
+    MAX_NODE_SCORE,
 };
+use crate::selector_index::NodeId;
 
 pub const NAME: &str = "PodTopologySpread";
 pub const ERR_CONSTRAINTS: &str = "node(s) didn't match pod topology spread constraints";
@@ -102,6 +106,20 @@ fn system_default_constraints(pod: &PodInfo, action: &str) -> Vec<Constraint> {
         .collect()
 }
 
+/// The selectors this pod's constraints (declared or default) count matching pods with,
+/// without repeats: what the scheduler has the snapshot track before deciding for it.
+pub fn counted_selectors(pod: &PodInfo) -> Vec<LabelSelector> {
+    let mut selectors: Vec<LabelSelector> = Vec::new();
+    for action in ["DoNotSchedule", "ScheduleAnyway"] {
+        for c in constraints(pod, action).0 {
+            if !selectors.contains(&c.selector) {
+                selectors.push(c.selector);
+            }
+        }
+    }
+    selectors
+}
+
 /// Upstream `DefaultSelector`: the Services selecting the pod (their selectors merged) and,
 /// when the pod's controller is a ReplicaSet or StatefulSet, that controller's selector
 /// added. Callers pass the Services of the pod's namespace and the controller's selector.
@@ -155,10 +173,6 @@ fn eligible(pod: &PodInfo, node: &NodeInfo, cs: &[Constraint], require_all: bool
     true
 }
 
-fn matching_pods(node: &NodeInfo, namespace: &str, sel: &LabelSelector) -> i64 {
-    node.count_matching(namespace, sel)
-}
-
 struct FilterState {
     constraints: Vec<Constraint>,
     /// Per constraint: domain value → matching pods.
@@ -177,14 +191,18 @@ impl FilterPlugin for PodTopologySpread {
         if cs.is_empty() {
             return Ok(None);
         }
+        let matching: Vec<MatchingPods> = cs
+            .iter()
+            .map(|c| snap.matching(pod.namespace(), &c.selector))
+            .collect();
         let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); cs.len()];
         for node in snap.nodes.iter().filter(|n| eligible(pod, n, &cs, true)) {
             for (i, c) in cs.iter().enumerate() {
                 let value = node.labels()[&c.key].clone();
-                *counts[i].entry(value).or_insert(0) +=
-                    matching_pods(node, pod.namespace(), &c.selector);
+                *counts[i].entry(value).or_insert(0) += matching[i].on(node);
             }
         }
+        drop(matching);
         let min = cs
             .iter()
             .zip(&counts)
@@ -225,6 +243,8 @@ struct ScoreState {
     constraints: Vec<Constraint>,
     /// Per constraint (non-hostname keys): domain value → matching pods.
     counts: Vec<HashMap<String, i64>>,
+    /// Per constraint (hostname keys): feasible node → matching pods (absent: none).
+    host_counts: Vec<HashMap<NodeId, i64>>,
     /// Per constraint: ln(domains + 2), so keys with many domains weigh more.
     weights: Vec<f64>,
     /// Feasible nodes lacking a key: scored 0.
@@ -261,8 +281,21 @@ impl ScorePlugin for PodTopologySpread {
             .iter()
             .map(|d| ((d.len() + 2) as f64).ln())
             .collect();
+        let matching: Vec<MatchingPods> = cs
+            .iter()
+            .map(|c| snap.matching(pod.namespace(), &c.selector))
+            .collect();
+        let mut host_counts: Vec<HashMap<NodeId, i64>> = vec![HashMap::new(); cs.len()];
+        for (i, _) in cs.iter().enumerate().filter(|(_, c)| c.key == HOSTNAME) {
+            for n in feasible {
+                let count = matching[i].on(n);
+                if count != 0 {
+                    host_counts[i].insert(n.id(), count);
+                }
+            }
+        }
         let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); cs.len()];
-        // Hostname counts are taken per node in `score`; a key no feasible node carries
+        // Hostname counts are per feasible node (above); a key no feasible node carries
         // (the default zone key on a cluster without zones) has nothing to count.
         let to_count = cs
             .iter()
@@ -281,20 +314,21 @@ impl ScorePlugin for PodTopologySpread {
                     continue;
                 };
                 if domains[i].contains(value.as_str()) {
-                    *counts[i].entry(value.clone()).or_insert(0) +=
-                        matching_pods(node, pod.namespace(), &c.selector);
+                    *counts[i].entry(value.clone()).or_insert(0) += matching[i].on(node);
                 }
             }
         }
+        drop(matching);
         Some(Box::new(ScoreState {
             constraints: cs,
             counts,
+            host_counts,
             weights,
             ignored,
         }))
     }
 
-    fn score(&self, state: &State, pod: &PodInfo, node: &NodeInfo) -> i64 {
+    fn score(&self, state: &State, _pod: &PodInfo, node: &NodeInfo) -> i64 {
         let Some(st) = state.as_ref().and_then(|s| s.downcast_ref::<ScoreState>()) else {
             return 0;
         };
@@ -305,7 +339,7 @@ impl ScorePlugin for PodTopologySpread {
                 continue;
             };
             let count = if c.key == HOSTNAME {
-                matching_pods(node, pod.namespace(), &c.selector)
+                st.host_counts[i].get(&node.id()).copied().unwrap_or(0)
             } else {
                 st.counts[i].get(value).copied().unwrap_or(0)
             };
@@ -490,6 +524,80 @@ mod tests {
         assert!(PodTopologySpread
             .pre_score(&unowned, &snap, &snap.nodes.iter().collect::<Vec<_>>())
             .is_none());
+    }
+
+    #[test]
+    fn decisions_with_tracked_selectors_equal_decisions_by_recounting() {
+        use crate::cache::Cache;
+        use crate::framework::{schedule, Cursor, TieBreaker};
+        use crate::plugins::default_profile;
+        use std::sync::Arc;
+
+        let mut a = Cache::new(); // tracks the selectors, as the scheduler loop does
+        let mut b = Cache::new(); // never does: every count is a recount
+        for i in 0..12 {
+            let zone = ["z1", "z2", "z3"][i % 3];
+            let n = Arc::new(node(
+                &format!("n{i}"),
+                json!({"metadata": {"labels": {"topology.kubernetes.io/zone": zone,
+                    "kubernetes.io/hostname": format!("n{i}")}}}),
+            ));
+            a.node_applied(n.clone());
+            b.node_applied(n);
+        }
+        let profile = default_profile();
+        let (mut cursor_a, mut cursor_b) = (Cursor::default(), Cursor::default());
+        let (mut ties_a, mut ties_b) = (TieBreaker::new(11), TieBreaker::new(11));
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut roll = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut placed: Vec<String> = Vec::new();
+        for i in 0..400 {
+            // 20 workloads interleaved, more than any per-node memo of recent selectors.
+            let app = format!("app{}", roll(20));
+            let declared = roll(4) == 0;
+            let spec = if declared {
+                json!({"metadata": {"labels": {"app": app}}, "spec": {"topologySpreadConstraints": [
+                    {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "DoNotSchedule",
+                     "labelSelector": {"matchLabels": {"app": app}}},
+                    {"maxSkew": 2, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+                     "labelSelector": {"matchLabels": {"app": app}}}]}})
+            } else {
+                json!({"metadata": {"labels": {"app": app}}})
+            };
+            let mut p = info(pod(&format!("p{i}"), spec));
+            if !declared {
+                p.default_spread_selector =
+                    Some(LabelSelector::parse(&format!("app={app}")).expect("selector"));
+            }
+            let p = Arc::new(p);
+            for sel in counted_selectors(&p) {
+                a.snapshot.track_selector(p.namespace(), &sel);
+            }
+            let got_a = schedule(&profile, &p, &a.snapshot, &mut cursor_a, &mut ties_a)
+                .map_err(|e| e.message());
+            let got_b = schedule(&profile, &p, &b.snapshot, &mut cursor_b, &mut ties_b)
+                .map_err(|e| e.message());
+            assert_eq!(got_a, got_b, "pod {i} ({app})");
+            if let Ok(n) = got_a {
+                a.assume(&n, p.clone());
+                b.assume(&n, p.clone());
+                placed.push(p.key.name.clone());
+            }
+            // Some replicas go away again.
+            if roll(5) == 0 && !placed.is_empty() {
+                let gone = placed.swap_remove(roll(placed.len() as u64) as usize);
+                let key = informers::ObjectKey::new("default", &gone);
+                a.pod_deleted(&key);
+                b.pod_deleted(&key);
+            }
+        }
+        assert!(a.snapshot.tracked_selectors() >= 20);
+        assert_eq!(b.snapshot.tracked_selectors(), 0);
     }
 
     #[test]
