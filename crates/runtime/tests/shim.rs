@@ -85,6 +85,7 @@ impl Fixture {
             mounts: vec![],
             user: Default::default(),
             oom_score_adj: None,
+            stdio: Default::default(),
         }
     }
 

@@ -240,7 +240,8 @@ pub fn handle(
         .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "building the upgrade"))
 }
 
-fn frame(stream: u8, data: &[u8]) -> Message {
+/// One channel-protocol message: the stream byte, then the data (attach.rs shares it).
+pub fn frame(stream: u8, data: &[u8]) -> Message {
     let mut v = Vec::with_capacity(data.len() + 1);
     v.push(stream);
     v.extend_from_slice(data);

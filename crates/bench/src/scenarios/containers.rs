@@ -63,6 +63,7 @@ impl Bench {
             mounts: vec![],
             user: Default::default(),
             oom_score_adj: None,
+            stdio: Default::default(),
         }
     }
 

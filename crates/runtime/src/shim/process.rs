@@ -1,13 +1,20 @@
 //! The shim process itself: `<binary> container-shim <state_dir>`. Called from `main()`
 //! before any thread exists, it detaches (fork, setsid), runs the container with
 //! libcontainer, reports start or failure over its stdout (the handshake pipe), copies the
-//! container's output into the CRI log, waits for the exit, cleans up the cgroup and
-//! libcontainer state, writes the exit record and exits. The only place libcontainer runs.
+//! container's output into the CRI log and to attach clients (streams.rs), feeds their input
+//! to the container's stdin when it is kept open, waits for the exit, cleans up the cgroup
+//! and libcontainer state, writes the exit record and exits. The only place libcontainer
+//! runs.
+//!
+//! stdio: stdin is /dev/null, or with `stdin` a pipe whose write end the shim holds;
+//! stdout and stderr are pipes. With `tty` libcontainer makes a terminal inside the
+//! container and hands its master over `console.sock`; the shim reads both streams from it
+//! (logged as stdout, as containerd does) and writes input and window sizes to it.
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -18,14 +25,17 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use super::attach;
 use super::cgroup;
 use super::cri_log::{self, LineSplitter, Stream};
 use super::executor::ShimExecutor;
-use super::pidfd::{poll_readable, PidFd};
+use super::pidfd::PidFd;
 use super::state::{
     self, classify_start_error, exit_code_of, read_json, rfc3339_nano, write_json_atomic,
     ExitRecord, Handshake, ShimRequest, StartErrorKind, StartedRecord, StateDir,
+    CONSOLE_SOCKET_NAME,
 };
+use super::streams::{self, Hub};
 
 /// The hidden subcommand that turns a binary into a shim: `<binary> container-shim <dir>`.
 pub const SHIM_SUBCOMMAND: &str = "container-shim";
@@ -33,6 +43,9 @@ pub const SHIM_SUBCOMMAND: &str = "container-shim";
 /// How long output is still copied after the container's first process exited (other
 /// processes of a joined pid namespace may hold the pipes open).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// How long the shim waits for libcontainer to hand over a terminal's master.
+const CONSOLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShimError {
@@ -151,6 +164,7 @@ fn run(state: &StateDir) -> Result<(), ShimError> {
         Err(e) => {
             // libcontainer removed its own state on failure; drop the empty root too.
             let _ = std::fs::remove_dir(state.libcontainer_root());
+            let _ = std::fs::remove_file(state.attach_socket());
             report(&Handshake::Failed {
                 kind: e.kind(),
                 message: e.to_string(),
@@ -161,6 +175,10 @@ fn run(state: &StateDir) -> Result<(), ShimError> {
     let (mut running, record) = started;
     report(&Handshake::Started(record.clone()));
     let outcome = running.supervise();
+    // Attach clients get the last output and see the connection end before exit.json.
+    if let Some(hub) = running.hub.take() {
+        hub.shutdown();
+    }
     let cleanup_error = running.cleanup().err().map(|e| e.to_string());
     if let Some(e) = &cleanup_error {
         eprintln!("skiff shim: cleanup: {e}");
@@ -192,7 +210,8 @@ fn report(handshake: &Handshake) {
     }
 }
 
-/// A created and started container, with the read ends of its output pipes.
+/// A created and started container, with the read ends of its output pipes (for a
+/// terminal: its master as `stdout`) and its attach side.
 struct Running {
     id: String,
     cgroups_path: PathBuf,
@@ -200,10 +219,59 @@ struct Running {
     pid: i32,
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
+    hub: Option<Hub>,
     log: File,
     log_path: PathBuf,
     log_max_bytes: u64,
     libcontainer_root: PathBuf,
+}
+
+/// What one poll slot of the supervise loop stands for.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Output(usize),
+    Exit,
+    Attach(streams::Token),
+}
+
+/// Accepts libcontainer's connection on the console socket and takes the terminal master
+/// it sends (SCM_RIGHTS), waiting at most `timeout`.
+fn receive_master(
+    listener: &std::os::unix::net::UnixListener,
+    timeout: Duration,
+) -> std::io::Result<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "no terminal was sent");
+    if streams::poll(&[(listener.as_raw_fd(), libc::POLLIN)], Some(timeout))?[0] == 0 {
+        return Err(timed_out());
+    }
+    let (conn, _) = listener.accept()?;
+    if streams::poll(&[(conn.as_raw_fd(), libc::POLLIN)], Some(timeout))?[0] == 0 {
+        return Err(timed_out());
+    }
+    let mut name = [0u8; 64];
+    let mut iov = [std::io::IoSliceMut::new(&mut name)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
+    let mut master = None;
+    for cmsg in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            for fd in fds {
+                // SAFETY: the kernel just installed this descriptor for us; we own it.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                if master.is_none() {
+                    master = Some(owned);
+                }
+            }
+        }
+    }
+    master.ok_or_else(|| std::io::Error::other("the console socket message carried no descriptor"))
 }
 
 /// How the container ended.
@@ -266,12 +334,10 @@ fn start(state: &StateDir) -> Result<(Running, StartedRecord), ShimError> {
             source: std::io::Error::from(e),
         }
     };
-    let (out_r, out_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("stdout pipe"))?;
-    let (err_r, err_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("stderr pipe"))?;
-    let stdin = File::open("/dev/null").map_err(io_err("opening", Path::new("/dev/null")))?;
-
+    // The attach socket first: a shim that cannot offer it starts nothing.
+    let attach_listener = attach::bind(state.root(), attach::SOCKET_NAME)
+        .map_err(io_err("binding attach socket in", state.root()))?;
+    let stdio = config.stdio;
     let lc_root = state.libcontainer_root();
     std::fs::create_dir_all(&lc_root).map_err(io_err("creating", &lc_root))?;
     let lc = |what: &'static str| {
@@ -282,22 +348,107 @@ fn start(state: &StateDir) -> Result<(Running, StartedRecord), ShimError> {
             message: chain(&e),
         }
     };
-    let mut container = ContainerBuilder::new(id.clone(), SyscallType::default())
+    let mut builder = ContainerBuilder::new(id.clone(), SyscallType::default())
         .with_executor(ShimExecutor)
         .with_root_path(&lc_root)
-        .map_err(lc("libcontainer root"))?
-        .with_stdin(OwnedFd::from(stdin))
-        .with_stdout(out_w)
-        .with_stderr(err_w)
+        .map_err(lc("libcontainer root"))?;
+    // What the shim keeps: output read ends (or the terminal), the stdin write end.
+    let (mut out_r, mut err_r, mut input) = (None, None, None);
+    let console = if stdio.tty {
+        let listener = attach::bind(state.root(), CONSOLE_SOCKET_NAME)
+            .map_err(io_err("binding console socket in", state.root()))?;
+        builder = builder.with_console_socket(Some(state.console_socket()));
+        Some(listener)
+    } else {
+        let (r, w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("stdout pipe"))?;
+        out_r = Some(r);
+        builder = builder.with_stdout(w);
+        let (r, w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("stderr pipe"))?;
+        err_r = Some(r);
+        builder = builder.with_stderr(w);
+        if stdio.stdin {
+            let (r, w) =
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("stdin pipe"))?;
+            input = Some(w);
+            builder = builder.with_stdin(r);
+        } else {
+            let null =
+                File::open("/dev/null").map_err(io_err("opening", Path::new("/dev/null")))?;
+            builder = builder.with_stdin(OwnedFd::from(null));
+        }
+        None
+    };
+    let built = builder
         .validate_id()
         .map_err(lc("container id"))?
         .as_init(&bundle)
         .with_systemd(false)
         .with_detach(true)
-        .build()
-        .map_err(lc("creating container"))?;
-    // The write ends went into the builder and were closed with it: EOF on the read ends
-    // now means every process of the container has closed its output.
+        .build();
+    // The container's ends of the pipes went into the builder and were closed with it: EOF
+    // on the read ends now means every process of the container has closed its output.
+    let mut container = match built {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(state.console_socket());
+            return Err(lc("creating container")(e));
+        }
+    };
+    let mut terminal = None;
+    if let Some(listener) = console {
+        let received = receive_master(&listener, CONSOLE_TIMEOUT);
+        drop(listener);
+        let _ = std::fs::remove_file(state.console_socket());
+        match received {
+            Ok(master) => terminal = Some(master),
+            Err(source) => {
+                let _ = container.delete(true);
+                let _ = std::fs::remove_dir_all(&lc_root);
+                return Err(ShimError::Sys {
+                    id,
+                    what: "receiving the terminal from libcontainer",
+                    source,
+                });
+            }
+        }
+    }
+    let mut resize_fd = None;
+    if let Some(master) = &terminal {
+        // Reads (into the log), input and window sizes share the master.
+        let dup = |what| {
+            master.try_clone().map_err(|source| ShimError::Sys {
+                id: id.clone(),
+                what,
+                source,
+            })
+        };
+        if stdio.stdin {
+            input = Some(dup("duplicating the terminal")?);
+        }
+        resize_fd = Some(dup("duplicating the terminal")?);
+        out_r = terminal;
+    }
+    let hub = match Hub::new(
+        id.clone(),
+        stdio,
+        attach_listener,
+        state.attach_socket(),
+        input,
+        resize_fd,
+    ) {
+        Ok(hub) => hub,
+        Err(source) => {
+            let _ = container.delete(true);
+            let _ = std::fs::remove_dir_all(&lc_root);
+            return Err(ShimError::Sys {
+                id,
+                what: "setting up attach",
+                source,
+            });
+        }
+    };
 
     if let Err(e) = container.start() {
         let err = lc("starting container")(e);
@@ -329,8 +480,9 @@ fn start(state: &StateDir) -> Result<(Running, StartedRecord), ShimError> {
         cgroups_path: config.cgroups_path.clone(),
         container,
         pid,
-        stdout: Some(out_r),
-        stderr: Some(err_r),
+        stdout: out_r,
+        stderr: err_r,
+        hub: Some(hub),
         log,
         log_path: request.log_path.clone(),
         log_max_bytes: request.log_max_bytes,
@@ -380,37 +532,65 @@ impl Running {
                 }
                 None => None,
             };
-            let fds = [
-                self.stdout.as_ref().map_or(-1, |f| f.as_raw_fd()),
-                self.stderr.as_ref().map_or(-1, |f| f.as_raw_fd()),
-                match (&pidfd, status.is_some()) {
-                    (Some(p), false) => p.raw(),
-                    _ => -1,
-                },
-            ];
-            let ready = match poll_readable(&fds, timeout) {
-                Ok(ready) => ready,
+            // Output first, then the exit, then the attach side (sockets, stdin).
+            let mut slots: Vec<(RawFd, i16, Slot)> = Vec::new();
+            for (i, fd) in [&self.stdout, &self.stderr].into_iter().enumerate() {
+                if let Some(fd) = fd {
+                    slots.push((fd.as_raw_fd(), libc::POLLIN, Slot::Output(i)));
+                }
+            }
+            if let (Some(p), None) = (&pidfd, &status) {
+                slots.push((p.raw(), libc::POLLIN, Slot::Exit));
+            }
+            if let Some(hub) = &self.hub {
+                let mut hub_slots = Vec::new();
+                hub.interest(&mut hub_slots);
+                slots.extend(
+                    hub_slots
+                        .into_iter()
+                        .map(|(fd, ev, token)| (fd, ev, Slot::Attach(token))),
+                );
+            }
+            let polled: Vec<(RawFd, i16)> = slots.iter().map(|&(fd, ev, _)| (fd, ev)).collect();
+            let revents = match streams::poll(&polled, timeout) {
+                Ok(r) => r,
                 Err(e) => {
                     eprintln!("skiff shim {}: poll: {e}", self.id);
                     std::thread::sleep(Duration::from_millis(100));
                     continue;
                 }
             };
-            for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
-                if ready[i] {
-                    self.copy_output(i, stream, &mut splitters[i], &mut buf);
+            let ready = libc::POLLIN | libc::POLLHUP | libc::POLLERR;
+            for (&(_, _, slot), &rev) in slots.iter().zip(&revents) {
+                if rev == 0 {
+                    continue;
+                }
+                match slot {
+                    Slot::Output(i) if rev & ready != 0 => {
+                        let stream = [Stream::Stdout, Stream::Stderr][i];
+                        self.copy_output(i, stream, &mut splitters[i], &mut buf);
+                    }
+                    Slot::Exit if rev & ready != 0 => {
+                        match waitpid(Pid::from_raw(self.pid), Some(WaitPidFlag::__WALL)) {
+                            Ok(s) => status = Some(s),
+                            Err(e) => {
+                                eprintln!("skiff shim {}: wait: {e}", self.id);
+                                status = Some(WaitStatus::StillAlive);
+                            }
+                        }
+                        finished_at = Some(rfc3339_nano(chrono::Utc::now()));
+                        drain_deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
+                    }
+                    Slot::Attach(token) => {
+                        if let Some(hub) = &mut self.hub {
+                            hub.ready(token, rev);
+                        }
+                    }
+                    _ => {}
                 }
             }
-            if ready[2] {
-                match waitpid(Pid::from_raw(self.pid), Some(WaitPidFlag::__WALL)) {
-                    Ok(s) => status = Some(s),
-                    Err(e) => {
-                        eprintln!("skiff shim {}: wait: {e}", self.id);
-                        status = Some(WaitStatus::StillAlive);
-                    }
-                }
-                finished_at = Some(rfc3339_nano(chrono::Utc::now()));
-                drain_deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
+            if let Some(hub) = &mut self.hub {
+                hub.sweep();
             }
         }
         for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
@@ -451,7 +631,12 @@ impl Running {
                 *slot = None;
                 return;
             }
-            Ok(n) => splitter.push(&buf[..n]),
+            Ok(n) => {
+                if let Some(hub) = &mut self.hub {
+                    hub.broadcast(stream, &buf[..n]);
+                }
+                splitter.push(&buf[..n])
+            }
             Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => return,
             Err(_) => {
                 *slot = None;

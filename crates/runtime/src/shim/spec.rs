@@ -95,6 +95,24 @@ pub struct ContainerConfig {
     /// oom_score_adj of the container's processes (kubelet sets it by QoS class).
     #[serde(default)]
     pub oom_score_adj: Option<i32>,
+    /// The container's stdin and terminal (the pod spec's `stdin`, `stdinOnce`, `tty`).
+    #[serde(default)]
+    pub stdio: StdioConfig,
+}
+
+/// How the container's stdio is set up. Default: stdin is /dev/null, stdout and stderr are
+/// pipes the shim copies into the log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StdioConfig {
+    /// Keep stdin open: a pipe the shim holds, written by attach clients.
+    #[serde(default)]
+    pub stdin: bool,
+    /// Close stdin once the first attach session that sent input has ended.
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// Give the container a terminal (stdout and stderr both come from it).
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// Paths (e.g. `/proc/<pid>/ns/net` or a bind-mounted `/run/netns/<name>`) of namespaces
@@ -316,6 +334,10 @@ impl ContainerConfig {
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.insert(0, DEFAULT_PATH_ENV.to_owned());
         }
+        // containerd gives every terminal container TERM=xterm unless it sets its own.
+        if self.stdio.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push("TERM=xterm".to_owned());
+        }
 
         let user = UserBuilder::default()
             .uid(self.user.uid)
@@ -325,7 +347,7 @@ impl ContainerConfig {
             .map_err(build)?;
 
         let mut process = ProcessBuilder::default()
-            .terminal(false)
+            .terminal(self.stdio.tty)
             .user(user)
             .args(self.args.clone())
             .env(env)
@@ -513,6 +535,7 @@ mod tests {
             mounts: vec![],
             user: UserIds::default(),
             oom_score_adj: None,
+            stdio: StdioConfig::default(),
         }
     }
 
@@ -754,6 +777,30 @@ mod tests {
             data.options().as_deref(),
             Some(&["rbind".to_string(), "rprivate".into(), "ro".into()][..])
         );
+    }
+
+    #[test]
+    fn a_terminal_is_asked_for_and_gets_term() {
+        // (tty, env given, terminal expected, TERM expected)
+        let cases: [(bool, Vec<&str>, bool, Option<&str>); 3] = [
+            (false, vec![], false, None),
+            (true, vec![], true, Some("TERM=xterm")),
+            (true, vec!["TERM=vt100"], true, Some("TERM=vt100")),
+        ];
+        for (tty, given, terminal, term) in cases {
+            let mut c = config();
+            c.stdio.tty = tty;
+            c.env = given.iter().map(|s| s.to_string()).collect();
+            let spec = c.to_spec().expect("spec");
+            let process = spec.process().clone().expect("process");
+            assert_eq!(process.terminal(), Some(terminal), "{tty} {given:?}");
+            let env = process.env().clone().unwrap_or_default();
+            let found = env
+                .iter()
+                .find(|e| e.starts_with("TERM="))
+                .map(String::as_str);
+            assert_eq!(found, term, "{tty} {given:?}");
+        }
     }
 
     #[test]

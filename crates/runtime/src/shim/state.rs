@@ -8,6 +8,8 @@
 //!   bundle/config.json  the OCI bundle (standard layout: an external runtime could run it)
 //!   libcontainer/     libcontainer's state root while the container exists
 //!   started.json      shim pid, container pid and its start time (for adopt/kill)
+//!   attach.sock       the attach socket while the container runs (see attach.rs)
+//!   console.sock      briefly, for a terminal container: libcontainer hands over the pty
 //!   exit.json         the exit record, written last, after cleanup
 //! ```
 
@@ -17,6 +19,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::spec::ContainerConfig;
+
+/// Where libcontainer sends a terminal container's pty master.
+pub const CONSOLE_SOCKET_NAME: &str = "console.sock";
 
 /// The file names inside a state directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +53,12 @@ impl StateDir {
     }
     pub fn exit(&self) -> PathBuf {
         self.root.join("exit.json")
+    }
+    pub fn attach_socket(&self) -> PathBuf {
+        self.root.join(super::attach::SOCKET_NAME)
+    }
+    pub fn console_socket(&self) -> PathBuf {
+        self.root.join(CONSOLE_SOCKET_NAME)
     }
 }
 
