@@ -1,14 +1,17 @@
 //! The agent's HTTPS API (kubelet's port 10250), what the API server calls for
-//! `kubectl logs` (and next exec, attach, port-forward and stats).
+//! `kubectl logs`, exec and attach (and next port-forward and stats).
 //!
 //! - [`server`]: listener, client-certificate authentication, router.
 //! - [`tls`]: server TLS configuration, generated serving certificate.
 //! - [`logs`]: log options and CRI records to response bytes (pure).
 //! - [`log_files`]: finding a container's log file and streaming it.
+//! - [`portforward`]: `kubectl port-forward` (SPDY/3.1, plain or inside a WebSocket).
 
+pub mod attach;
 pub mod exec;
 pub mod log_files;
 pub mod logs;
+pub mod portforward;
 pub mod server;
 pub mod tls;
 

@@ -21,10 +21,11 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
-use super::exec;
 use super::log_files::{self, LogError};
 use super::logs::LogOptions;
+use super::portforward;
 use super::tls::{self, ClientIdentity, ServingCert, TlsError};
+use super::{attach, exec};
 use crate::pods::layout::Layout;
 
 /// kubelet's port.
@@ -277,15 +278,17 @@ async fn handle(
             &container,
             text,
         ),
-        // attach needs the container's own stdin, which the shim does not keep open.
-        (_, Route::Attach { .. }) => text(
-            StatusCode::NOT_IMPLEMENTED,
-            "attach is not supported by this node yet: containers' stdin is not kept open",
-        ),
-        (_, Route::PortForward { .. }) => text(
-            StatusCode::NOT_IMPLEMENTED,
-            "port-forward is not supported by this node yet",
-        ),
+        (
+            &Method::GET | &Method::POST,
+            Route::Attach {
+                namespace,
+                pod,
+                container,
+            },
+        ) => attach::handle(&state.layout, req, &namespace, &pod, &container, text),
+        (&Method::GET | &Method::POST, Route::PortForward { namespace, pod }) => {
+            portforward::handle(&state.layout, req, &namespace, &pod, text)
+        }
         (_, Route::NotFound) => text(StatusCode::NOT_FOUND, "404 page not found"),
         (m, _) => text(
             StatusCode::METHOD_NOT_ALLOWED,
