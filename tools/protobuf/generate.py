@@ -46,6 +46,7 @@ EXTRA_KINDS = [
     ("policy/v1", "Eviction", "k8s.io.api.policy.v1.Eviction"),
     ("autoscaling/v1", "Scale", "k8s.io.api.autoscaling.v1.Scale"),
     ("v1", "Binding", "k8s.io.api.core.v1.Binding"),
+    ("authentication.k8s.io/v1", "TokenRequest", "k8s.io.api.authentication.v1.TokenRequest"),
     # client-go encodes DeleteOptions with the group/version of the client that sends it;
     # the decoder accepts it under any apiVersion (see mod.rs).
     ("meta.k8s.io/v1", "DeleteOptions", "k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions"),

@@ -13,6 +13,8 @@ pub enum Subresource {
     Binding,
     /// `/eviction` (pods): a policy/v1 Eviction that deletes the pod.
     Eviction,
+    /// `/token` (serviceaccounts): an authentication.k8s.io/v1 TokenRequest.
+    Token,
 }
 
 impl Subresource {
@@ -22,6 +24,7 @@ impl Subresource {
             Subresource::Scale => "scale",
             Subresource::Binding => "binding",
             Subresource::Eviction => "eviction",
+            Subresource::Token => "token",
         }
     }
 
@@ -32,13 +35,14 @@ impl Subresource {
             Subresource::Scale => ("autoscaling", "v1", "Scale"),
             Subresource::Binding => ("", "v1", "Binding"),
             Subresource::Eviction => ("policy", "v1", "Eviction"),
+            Subresource::Token => ("authentication.k8s.io", "v1", "TokenRequest"),
         }
     }
 
     pub fn verbs(self) -> &'static [&'static str] {
         match self {
             Subresource::Status | Subresource::Scale => &["get", "patch", "update"],
-            Subresource::Binding | Subresource::Eviction => &["create"],
+            Subresource::Binding | Subresource::Eviction | Subresource::Token => &["create"],
         }
     }
 }
@@ -149,7 +153,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     res!("", "v1", "Secret", "secrets", "secret", true, short: [], cat: [], sub: [], store: "secrets"),
     res!("", "v1", "Node", "nodes", "node", false, short: ["no"], cat: [], sub: [Status], store: "minions"),
     res!("", "v1", "Event", "events", "event", true, short: ["ev"], cat: [], sub: [], store: "events"),
-    res!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true, short: ["sa"], cat: [], sub: [], store: "serviceaccounts"),
+    res!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true, short: ["sa"], cat: [], sub: [Token], store: "serviceaccounts"),
     res!("", "v1", "PersistentVolume", "persistentvolumes", "persistentvolume", false, short: ["pv"], cat: [], sub: [Status], store: "persistentvolumes"),
     res!("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", true, short: ["pvc"], cat: [], sub: [Status], store: "persistentvolumeclaims"),
     res!("", "v1", "LimitRange", "limitranges", "limitrange", true, short: ["limits"], cat: [], sub: [], store: "limitranges"),

@@ -21,6 +21,7 @@ pub mod objects;
 pub mod request;
 pub mod routes;
 pub mod server;
+pub mod service_accounts;
 pub mod watch_hub;
 
 use std::net::Ipv4Addr;
@@ -68,6 +69,8 @@ pub struct ApiServer {
     /// The client for agents (pods' log, exec, attach, portforward), once the binary has
     /// given the API server's kubelet client certificate.
     pub kubelet: std::sync::OnceLock<kubelet::KubeletClient>,
+    /// The service-account token issuer, once the binary has loaded the signing key.
+    pub service_accounts: std::sync::OnceLock<service_accounts::Issuer>,
 }
 
 impl ApiServer {
@@ -81,6 +84,7 @@ impl ApiServer {
             watch_hubs: watch_hub::WatchHubs::default(),
             join: std::sync::OnceLock::new(),
             kubelet: std::sync::OnceLock::new(),
+            service_accounts: std::sync::OnceLock::new(),
         })
     }
 }

@@ -107,12 +107,18 @@ async fn handle(
     if req.uri().path() == join::CACERTS_PATH {
         return join::cacerts(server.join.get(), req.method());
     }
-    let identity = cert_identity.or_else(|| {
-        req.headers()
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|h| auth::identity_from_bearer(h, &server.config.tokens))
-    });
+    let bearer = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let identity = match (cert_identity, bearer) {
+        (Some(identity), _) => Some(identity),
+        (None, Some(header)) => match auth::identity_from_bearer(header, &server.config.tokens) {
+            Some(identity) => Some(identity),
+            None => crate::service_accounts::authenticate::identity(&server, header).await,
+        },
+        (None, None) => None,
+    };
     let Some(identity) = identity else {
         // Read (a bounded amount of) the body first: answering before it is consumed makes
         // the connection close under a client still sending, which then sees no 401 at all.

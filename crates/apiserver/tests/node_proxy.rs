@@ -251,6 +251,17 @@ async fn proxies_logs_and_upgrades_to_the_kubelet() {
     )
     .await
     .expect("node");
+    // The ServiceAccount admission plugin needs the pod's account (no controller here).
+    apiserver::handlers::create_object(
+        &api,
+        api::registry::lookup("", "v1", "serviceaccounts").expect("serviceaccounts"),
+        Some("default"),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
+        false,
+        None,
+    )
+    .await
+    .expect("service account");
     apiserver::handlers::create_object(
         &api,
         pods,

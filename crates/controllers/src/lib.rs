@@ -31,6 +31,7 @@ pub mod persistentvolume;
 pub mod podgc;
 pub mod replicaset;
 pub mod revisions;
+pub mod root_ca_publisher;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod taint_eviction;
@@ -51,6 +52,9 @@ pub struct ControllerOptions {
     /// Where local-path volumes live on nodes (k3s `--default-local-storage-path`,
     /// `<data-dir>/storage`).
     pub local_storage_path: std::path::PathBuf,
+    /// The cluster CA (PEM) published in every namespace as ConfigMap `kube-root-ca.crt`
+    /// (upstream `--root-ca-file`); None: nothing is published.
+    pub root_ca_pem: Option<String>,
 }
 
 impl Default for ControllerOptions {
@@ -60,6 +64,7 @@ impl Default for ControllerOptions {
             node_monitor_period: Duration::from_secs(5),
             workers: 5,
             local_storage_path: std::path::PathBuf::from("/var/lib/skiff/storage"),
+            root_ca_pem: None,
         }
     }
 }
@@ -102,6 +107,7 @@ pub async fn run_all(ctx: Arc<Context>) {
         endpoints::start(&ctx),
         endpointslice::start(&ctx),
         serviceaccount::start(&ctx),
+        root_ca_publisher::start(&ctx),
         replicaset::start(&ctx),
         deployment::start(&ctx),
         job::start(&ctx),

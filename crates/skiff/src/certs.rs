@@ -178,6 +178,21 @@ pub fn kubelet_client(certs: &ClusterCerts) -> Result<apiserver::kubelet::Kubele
 }
 
 /// Write a secret readable by its owner only.
+/// The service-account signing key (`<tls-dir>/service.key`, as k3s keeps it): an ECDSA
+/// P-256 key in PKCS#8 PEM, made at first start and kept, so tokens survive restarts.
+/// Returns the key as PKCS#8 DER.
+pub fn ensure_service_account_key(tls_dir: &Path) -> Result<Vec<u8>> {
+    let path = tls_dir.join("service.key");
+    if !path.exists() {
+        let key = KeyPair::generate().context("generating the service-account key")?;
+        write_private(&path, &key.serialize_pem())?;
+    }
+    let pem = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let key = KeyPair::from_pem(&pem)
+        .with_context(|| format!("parsing the service-account key {}", path.display()))?;
+    Ok(key.serialize_der())
+}
+
 pub fn write_private(path: &Path, contents: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;

@@ -163,12 +163,22 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let signer =
         certs::NodeSigner::load(&certs.ca).context("loading the CA for node certificates")?;
     let _ = api.join.set(apiserver::join::Join {
-        ca_pem,
+        ca_pem: ca_pem.clone(),
         signer: std::sync::Arc::new(signer),
         allowed_users: vec!["system:admin".into()],
     });
 
     let _ = api.kubelet.set(certs::kubelet_client(&certs)?);
+    let sa_key = certs::ensure_service_account_key(&server_dir.join("tls"))
+        .context("preparing the service-account signing key")?;
+    let sa_key = apiserver::service_accounts::jwt::SigningKey::from_pkcs8(&sa_key)
+        .context("loading the service-account signing key")?;
+    let _ = api
+        .service_accounts
+        .set(apiserver::service_accounts::Issuer::new(
+            sa_key,
+            &args.cluster_domain,
+        ));
 
     let (cert_chain, key) = certs::load_rustls(&certs.serving.cert, &certs.serving.key)?;
     let (client_ca, _) = certs::load_rustls(&certs.ca.cert, &certs.ca.key)?;
@@ -231,6 +241,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             .default_local_storage_path
             .clone()
             .unwrap_or_else(|| data_dir.join("storage")),
+        root_ca_pem: Some(ca_pem),
         ..Default::default()
     };
     let controllers = tokio::spawn(run_controllers(controller_kubeconfig, controller_options));
@@ -247,6 +258,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             labels: args.node_label.clone(),
             taints: args.node_taint.clone(),
             kubelet_port: args.kubelet_port,
+            image_gc: args.image_gc.clone(),
         };
         tokio::spawn(async move {
             if let Err(e) = crate::agent_cmd::run_embedded(embedded).await {

@@ -459,7 +459,7 @@ fn resource_paths(r: &ResourceInfo, prefix: &str, tag: &str) -> Vec<PathItem> {
                 patch.responses = vec![(200, sub_def.clone()), (201, sub_def.clone())];
                 ops.extend([read, replace, patch]);
             }
-            Subresource::Binding | Subresource::Eviction => {
+            Subresource::Binding | Subresource::Eviction | Subresource::Token => {
                 let mut create = op(
                     "post",
                     "create",

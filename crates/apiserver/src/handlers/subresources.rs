@@ -1,6 +1,7 @@
 //! Subresources: `/status` (only status changes), `/scale` (an autoscaling/v1 Scale view of
 //! spec.replicas), pods' `/binding` (the scheduler's assignment) and `/eviction`, and
-//! namespaces' `/finalize` (the namespace controller's last step).
+//! namespaces' `/finalize` (the namespace controller's last step), and serviceaccounts'
+//! `/token` (a TokenRequest).
 
 use hyper::{Method, Response};
 use serde_json::{json, Value};
@@ -45,6 +46,10 @@ pub async fn handle(ctx: Ctx<'_>, method: Method, sub: SubTarget) -> ApiResult<R
             Method::POST => eviction(ctx).await,
             m => not_allowed(&m),
         },
+        SubTarget::Known(Subresource::Token) => match method {
+            Method::POST => token(ctx).await,
+            m => not_allowed(&m),
+        },
         SubTarget::Finalize => match method {
             Method::PUT => finalize(ctx).await,
             m => not_allowed(&m),
@@ -59,6 +64,16 @@ pub async fn handle(ctx: Ctx<'_>, method: Method, sub: SubTarget) -> ApiResult<R
             sub.name()
         ))),
     }
+}
+
+/// A TokenRequest for a ServiceAccount (see `service_accounts::token_request`).
+async fn token(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
+    let name = ctx.target.name.clone().unwrap_or_default();
+    let namespace = ctx.target.namespace.clone().unwrap_or_default();
+    let body = pipeline::parse_body(&ctx.content_type, &ctx.body)?;
+    let out =
+        crate::service_accounts::token_request::issue(ctx.server, &namespace, &name, &body).await?;
+    Ok(http::object(201, &out, ctx.rendering))
 }
 
 async fn status_update(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {

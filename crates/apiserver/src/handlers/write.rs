@@ -76,6 +76,9 @@ pub async fn create_object(
     if info.kind == "PersistentVolumeClaim" && info.group.is_empty() {
         admission::default_storage_class(server, &mut obj).await?;
     }
+    if let (true, Some(ns)) = (info.kind == "Pod" && info.group.is_empty(), namespace) {
+        crate::service_accounts::admission::admit_pod(server, ns, &mut obj).await?;
+    }
     let key = info.key(namespace, &name);
     let _allocation = if info.kind == "Service" && info.group.is_empty() {
         let guard = server.allocation_lock.lock().await;

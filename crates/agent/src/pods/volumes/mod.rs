@@ -1,7 +1,8 @@
 //! A pod's volumes on this node, as upstream's kubelet makes them: emptyDir (a directory,
 //! or a tmpfs for `medium: Memory`), hostPath (type-checked, bound from the host path
 //! itself), configMap / secret / downwardAPI / projected (files written by the atomic writer,
-//! secrets and projected volumes on a tmpfs), and persistentVolumeClaim (the bound volume's
+//! secrets and projected volumes on a tmpfs; projected service-account tokens come from
+//! `service_account_token`), and persistentVolumeClaim (the bound volume's
 //! node-local path).
 //!
 //! Decide, then act: [`plan`] reads the API (ConfigMaps, Secrets, claims, volumes) and says
@@ -20,6 +21,7 @@ pub mod claim;
 pub mod host_path;
 pub mod ownership;
 pub mod payload;
+pub mod service_account_token;
 pub mod subpath;
 
 use std::collections::BTreeMap;
@@ -234,7 +236,7 @@ async fn content(
         });
     }
     if let Some(p) = &v.projected {
-        let files = projected(ctx, pod, namespace, p, allocatable)
+        let files = projected(ctx, pod, namespace, &v.name, p, allocatable)
             .await
             .map_err(fail)?;
         return Ok(Content::Files {
@@ -271,6 +273,7 @@ async fn projected(
     ctx: &NodeContext,
     pod: &Pod,
     namespace: &str,
+    volume: &str,
     p: &k8s_openapi::api::core::v1::ProjectedVolumeSource,
     allocatable: &Allocatable,
 ) -> Result<Payload, String> {
@@ -292,8 +295,8 @@ async fn projected(
             }
         } else if let Some(d) = &source.downward_api {
             payload::downward_api(pod, d.items.as_deref(), mode, allocatable)
-        } else if source.service_account_token.is_some() {
-            Err("serviceAccountToken projection is not supported by this node yet: the API server has no serviceaccounts/token (TokenRequest) subresource".to_string())
+        } else if let Some(t) = &source.service_account_token {
+            service_account_token::payload(ctx, pod, volume, t, mode).await
         } else if source.cluster_trust_bundle.is_some() {
             Err("clusterTrustBundle projection is not supported by this node".to_string())
         } else {
