@@ -1,9 +1,10 @@
 //! `skiff image import|ls|rm`: the node's image store (`<data-dir>/agent/image-store`)
-//! from the command line, for air-gapped use. Output follows `crictl images` / `crictl rmi`.
+//! from the command line, for air-gapped use. Output follows `crictl images` / `crictl rmi`;
+//! as crictl, `rm` refuses an image a container on this node uses (running or kept).
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use runtime::images::{Image, ImageStore, Reference};
 
 #[derive(clap::Args, Debug)]
@@ -47,12 +48,14 @@ struct DataDir {
 }
 
 impl DataDir {
-    fn open_store(&self) -> Result<ImageStore> {
-        let data_dir = self
-            .data_dir
+    fn path(&self) -> PathBuf {
+        self.data_dir
             .clone()
-            .unwrap_or_else(crate::server::default_data_dir);
-        let root = image_store_dir(&data_dir);
+            .unwrap_or_else(crate::server::default_data_dir)
+    }
+
+    fn open_store(&self) -> Result<ImageStore> {
+        let root = image_store_dir(&self.path());
         ImageStore::open(&root)
             .with_context(|| format!("opening the image store {}", root.display()))
     }
@@ -87,9 +90,20 @@ pub fn run(args: ImageArgs) -> Result<()> {
         }
         ImageCommand::Rm { dirs, images } => {
             let store = dirs.open_store()?;
+            let layout = agent::pods::layout::Layout::new(dirs.path().join("agent"));
             for image in images {
+                let found = store
+                    .get(&image)
+                    .with_context(|| format!("removing {image}"))?;
+                let users = agent::node::image_gc::containers_by_image(&layout);
+                if let Some(id) = users.get(found.digest.as_str()).and_then(|ids| ids.first()) {
+                    if removes_the_image(&image, &found) {
+                        bail!("removing {image}: image is in use by container {id}");
+                    }
+                }
+                // Only if the name still means the image checked above (a pull may race).
                 let removed = store
-                    .remove(&image)
+                    .remove_if(&image, &found.digest)
                     .with_context(|| format!("removing {image}"))?;
                 for r in removed.references {
                     println!("Deleted: {r}");
@@ -98,6 +112,15 @@ pub fn run(args: ImageArgs) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Whether removing `input` deletes `image` (its last name, or its ID), rather than one of
+/// several names: only that is refused while a container uses the image.
+fn removes_the_image(input: &str, image: &Image) -> bool {
+    let by_name = Reference::parse(input)
+        .ok()
+        .is_some_and(|r| image.references.contains(&r.to_string()));
+    !by_name || image.references.len() == 1
 }
 
 /// `crictl images` columns: one row per name.

@@ -147,6 +147,8 @@ pub struct ServerArgs {
     /// (kube-apiserver flag).
     #[arg(long)]
     pub default_unreachable_toleration_seconds: Option<i64>,
+    #[command(flatten)]
+    pub image_gc: agent_cmd::ImageGcArgs,
 }
 
 /// Flags of `skiff agent`, named as k3s names them; `--simulate*` are skiff's own.
@@ -225,6 +227,8 @@ pub struct AgentArgs {
     /// nodeLeaseDurationSeconds, 40). Use 4 with the server's fast failover profile.
     #[arg(long, default_value_t = 40)]
     pub node_lease_duration_seconds: i32,
+    #[command(flatten)]
+    pub image_gc: agent_cmd::ImageGcArgs,
     /// Log at debug level.
     #[arg(long)]
     pub debug: bool,

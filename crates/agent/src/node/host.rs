@@ -95,6 +95,21 @@ pub fn pretty_name(os_release: &str) -> Option<String> {
 
 /// Total bytes of the filesystem holding `path` (statvfs blocks × fragment size).
 fn filesystem_bytes(path: &Path) -> Result<u64, HostError> {
+    Ok(filesystem_stats(path)?.capacity_bytes)
+}
+
+/// A filesystem's size and what is left of it, as cadvisor reports it to kubelet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsStats {
+    pub capacity_bytes: u64,
+    /// Free to unprivileged users (`f_bavail`): what kubelet calls available.
+    pub available_bytes: u64,
+    pub inodes: u64,
+    pub inodes_free: u64,
+}
+
+/// statvfs of the filesystem holding `path`.
+pub fn filesystem_stats(path: &Path) -> Result<FsStats, HostError> {
     use std::os::unix::ffi::OsStrExt;
     let c_path =
         std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| HostError::Parse {
@@ -110,7 +125,59 @@ fn filesystem_bytes(path: &Path) -> Result<u64, HostError> {
             source: std::io::Error::last_os_error(),
         });
     }
-    Ok(stat.f_blocks as u64 * stat.f_frsize as u64)
+    let frsize = stat.f_frsize as u64;
+    Ok(FsStats {
+        capacity_bytes: stat.f_blocks as u64 * frsize,
+        available_bytes: stat.f_bavail as u64 * frsize,
+        inodes: stat.f_files as u64,
+        inodes_free: stat.f_ffree as u64,
+    })
+}
+
+/// `MemAvailable:` of /proc/meminfo in bytes.
+pub fn mem_available_bytes(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let mut parts = line["MemAvailable:".len()..].split_whitespace();
+    let value: u64 = parts.next()?.parse().ok()?;
+    match parts.next() {
+        Some("kB") | Some("KB") => Some(value * 1024),
+        None => Some(value),
+        Some(_) => None,
+    }
+}
+
+/// Tasks (processes and threads: each takes a pid) from /proc/loadavg's `running/total`.
+pub fn tasks_in_use(loadavg: &str) -> Option<u64> {
+    loadavg
+        .split_whitespace()
+        .nth(3)?
+        .split_once('/')?
+        .1
+        .parse()
+        .ok()
+}
+
+/// Memory available, pids in use and the most pids there can be (the smaller of
+/// `kernel.pid_max` and `kernel.threads-max`, as kubelet's rlimit stats).
+pub fn memory_and_pids() -> Result<(u64, u64, u64), HostError> {
+    let meminfo = read("/proc/meminfo")?;
+    let available = mem_available_bytes(&meminfo).ok_or_else(|| HostError::Parse {
+        path: "/proc/meminfo".into(),
+        message: "no MemAvailable line".into(),
+    })?;
+    let loadavg = read("/proc/loadavg")?;
+    let tasks = tasks_in_use(&loadavg).ok_or_else(|| HostError::Parse {
+        path: "/proc/loadavg".into(),
+        message: format!("no running/total field in {:?}", loadavg.trim()),
+    })?;
+    let number = |path: &str| -> Result<u64, HostError> {
+        read(path)?.trim().parse().map_err(|_| HostError::Parse {
+            path: path.into(),
+            message: "not a number".into(),
+        })
+    };
+    let max = number("/proc/sys/kernel/pid_max")?.min(number("/proc/sys/kernel/threads-max")?);
+    Ok((available, tasks, max))
 }
 
 #[cfg(test)]
@@ -129,6 +196,17 @@ mod tests {
             Some("Debian GNU/Linux 12 (bookworm)")
         );
         assert_eq!(pretty_name("NAME=x\n"), None);
+    }
+
+    #[test]
+    fn memory_available_and_tasks_parse() {
+        let meminfo = "MemTotal: 100 kB\nMemAvailable:    2048 kB\n";
+        assert_eq!(mem_available_bytes(meminfo), Some(2048 * 1024));
+        assert_eq!(mem_available_bytes("MemTotal: 1 kB\n"), None);
+        assert_eq!(tasks_in_use("1.79 0.58 0.20 3/110 9339\n"), Some(110));
+        assert_eq!(tasks_in_use("1.79 0.58"), None);
+        let (available, tasks, max) = memory_and_pids().expect("this host");
+        assert!(available > 0 && tasks > 0 && max >= tasks);
     }
 
     #[test]

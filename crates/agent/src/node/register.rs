@@ -3,6 +3,8 @@
 //! the lease duration and re-post status every `status_interval` so its heartbeat stays
 //! fresh. A node whose container runtime cannot run pods reports Ready=False with the
 //! reason kubelet gives, so nothing is scheduled onto it.
+//! Memory, disk and pids are measured every 10 s; a pressure condition that changes is
+//! posted at once (see [`super::pressure`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use serde_json::{json, Value};
 
 use super::host::{HostError, HostFacts};
 use super::object::{node_object, node_status, NodeConfig};
+use super::pressure;
 use crate::simulated::lease::{self, LEASE_NAMESPACE};
 use crate::simulated::lifecycle::time;
 
@@ -29,6 +32,11 @@ pub struct Heartbeat {
     /// Whether the node runs pods (Ready), or reports kubelet's "container runtime not
     /// ready" (NotReady).
     pub runtime_ready: bool,
+    /// How often memory, disk and pids are measured for the pressure conditions (kubelet's
+    /// eviction monitoring interval, 10 s); a changed condition is posted at once.
+    pub pressure_interval: Duration,
+    /// The filesystem of the image store (imagefs); the data dir's is nodefs.
+    pub image_fs: PathBuf,
 }
 
 impl Default for Heartbeat {
@@ -37,6 +45,8 @@ impl Default for Heartbeat {
             lease_duration_seconds: 40,
             status_interval: Duration::from_secs(60),
             runtime_ready: true,
+            pressure_interval: Duration::from_secs(10),
+            image_fs: PathBuf::new(),
         }
     }
 }
@@ -76,13 +86,28 @@ pub async fn run(
     let leases: Api<Lease> = Api::namespaced(client, LEASE_NAMESPACE);
     let uid = register(&nodes, &config).await?;
     let since = time(Timestamp::now());
-    post_status(&nodes, &config, &data_dir, &since, heartbeat.runtime_ready).await?;
+    let image_fs = if heartbeat.image_fs.as_os_str().is_empty() {
+        data_dir.clone()
+    } else {
+        heartbeat.image_fs.clone()
+    };
+    let mut pressure = pressure::Tracker::new(&since, pressure::TRANSITION_PERIOD);
+    let measure = |tracker: &mut pressure::Tracker| {
+        let observed = pressure::Observations::read(&data_dir, &image_fs);
+        let met = pressure::thresholds_met(&observed, &pressure::Thresholds::default());
+        tracker.observe(met, std::time::Instant::now(), &time(Timestamp::now()))
+    };
+    measure(&mut pressure);
+    let ready = heartbeat.runtime_ready;
+    post_status(&nodes, &config, &data_dir, &since, ready, &pressure).await?;
     tracing::info!(node = %config.name, "node registered");
 
     let renew_every = Duration::from_secs_f64(f64::from(heartbeat.lease_duration_seconds) / 4.0);
     let mut lease_tick = tokio::time::interval(renew_every);
     let mut status_tick = tokio::time::interval(heartbeat.status_interval);
     status_tick.tick().await; // status was just posted
+    let mut pressure_tick = tokio::time::interval(heartbeat.pressure_interval);
+    pressure_tick.tick().await;
     let mut cached: Option<Lease> = None;
     loop {
         tokio::select! {
@@ -93,8 +118,16 @@ pub async fn run(
                 }
             }
             _ = status_tick.tick() => {
-                if let Err(e) = post_status(&nodes, &config, &data_dir, &since, heartbeat.runtime_ready).await {
+                if let Err(e) = post_status(&nodes, &config, &data_dir, &since, ready, &pressure).await {
                     tracing::warn!(node = %config.name, "posting node status: {e}");
+                }
+            }
+            _ = pressure_tick.tick() => {
+                if measure(&mut pressure) {
+                    tracing::info!(node = %config.name, pressure = ?pressure.reported, "node pressure changed");
+                    if let Err(e) = post_status(&nodes, &config, &data_dir, &since, ready, &pressure).await {
+                        tracing::warn!(node = %config.name, "posting node status: {e}");
+                    }
                 }
             }
         }
@@ -130,10 +163,12 @@ async fn post_status(
     data_dir: &std::path::Path,
     since: &str,
     runtime_ready: bool,
+    pressure: &pressure::Tracker,
 ) -> Result<(), RegisterError> {
     let facts = HostFacts::read(data_dir)?;
     let now = time(Timestamp::now());
     let mut status = node_status(config, &facts, since, &now);
+    pressure::apply(&mut status, pressure);
     if !runtime_ready {
         mark_not_ready(&mut status, RUNTIME_NOT_READY);
     }

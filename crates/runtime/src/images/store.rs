@@ -50,6 +50,15 @@ pub enum StoreError {
         #[source]
         source: UnpackError,
     },
+    /// A conditional removal found the name pointing at another image than expected.
+    #[error(
+        "image {reference:?} changed while it was being removed (now {now}, expected {expected})"
+    )]
+    Changed {
+        reference: String,
+        expected: String,
+        now: String,
+    },
     #[error("the store's {what} is corrupt ({path}): {reason}")]
     Corrupt {
         what: &'static str,
@@ -366,23 +375,49 @@ impl ImageStore {
     /// Removes a name (or, given an image ID, every name of that image), then deletes the
     /// blobs and layers no remaining name uses.
     pub fn remove(&self, reference: &str) -> Result<Removed, StoreError> {
+        self.remove_where(reference, None)
+    }
+
+    /// As [`remove`](Self::remove), but only if `reference` still names the image with
+    /// manifest `expected` when the write lock is held: a caller that decided from an
+    /// earlier look (the image is unused, or old) never removes an image a concurrent pull
+    /// or import has since put under that name. Otherwise [`StoreError::Changed`].
+    pub fn remove_if(&self, reference: &str, expected: &Digest) -> Result<Removed, StoreError> {
+        self.remove_where(reference, Some(expected))
+    }
+
+    fn remove_where(
+        &self,
+        reference: &str,
+        expected: Option<&Digest>,
+    ) -> Result<Removed, StoreError> {
         let _guard = self.write_guard()?;
         let mut index = self.read_index()?;
         let by_name = Reference::parse(reference)
             .ok()
             .map(|r| r.to_string())
             .filter(|r| index.images.contains_key(r));
+        let manifest = match &by_name {
+            Some(name) => index.images[name].clone(),
+            None => self.resolve(&index, reference)?,
+        };
+        if let Some(expected) = expected {
+            if manifest != expected.as_str() {
+                return Err(StoreError::Changed {
+                    reference: reference.to_string(),
+                    expected: expected.to_string(),
+                    now: manifest,
+                });
+            }
+        }
         let removed_names: Vec<String> = match by_name {
             Some(name) => vec![name],
-            None => {
-                let manifest = self.resolve(&index, reference)?;
-                index
-                    .images
-                    .iter()
-                    .filter(|(_, d)| **d == manifest)
-                    .map(|(n, _)| n.clone())
-                    .collect()
-            }
+            None => index
+                .images
+                .iter()
+                .filter(|(_, d)| **d == manifest)
+                .map(|(n, _)| n.clone())
+                .collect(),
         };
         for n in &removed_names {
             index.images.remove(n);
@@ -464,6 +499,9 @@ impl ImageStore {
                 });
             }
         }
+        for (_, manifest) in &staged.names {
+            self.restore_missing_layers(manifest)?;
+        }
         let mut index = self.read_index()?;
         index.schema_version = 1;
         let mut replaced = false;
@@ -475,6 +513,29 @@ impl ImageStore {
         if replaced {
             // A retagged name may have left its old image unreferenced.
             self.collect_garbage(&index)?;
+        }
+        Ok(())
+    }
+
+    /// Unpacks again (from its stored blob) every layer of `manifest` that is missing (write
+    /// lock held). Importers skip unpacking layers the store already has, but they look
+    /// before taking the lock: a removal in between may have deleted such a layer, and a
+    /// name must never point at an image with a hole in it.
+    fn restore_missing_layers(&self, manifest_digest: &Digest) -> Result<(), StoreError> {
+        let manifest = self.read_manifest(manifest_digest)?;
+        let config = self.read_config(&self.parse_stored_digest(&manifest.config.digest)?)?;
+        for (layer, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+            let diff_id = self.parse_stored_digest(diff_id)?;
+            if self.has_layer(&diff_id) {
+                continue;
+            }
+            let blob = self.blob_path(&self.parse_stored_digest(&layer.digest)?);
+            let stage = self.staging()?;
+            let dir = stage.path().join("layer");
+            fs::create_dir(&dir).map_err(io_err("creating", &dir))?;
+            super::import::unpack_verified(&blob, &dir, &diff_id)?;
+            let dest = self.layer_path(&diff_id);
+            fs::rename(&dir, &dest).map_err(io_err("moving layer into", &dest))?;
         }
         Ok(())
     }
@@ -505,6 +566,11 @@ mod tests {
 
     /// Stages a one-layer image by hand (the importers have their own tests).
     fn stage_image(store: &ImageStore, name: &str, file: &str) -> (Digest, Digest) {
+        stage_image_cmd(store, name, file, "sh")
+    }
+
+    /// As `stage_image`; images differing only in `cmd` share their one layer.
+    fn stage_image_cmd(store: &ImageStore, name: &str, file: &str, cmd: &str) -> (Digest, Digest) {
         let stage = store.staging().unwrap().keep();
         let mut tar = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_gnu();
@@ -520,7 +586,7 @@ mod tests {
         crate::images::unpack::unpack_layer(&layer[..], &layer_dir).unwrap();
         let config = serde_json::json!({
             "architecture": "amd64", "os": "linux",
-            "config": {"Cmd": ["sh"], "Env": ["A=1"]},
+            "config": {"Cmd": [cmd], "Env": ["A=1"]},
             "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]}
         })
         .to_string();
@@ -628,6 +694,51 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn removing_an_image_keeps_layers_shared_with_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let (m1, layer) = stage_image_cmd(&store, "one:1", "a", "sh");
+        let (m2, layer2) = stage_image_cmd(&store, "two:1", "a", "true");
+        assert_ne!(m1, m2);
+        assert_eq!(layer, layer2);
+        let r = store.remove("one:1").unwrap();
+        // Its manifest and config go; the shared layer (blob and directory) stays.
+        assert_eq!((r.blobs, r.layers), (2, 0));
+        assert!(store.has_layer(&layer));
+        assert!(store.layer_path(&layer).join("a").is_file());
+        assert_eq!(store.get("two:1").unwrap().digest, m2);
+    }
+
+    #[test]
+    fn conditional_remove_refuses_a_name_that_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let (m1, _) = stage_image(&store, "app:1", "a");
+        let (m2, _) = stage_image(&store, "app:1", "b");
+        let err = store.remove_if("app:1", &m1).unwrap_err();
+        assert!(matches!(err, StoreError::Changed { .. }), "{err}");
+        assert_eq!(store.get("app:1").unwrap().digest, m2);
+        let r = store.remove_if("app:1", &m2).unwrap();
+        assert_eq!(r.references, vec!["docker.io/library/app:1"]);
+    }
+
+    #[test]
+    fn commit_restores_a_layer_removed_after_the_importer_looked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let (m, layer) = stage_image(&store, "app:1", "a");
+        // An importer saw the layer and skipped it; then a removal deleted it.
+        fs::remove_dir_all(store.layer_path(&layer)).unwrap();
+        let staged = Staged {
+            names: vec![(Reference::parse("app:2").unwrap(), m.clone())],
+            ..Default::default()
+        };
+        store.commit(staged).unwrap();
+        assert!(store.layer_path(&layer).join("a").is_file());
+        assert_eq!(store.get("app:2").unwrap().digest, m);
     }
 
     #[test]
