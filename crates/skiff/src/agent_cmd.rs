@@ -309,17 +309,21 @@ async fn run_node(args: AgentArgs) -> Result<()> {
             args.node_lease_duration_seconds
         );
     }
+    let gc_policy = args.image_gc.policy()?;
     let heartbeat = agent::node::register::Heartbeat {
         lease_duration_seconds: args.node_lease_duration_seconds,
+        image_fs: agent::pods::layout::Layout::new(&agent_dir).image_store(),
         ..Default::default()
     };
     let agent_api = start_agent_api(&agent_dir, &config).await?;
     let pods = pod_context(client.clone(), &config, &agent_dir, &data_dir)?;
+    let image_gc = tokio::spawn(agent::node::image_gc::run(pods.clone(), gc_policy));
     let manager = tokio::spawn(agent::pods::manager::run(pods));
     let result = agent::node::register::run(client, config, data_dir, heartbeat)
         .await
         .map_err(|e| anyhow!(e));
     manager.abort();
+    image_gc.abort();
     if let Some(api) = agent_api {
         api.abort();
     }
@@ -387,6 +391,7 @@ fn pod_context(
     };
     Ok(std::sync::Arc::new(agent::pods::context::NodeContext {
         recorder: controllers::events::Recorder::new(client.clone(), "kubelet"),
+        services: agent::pods::services::ServiceCache::start(client.clone()),
         client,
         node_name: config.name.clone(),
         host_ip: config.internal_ip.to_string(),
@@ -415,6 +420,48 @@ pub struct Embedded {
     pub labels: Vec<String>,
     pub taints: Vec<String>,
     pub kubelet_port: u16,
+    pub image_gc: ImageGcArgs,
+}
+
+/// kubelet's image garbage collection flags (k3s passes them as `--kubelet-arg`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ImageGcArgs {
+    /// Percent of the image filesystem in use at which unused images are deleted (kubelet's
+    /// imageGCHighThresholdPercent; 100 disables image garbage collection).
+    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_high_threshold: u8,
+    /// Percent of the image filesystem in use that image garbage collection frees down to
+    /// (kubelet's imageGCLowThresholdPercent).
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_low_threshold: u8,
+    /// How long an unused image is kept at least after it was pulled or imported (kubelet's
+    /// imageMinimumGCAge), e.g. `2m`.
+    #[arg(long, default_value = "2m", value_parser = crate::failover::parse_duration)]
+    pub minimum_image_ttl_duration: Duration,
+}
+
+impl ImageGcArgs {
+    pub fn policy(&self) -> Result<agent::node::image_gc::GcPolicy> {
+        let policy = agent::node::image_gc::GcPolicy {
+            high_threshold_percent: self.image_gc_high_threshold,
+            low_threshold_percent: self.image_gc_low_threshold,
+            min_age: self.minimum_image_ttl_duration,
+        };
+        policy.validate().map_err(|e| anyhow!(e))?;
+        Ok(policy)
+    }
+
+    /// The same flags, for the embedded agent's command line.
+    fn to_args(&self) -> Vec<String> {
+        vec![
+            format!("--image-gc-high-threshold={}", self.image_gc_high_threshold),
+            format!("--image-gc-low-threshold={}", self.image_gc_low_threshold),
+            format!(
+                "--minimum-image-ttl-duration={}ms",
+                self.minimum_image_ttl_duration.as_millis()
+            ),
+        ]
+    }
 }
 
 /// Runs the embedded agent: the same join and node code as `skiff agent`, with arguments
@@ -444,6 +491,7 @@ pub async fn run_embedded(e: Embedded) -> Result<()> {
         "--kubelet-port".into(),
         e.kubelet_port.to_string(),
     ];
+    argv.extend(e.image_gc.to_args());
     if let Some(name) = e.node_name {
         argv.extend(["--node-name".into(), name]);
     }

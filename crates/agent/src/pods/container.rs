@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::api::Api;
 use runtime::images::{Credentials, Digest, Image};
 use runtime::shim::{
     BindMount, ClientError, ContainerConfig, NamespacePaths, RunningContainer, Signal,
@@ -69,7 +69,7 @@ pub async fn prepare(
         .await
         .map_err(|e| StartError::Volume { message: e.message })?;
     let (config_maps, secrets) = referenced_objects(ctx, namespace, c).await?;
-    let services = services_for_links(ctx, pod, namespace).await;
+    let services = ctx.services.for_links(pod).await;
     let hostname = super::sandbox::hostname(pod);
     let node = super::downward::NodeFacts {
         host_ips: vec![ctx.host_ip.clone()],
@@ -167,6 +167,11 @@ pub async fn prepare(
         mounts,
         user: Default::default(),
         oom_score_adj: Some(super::resources::oom_score_adj(pod, c, ctx.memory_capacity)),
+        stdio: runtime::shim::StdioConfig {
+            stdin: c.stdin.unwrap_or(false),
+            stdin_once: c.stdin_once.unwrap_or(false),
+            tty: c.tty.unwrap_or(false),
+        },
     };
     let image_name = image.references.first().cloned().unwrap_or_default();
     let repo = image_name
@@ -391,30 +396,6 @@ fn api_error(e: kube::Error) -> StartError {
         reason: "CreateContainerConfigError",
         message: e.to_string(),
     }
-}
-
-/// The Services whose variables upstream injects: those of the pod's namespace (unless
-/// `enableServiceLinks: false`) and the `kubernetes` Service of `default`.
-async fn services_for_links(ctx: &NodeContext, pod: &Pod, namespace: &str) -> Vec<Service> {
-    let mut out = Vec::new();
-    let links = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.enable_service_links)
-        .unwrap_or(true);
-    if links {
-        let api: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
-        if let Ok(list) = api.list(&ListParams::default()).await {
-            out.extend(list.items);
-        }
-    }
-    if namespace != "default" || !links {
-        let api: Api<Service> = Api::namespaced(ctx.client.clone(), "default");
-        if let Ok(Some(k)) = api.get_opt("kubernetes").await {
-            out.push(k);
-        }
-    }
-    out
 }
 
 /// Registry credentials from the pod's imagePullSecrets (`kubernetes.io/dockerconfigjson`

@@ -1,5 +1,6 @@
 //! What every pod worker on a node shares: the API client, the node's identity and
-//! capacity, the on-disk layout, the image store, the shim launcher and the event recorder.
+//! capacity, the on-disk layout, the image store, the shim launcher, the event recorder
+//! and the Services cache.
 
 use std::sync::Arc;
 
@@ -19,6 +20,8 @@ pub struct NodeContext {
     /// The skiff binary, for `skiff container-exec` (exec probes, `kubectl exec`).
     pub exec_binary: std::path::PathBuf,
     pub recorder: Recorder,
+    /// Every Service, for the service-link variables of new containers.
+    pub services: super::services::ServiceCache,
     /// Allocatable cpu (millicores) and memory/ephemeral storage (bytes), for downward
     /// values of containers without limits.
     pub allocatable_milli_cpu: i64,

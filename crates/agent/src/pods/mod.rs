@@ -16,5 +16,6 @@ pub mod observe;
 pub mod probes;
 pub mod resources;
 pub mod sandbox;
+pub mod services;
 pub mod volumes;
 pub mod worker;

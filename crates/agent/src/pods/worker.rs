@@ -61,6 +61,10 @@ struct Worker {
     backoff_reported: HashSet<(String, u32)>,
     /// When the pod's API-backed volumes were last re-written.
     volumes_refreshed: Instant,
+    /// The status this worker last wrote and the resourceVersion the write produced: a
+    /// turn that runs before the watch delivers that write sees the older pod and must not
+    /// write the same status again.
+    last_written: Option<(PodStatus, u64)>,
     /// What the probes concluded, shared with the probers.
     board: ProbeBoard,
     /// Running probers by (container, attempt, kind).
@@ -96,6 +100,7 @@ pub async fn run(ctx: Arc<NodeContext>, uid: String, mut updates: PodUpdates) {
         sandbox_retry_at: None,
         backoff_reported: HashSet::new(),
         volumes_refreshed: Instant::now(),
+        last_written: None,
         wake_tx,
     };
     loop {
@@ -315,7 +320,11 @@ impl Worker {
         let ctx = self.ctx.clone();
         let paths = prepared.paths.clone();
         let permit = self.ctx.runtime_ops.acquire().await;
-        let outcome = tokio::task::spawn_blocking(move || container::launch(&ctx, &prepared)).await;
+        let outcome = tokio::task::spawn_blocking(move || {
+            crate::node::image_gc::record_use(&ctx.layout, &prepared.record.image_id);
+            container::launch(&ctx, &prepared)
+        })
+        .await;
         drop(permit);
         match outcome {
             Ok(Ok(_running)) => {
@@ -783,9 +792,9 @@ impl Worker {
         .await;
     }
 
-    async fn write_status(&self, pod: &Pod, status: &PodStatus) {
+    async fn write_status(&mut self, pod: &Pod, status: &PodStatus) {
         let old = pod.status.clone().unwrap_or_default();
-        if &old == status {
+        if &old == status || already_written(self.last_written.as_ref(), pod, status) {
             return;
         }
         let mut value = serde_json::to_value(status).unwrap_or_default();
@@ -800,7 +809,7 @@ impl Worker {
             pod.metadata.namespace.as_deref().unwrap_or("default"),
         );
         let name = pod.metadata.name.as_deref().unwrap_or_default();
-        if let Err(e) = api
+        match api
             .patch_status(
                 name,
                 &PatchParams::default(),
@@ -808,7 +817,14 @@ impl Worker {
             )
             .await
         {
-            tracing::debug!(pod = name, "writing the pod status: {e}");
+            Ok(written) => {
+                self.last_written =
+                    resource_version(&written).map(|rv| (status.clone(), rv));
+            }
+            Err(e) => {
+                self.last_written = None;
+                tracing::debug!(pod = name, "writing the pod status: {e}");
+            }
         }
     }
 
@@ -878,6 +894,20 @@ impl Worker {
     fn event(&self, pod: &Pod, type_: EventType, reason: &str, message: String) {
         record(&self.ctx.recorder, pod, type_, reason, message);
     }
+}
+
+/// Whether `status` is what this worker last wrote and `pod` is older than that write (the
+/// watch has not delivered it yet), so writing it again would change nothing.
+fn already_written(last: Option<&(PodStatus, u64)>, pod: &Pod, status: &PodStatus) -> bool {
+    match (last, resource_version(pod)) {
+        (Some((written, written_rv)), Some(seen_rv)) => written == status && seen_rv < *written_rv,
+        _ => false,
+    }
+}
+
+/// A pod's resourceVersion as a number (skiff's are; None if not).
+fn resource_version(pod: &Pod) -> Option<u64> {
+    pod.metadata.resource_version.as_deref()?.parse().ok()
 }
 
 /// Records kubelet's event about `pod` (never waits: see controllers::events).

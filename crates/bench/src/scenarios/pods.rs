@@ -190,6 +190,9 @@ async fn measure(env: &Env, srv: &super::Running, agent: &mut Agent) -> Result<(
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
 
+    let server_pid = srv.server.pid()?.to_string();
+    let server_cpu0 = procs::cpu_time(&server_pid)?;
+    let agent_cpu0 = procs::cpu_time(&agent_pid.to_string())?;
     let started = Instant::now();
     let mut creates = Vec::new();
     for i in 0..PODS {
@@ -210,6 +213,8 @@ async fn measure(env: &Env, srv: &super::Running, agent: &mut Agent) -> Result<(
     }
     let waited = tokio::time::timeout(Duration::from_secs(300), watcher).await;
     let all_running = started.elapsed();
+    let server_cpu = procs::cpu_time(&server_pid)?.saturating_sub(server_cpu0);
+    let agent_cpu = procs::cpu_time(&agent_pid.to_string())?.saturating_sub(agent_cpu0);
     if waited.is_err() {
         let n = running_at.lock().await.len();
         bail!("only {n} of {PODS} pods Running after 300 s");
@@ -232,6 +237,17 @@ async fn measure(env: &Env, srv: &super::Running, agent: &mut Agent) -> Result<(
             ms(s.p99),
             ms(s.max),
             ms(all_running),
+        ]],
+    );
+    let per_pod = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0 / PODS as f64);
+    print_table(
+        "CPU spent on the burst per pod, shims and container set-up not included (CPU \
+         time: what other load on the machine does not inflate)",
+        &["server", "agent", "server + agent"],
+        &[vec![
+            per_pod(server_cpu),
+            per_pod(agent_cpu),
+            per_pod(server_cpu + agent_cpu),
         ]],
     );
     print_table(
