@@ -30,6 +30,8 @@ fn events(lines: &[String]) -> Vec<(String, String)> {
         .filter(|l| l.trim_start().starts_with('{'))
         .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .filter(|e| e["type"] != "BOOKMARK")
+        // The root CA publisher's ConfigMap may be created while a watch starts.
+        .filter(|e| e["object"]["metadata"]["name"] != "kube-root-ca.crt")
         .map(|e| {
             let m = &e["object"]["metadata"];
             (
