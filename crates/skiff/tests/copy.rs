@@ -75,13 +75,7 @@ spec:
     std::fs::create_dir_all(tree.join("sub/deeper")).unwrap();
     std::fs::write(tree.join("top.txt"), "top\n").unwrap();
     std::fs::write(tree.join("sub/deeper/leaf.txt"), "leaf\n").unwrap();
-    s.kubectl_ok(&[
-        "cp",
-        "-c",
-        "main",
-        tree.to_str().unwrap(),
-        "box:/data/tree",
-    ]);
+    s.kubectl_ok(&["cp", "-c", "main", tree.to_str().unwrap(), "box:/data/tree"]);
     let leaf = s.kubectl_ok(&["exec", "box", "--", "cat", "/data/tree/sub/deeper/leaf.txt"]);
     assert_eq!(leaf, "leaf\n");
     let top = s.kubectl_ok(&["exec", "box", "--", "cat", "/data/tree/top.txt"]);

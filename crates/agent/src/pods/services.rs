@@ -46,7 +46,11 @@ impl ServiceCache {
     /// namespace (unless `enableServiceLinks: false`) and the `kubernetes` Service of
     /// `default`.
     pub async fn for_links(&self, pod: &Pod) -> Vec<Service> {
-        let namespace = pod.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+        let namespace = pod
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or(DEFAULT_NAMESPACE);
         let links = pod
             .spec
             .as_ref()

@@ -818,8 +818,7 @@ impl Worker {
             .await
         {
             Ok(written) => {
-                self.last_written =
-                    resource_version(&written).map(|rv| (status.clone(), rv));
+                self.last_written = resource_version(&written).map(|rv| (status.clone(), rv));
             }
             Err(e) => {
                 self.last_written = None;
