@@ -196,10 +196,7 @@ fn port_forward_over_websocket_reaches_pod_ports() {
         },
     );
 
-    // Known gap: client-to-pod bytes through the WebSocket tunnel crawl (10 MiB took
-    // ~70 s, against ~60 ms over plain SPDY and 0.2 s for 20 MiB pod-to-client), so this
-    // form uploads 1 MiB until that is fixed.
-    exercise(&ports, &big, 1 << 20);
+    exercise(&ports, &big, big.len());
 
     // Nothing listens on 9999 in the pod: that connection fails, and kubectl reports the
     // node's error, worded as kubelet words it.

@@ -559,14 +559,17 @@ impl Background {
         if let Some(mut err) = child.stderr.take() {
             let stderr = stderr.clone();
             std::thread::spawn(move || {
-                let mut s = String::new();
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = err.read(&mut buf) {
                     if n == 0 {
                         break;
                     }
-                    s.push_str(&String::from_utf8_lossy(&buf[..n]));
-                    *stderr.lock().unwrap() = s.clone();
+                    // Appended in place: copying the whole text per read made a chatty
+                    // process (kubectl -v=7) cost quadratic time.
+                    stderr
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
                 }
             });
         }
