@@ -136,7 +136,7 @@ impl Attached {
     fn next(&mut self) -> Option<FromShim> {
         let mut buf = [0u8; 4096];
         loop {
-            if let Some(m) = self.reader.next::<FromShim>().expect("decode") {
+            if let Some(m) = self.reader.next_message::<FromShim>().expect("decode") {
                 return Some(m);
             }
             match self.sock.read(&mut buf) {

@@ -184,6 +184,9 @@ pub fn encode_chunked<F: Frame>(data: &[u8], make: impl Fn(Vec<u8>) -> F) -> Vec
 #[derive(Debug, Default)]
 pub struct FrameReader {
     buf: Vec<u8>,
+    /// Where the first message not yet returned starts: consumed bytes are dropped in one
+    /// move once they are half the buffer, not per message.
+    start: usize,
 }
 
 impl FrameReader {
@@ -192,25 +195,33 @@ impl FrameReader {
     }
 
     /// The next whole message, if one has arrived.
-    pub fn next<F: Frame>(&mut self) -> Result<Option<F>, ProtocolError> {
-        if self.buf.len() < HEADER {
+    pub fn next_message<F: Frame>(&mut self) -> Result<Option<F>, ProtocolError> {
+        let rest = &self.buf[self.start..];
+        if rest.len() < HEADER {
             return Ok(None);
         }
-        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
         if len > MAX_PAYLOAD {
             return Err(ProtocolError::TooLarge(len));
         }
-        if self.buf.len() < HEADER + len {
+        if rest.len() < HEADER + len {
             return Ok(None);
         }
-        let message = F::decode(self.buf[0], &self.buf[HEADER..HEADER + len]);
-        self.buf.drain(..HEADER + len);
+        let message = F::decode(rest[0], &rest[HEADER..HEADER + len]);
+        self.start += HEADER + len;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         message.map(Some)
     }
 
     /// Bytes received that do not yet make a whole message.
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 }
 
@@ -292,7 +303,7 @@ mod tests {
             let mut got = Vec::new();
             for piece in to_bytes.chunks(chunk) {
                 r.push(piece);
-                while let Some(m) = r.next::<ToShim>().expect("decode") {
+                while let Some(m) = r.next_message::<ToShim>().expect("decode") {
                     got.push(m);
                 }
             }
@@ -303,7 +314,7 @@ mod tests {
             let mut got = Vec::new();
             for piece in from_bytes.chunks(chunk) {
                 r.push(piece);
-                while let Some(m) = r.next::<FromShim>().expect("decode") {
+                while let Some(m) = r.next_message::<FromShim>().expect("decode") {
                     got.push(m);
                 }
             }
@@ -337,7 +348,11 @@ mod tests {
         for (bytes, want) in cases {
             let mut r = FrameReader::default();
             r.push(&bytes);
-            assert_eq!(r.next::<ToShim>().expect_err("bad"), want, "{bytes:?}");
+            assert_eq!(
+                r.next_message::<ToShim>().expect_err("bad"),
+                want,
+                "{bytes:?}"
+            );
         }
     }
 
@@ -348,7 +363,7 @@ mod tests {
         let mut r = FrameReader::default();
         r.push(&bytes);
         let mut total = 0;
-        while let Some(FromShim::Stdout(d)) = r.next::<FromShim>().expect("decode") {
+        while let Some(FromShim::Stdout(d)) = r.next_message::<FromShim>().expect("decode") {
             total += d.len();
         }
         assert_eq!(total, data.len());

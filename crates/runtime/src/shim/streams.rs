@@ -325,7 +325,7 @@ impl Hub {
                 }
             }
             loop {
-                let message = match self.clients[i].reader.next::<ToShim>() {
+                let message = match self.clients[i].reader.next_message::<ToShim>() {
                     Ok(Some(m)) => m,
                     Ok(None) => break,
                     Err(e) => {
