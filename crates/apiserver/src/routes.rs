@@ -46,6 +46,9 @@ pub enum SubTarget {
     Finalize,
     /// A pod subresource served by the pod's node (proxied to its agent).
     Node(NodeSub),
+    /// `nodes/<name>/proxy/<path>`: forwarded to the node's agent as `/<path>` (the path
+    /// is read back from the request URI).
+    NodeProxy,
 }
 
 /// Pod subresources the node's agent serves.
@@ -167,8 +170,10 @@ fn resource_target(
     if namespace.is_some() && !info.namespaced {
         return Err(RouteError::NotFound);
     }
+    let node_proxy = info.plural == "nodes" && info.group.is_empty();
     let (name, subresource) = match tail {
         [] => (None, None),
+        [name, "proxy", ..] if node_proxy => (Some(name.to_string()), Some(SubTarget::NodeProxy)),
         [name] => (Some(name.to_string()), None),
         [name, sub] => {
             let core_pod = info.plural == "pods" && info.group.is_empty();
@@ -231,6 +236,13 @@ mod tests {
 
         let r = res("/api/v1/nodes/n1");
         assert_eq!(r.info.plural, "nodes");
+        let r = res("/api/v1/nodes/n1/proxy/stats/summary");
+        assert_eq!(r.name.as_deref(), Some("n1"));
+        assert_eq!(r.subresource, Some(SubTarget::NodeProxy));
+        assert_eq!(
+            parse("/api/v1/namespaces/a/pods/web/proxy/x"),
+            Err(RouteError::NotFound)
+        );
 
         let r = res("/api/v1/namespaces/default/pods/web/log");
         assert_eq!(r.subresource, Some(SubTarget::Node(NodeSub::Log)));

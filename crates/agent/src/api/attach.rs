@@ -322,7 +322,10 @@ async fn next_message(
     buf: &mut [u8],
 ) -> Result<Option<FromShim>, String> {
     loop {
-        if let Some(m) = reader.next_message::<FromShim>().map_err(|e| e.to_string())? {
+        if let Some(m) = reader
+            .next_message::<FromShim>()
+            .map_err(|e| e.to_string())?
+        {
             return Ok(Some(m));
         }
         match from_shim.read(buf).await {

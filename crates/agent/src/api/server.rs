@@ -25,7 +25,7 @@ use super::log_files::{self, LogError};
 use super::logs::LogOptions;
 use super::portforward;
 use super::tls::{self, ClientIdentity, ServingCert, TlsError};
-use super::{attach, exec};
+use super::{attach, exec, stats};
 use crate::pods::layout::Layout;
 
 /// kubelet's port.
@@ -72,6 +72,10 @@ struct State {
     /// The binary whose `container-exec` helper runs exec'd processes: this process's own
     /// (through /proc so a binary replaced on disk still resolves).
     exec_binary: std::path::PathBuf,
+    /// The node's name in `/stats/summary`: the first name its serving certificate is for.
+    node_name: String,
+    /// Previous CPU samples, for `/stats/summary`'s rates.
+    stats: stats::Sampler,
 }
 
 impl AgentApi {
@@ -84,12 +88,20 @@ impl AgentApi {
                     addr: config.listen,
                     source,
                 })?;
+        let node_name = match &config.serving {
+            ServingCert::Generate { names } if !names.is_empty() => names[0].clone(),
+            _ => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default(),
+        };
         Ok(AgentApi {
             listener,
             acceptor: TlsAcceptor::from(Arc::new(tls)),
             state: Arc::new(State {
                 layout: config.layout,
                 exec_binary: "/proc/self/exe".into(),
+                node_name,
+                stats: stats::Sampler::default(),
             }),
         })
     }
@@ -192,6 +204,7 @@ pub enum Route {
         namespace: String,
         pod: String,
     },
+    StatsSummary,
     NotFound,
 }
 
@@ -221,6 +234,7 @@ pub fn route(path: &str) -> Route {
             namespace: s(ns),
             pod: s(pod),
         },
+        ["stats", "summary"] => Route::StatsSummary,
         _ => Route::NotFound,
     }
 }
@@ -289,6 +303,7 @@ async fn handle(
         (&Method::GET | &Method::POST, Route::PortForward { namespace, pod }) => {
             portforward::handle(&state.layout, req, &namespace, &pod, text)
         }
+        (&Method::GET, Route::StatsSummary) => stats_summary(state),
         (_, Route::NotFound) => text(StatusCode::NOT_FOUND, "404 page not found"),
         (m, _) => text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -330,6 +345,21 @@ async fn container_logs(
         .header(hyper::header::CONTENT_TYPE, "text/plain")
         .body(StreamBody::new(frames).boxed())
         .unwrap_or_else(|_| Response::new(empty()))
+}
+
+fn stats_summary(state: &State) -> Response<Body> {
+    let summary = stats::summary(&state.layout, &state.node_name, &state.stats);
+    match serde_json::to_vec(&summary) {
+        Ok(body) => Response::builder()
+            .status(StatusCode::OK)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)).boxed())
+            .unwrap_or_else(|_| Response::new(empty())),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("encoding the stats summary: {e}"),
+        ),
+    }
 }
 
 fn log_error(e: &LogError) -> Response<Body> {
@@ -385,7 +415,8 @@ mod tests {
                 },
             ),
             ("/", Route::NotFound),
-            ("/stats/summary", Route::NotFound),
+            ("/stats/summary", Route::StatsSummary),
+            ("/stats", Route::NotFound),
         ];
         for (path, want) in cases {
             assert_eq!(route(path), want, "{path}");

@@ -68,6 +68,14 @@ async fn dispatch_inner(
     let method = req.method().clone();
     match target {
         Target::Resource(target) => {
+            if target.subresource == Some(SubTarget::NodeProxy) {
+                if method != Method::GET {
+                    return Err(ApiError::method_not_allowed(format!(
+                        "{method} is not supported on nodes/proxy"
+                    )));
+                }
+                return node_proxy::node_path(server, &target, &req).await;
+            }
             if let Some(SubTarget::Node(sub)) = target.subresource {
                 if sub != routes::NodeSub::Log {
                     return node_proxy::upgrade(server, &target, sub, req).await;

@@ -136,6 +136,34 @@ pub async fn upgrade(
         .map_err(|e| ApiError::internal(format!("building upgrade response: {e}")))
 }
 
+/// `GET nodes/{name}/proxy/{path}`: the node's agent answers `GET /{path}` (e.g.
+/// `/stats/summary`), streamed back as it comes.
+pub async fn node_path(
+    server: &ApiServer,
+    target: &ResourceTarget,
+    req: &Request<Bytes>,
+) -> ApiResult<Response<Body>> {
+    let name = target.name.as_deref().unwrap_or_default();
+    let path = agent_path(req.uri().path(), name);
+    let (client, host, port) = kubelet_of(server, name).await?;
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    client
+        .get_stream(&host, port, &path_and_query, "nodes/proxy", name)
+        .await
+}
+
+/// The agent's path in a `.../nodes/{name}/proxy[/{path}]` request path.
+fn agent_path(request_path: &str, node: &str) -> String {
+    let marker = format!("/nodes/{node}/proxy");
+    match request_path.split_once(&marker) {
+        Some((_, rest)) if rest.starts_with('/') => rest.to_string(),
+        _ => "/".to_string(),
+    }
+}
+
 /// The client, address and port for the kubelet of `node_name`.
 async fn kubelet_of(
     server: &ApiServer,
@@ -304,6 +332,15 @@ mod tests {
                 .code,
             400
         );
+    }
+
+    #[test]
+    fn proxies_the_path_after_the_node() {
+        assert_eq!(
+            agent_path("/api/v1/nodes/n1/proxy/stats/summary", "n1"),
+            "/stats/summary"
+        );
+        assert_eq!(agent_path("/api/v1/nodes/n1/proxy", "n1"), "/");
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub async fn handle(ctx: Ctx<'_>, method: Method, sub: SubTarget) -> ApiResult<R
             Method::GET => super::node_proxy::log(ctx).await,
             m => not_allowed(&m),
         },
+        SubTarget::NodeProxy => Err(ApiError::internal("nodes/proxy reached the resource path")),
         // Upgrades are dispatched before the request becomes a `Ctx`.
         SubTarget::Node(sub) => Err(ApiError::internal(format!(
             "pods/{} reached the non-upgrade path",
