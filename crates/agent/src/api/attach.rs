@@ -15,20 +15,18 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use hyper::body::Incoming;
-use hyper::{header, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Request, Response, StatusCode};
 use runtime::shim::attach::{Frame, FrameReader, FromShim, StreamSet, ToShim};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::exec::{
-    exit_status, frame, internal_error, negotiate, running_container, PROTOCOLS, STREAM_CLOSE,
+    exit_status, frame, internal_error, running_container, ChannelUpgrade, PROTOCOLS, STREAM_CLOSE,
     STREAM_ERROR, STREAM_RESIZE, STREAM_STDERR, STREAM_STDIN, STREAM_STDOUT,
 };
 use super::server::Body;
@@ -117,57 +115,15 @@ pub fn handle(
         Ok(o) => o,
         Err(e) => return text(StatusCode::BAD_REQUEST, &e),
     };
-    let is_websocket = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    if !is_websocket {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "this node serves attach over WebSocket only (v5.channel.k8s.io, v4.channel.k8s.io); SPDY is not supported",
-        );
-    }
-    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
-        return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
-    };
-    let offered: Vec<String> = req
-        .headers()
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok().map(String::from))
-        .collect();
-    let Some(protocol) = negotiate(offered.iter().map(String::as_str)) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            &format!(
-                "none of the offered subprotocols {offered:?} is supported; supported: {}",
-                PROTOCOLS.join(", ")
-            ),
-        );
+    let upgrade = match ChannelUpgrade::check(&req, "attach") {
+        Ok(u) => u,
+        Err(message) => return text(StatusCode::BAD_REQUEST, &message),
     };
     // Where the container is is decided now; everything after the upgrade reports on the
     // error stream, so kubectl shows it instead of falling back to SPDY.
     let target = running_container(layout, namespace, pod, container).map_err(|(_, m)| m);
-    tokio::spawn(async move {
-        let upgraded = match hyper::upgrade::on(req).await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::debug!("attach upgrade: {e}");
-                return;
-            }
-        };
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        session(ws, opts, target, protocol == PROTOCOLS[0]).await;
-    });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::UPGRADE, "websocket")
-        .header(header::CONNECTION, "Upgrade")
-        .header("Sec-WebSocket-Accept", derive_accept_key(key.as_bytes()))
-        .header("Sec-WebSocket-Protocol", protocol)
-        .body(http_body_util::BodyExt::boxed(http_body_util::Empty::new()))
-        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "building the upgrade"))
+    let v5 = upgrade.protocol == PROTOCOLS[0];
+    upgrade.switch(req, "attach", text, move |ws| session(ws, opts, target, v5))
 }
 
 async fn session<S>(

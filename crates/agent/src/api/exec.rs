@@ -185,59 +185,99 @@ pub fn handle(
         Ok(o) => o,
         Err(e) => return text(StatusCode::BAD_REQUEST, &e),
     };
-    let is_websocket = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    if !is_websocket {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "this node serves exec over WebSocket only (v5.channel.k8s.io, v4.channel.k8s.io); SPDY is not supported",
-        );
-    }
-    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
-        return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
-    };
-    let offered: Vec<String> = req
-        .headers()
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok().map(String::from))
-        .collect();
-    let Some(protocol) = negotiate(offered.iter().map(String::as_str)) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            &format!(
-                "none of the offered subprotocols {offered:?} is supported; supported: {}",
-                PROTOCOLS.join(", ")
-            ),
-        );
+    let upgrade = match ChannelUpgrade::check(&req, "exec") {
+        Ok(u) => u,
+        Err(message) => return text(StatusCode::BAD_REQUEST, &message),
     };
     let state_dir = match running_container(layout, namespace, pod, container) {
         Ok(d) => d,
         Err((code, msg)) => return text(code, &msg),
     };
     let binary = binary.to_path_buf();
-    tokio::spawn(async move {
-        let upgraded = match hyper::upgrade::on(req).await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::debug!("exec upgrade: {e}");
-                return;
-            }
+    let v5 = upgrade.protocol == PROTOCOLS[0];
+    upgrade.switch(req, "exec", text, move |ws| {
+        session(ws, opts, binary, state_dir, v5)
+    })
+}
+
+/// A request to speak a channel protocol over WebSocket (exec and attach), checked.
+pub struct ChannelUpgrade {
+    key: hyper::header::HeaderValue,
+    /// The subprotocol chosen, one of [`PROTOCOLS`].
+    pub protocol: &'static str,
+}
+
+/// The WebSocket a channel-protocol session runs on.
+pub type ChannelSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+impl ChannelUpgrade {
+    /// The client's key and the subprotocol to use, or why `req` (for `what`: exec or
+    /// attach) cannot be upgraded.
+    pub fn check(req: &Request<Incoming>, what: &str) -> Result<ChannelUpgrade, String> {
+        let is_websocket = req
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        if !is_websocket {
+            return Err(format!(
+                "this node serves {what} over WebSocket only (v5.channel.k8s.io, v4.channel.k8s.io); SPDY is not supported"
+            ));
+        }
+        let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+            return Err("missing Sec-WebSocket-Key".into());
         };
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        session(ws, opts, binary, state_dir, protocol == PROTOCOLS[0]).await;
-    });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::UPGRADE, "websocket")
-        .header(header::CONNECTION, "Upgrade")
-        .header("Sec-WebSocket-Accept", derive_accept_key(key.as_bytes()))
-        .header("Sec-WebSocket-Protocol", protocol)
-        .body(http_body_util::BodyExt::boxed(http_body_util::Empty::new()))
-        .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "building the upgrade"))
+        let offered: Vec<String> = req
+            .headers()
+            .get_all("sec-websocket-protocol")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(String::from))
+            .collect();
+        let Some(protocol) = negotiate(offered.iter().map(String::as_str)) else {
+            return Err(format!(
+                "none of the offered subprotocols {offered:?} is supported; supported: {}",
+                PROTOCOLS.join(", ")
+            ));
+        };
+        Ok(ChannelUpgrade { key, protocol })
+    }
+
+    /// Answers 101 and runs `session` on the upgraded connection.
+    pub fn switch<F, Fut>(
+        self,
+        req: Request<Incoming>,
+        what: &'static str,
+        text: impl Fn(StatusCode, &str) -> Response<Body>,
+        session: F,
+    ) -> Response<Body>
+    where
+        F: FnOnce(ChannelSocket) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        tokio::spawn(async move {
+            let upgraded = match hyper::upgrade::on(req).await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::debug!("{what} upgrade: {e}");
+                    return;
+                }
+            };
+            let ws =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            session(ws).await;
+        });
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::UPGRADE, "websocket")
+            .header(header::CONNECTION, "Upgrade")
+            .header(
+                "Sec-WebSocket-Accept",
+                derive_accept_key(self.key.as_bytes()),
+            )
+            .header("Sec-WebSocket-Protocol", self.protocol)
+            .body(http_body_util::BodyExt::boxed(http_body_util::Empty::new()))
+            .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "building the upgrade"))
+    }
 }
 
 /// One channel-protocol message: the stream byte, then the data (attach.rs shares it).
