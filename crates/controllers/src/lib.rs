@@ -26,6 +26,7 @@ pub mod feed;
 pub mod garbage_collector;
 pub mod job;
 pub mod namespace;
+pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod persistentvolume;
 pub mod podgc;
@@ -55,6 +56,11 @@ pub struct ControllerOptions {
     /// The cluster CA (PEM) published in every namespace as ConfigMap `kube-root-ca.crt`
     /// (upstream `--root-ca-file`); None: nothing is published.
     pub root_ca_pem: Option<String>,
+    /// Where Nodes' podCIDRs are cut from (upstream `--cluster-cidr` with
+    /// `--allocate-node-cidrs`); None: Nodes get no podCIDR from the control plane.
+    pub cluster_cidr: Option<node_ipam::Ipv4Cidr>,
+    /// The prefix length of each Node's podCIDR (upstream `--node-cidr-mask-size`, 24).
+    pub node_cidr_mask_size: u8,
 }
 
 impl Default for ControllerOptions {
@@ -65,6 +71,8 @@ impl Default for ControllerOptions {
             workers: 5,
             local_storage_path: std::path::PathBuf::from("/var/lib/skiff/storage"),
             root_ca_pem: None,
+            cluster_cidr: None,
+            node_cidr_mask_size: 24,
         }
     }
 }
@@ -102,6 +110,7 @@ pub async fn run_all(ctx: Arc<Context>) {
     let controllers: Vec<BoxFuture<'static, ()>> = vec![
         namespace::run(client).boxed(),
         node_lifecycle::start(&ctx),
+        node_ipam::start(&ctx),
         taint_eviction::start(&ctx),
         garbage_collector::start(&ctx),
         endpoints::start(&ctx),

@@ -76,7 +76,13 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     std::fs::create_dir_all(&server_dir)
         .with_context(|| format!("creating data dir {}", server_dir.display()))?;
     let service_cidr = parse_cidr(&args.service_cidr, "--service-cidr")?;
-    parse_cidr(&args.cluster_cidr, "--cluster-cidr")?;
+    let cluster_cidr = parse_cidr(&args.cluster_cidr, "--cluster-cidr")?;
+    let cluster_cidr =
+        controllers::node_ipam::Ipv4Cidr::parse(&format!("{}/{}", cluster_cidr.0, cluster_cidr.1))
+            .context("--cluster-cidr")?;
+    if cluster_cidr.prefix > 24 {
+        bail!("--cluster-cidr {cluster_cidr}: too small for a /24 per node (at most a /24)");
+    }
     let node_port_range = parse_port_range(&args.service_node_port_range)?;
 
     let advertise: IpAddr = args.advertise_address.or(args.node_ip).unwrap_or_else(|| {
@@ -242,6 +248,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             .clone()
             .unwrap_or_else(|| data_dir.join("storage")),
         root_ca_pem: Some(ca_pem),
+        cluster_cidr: Some(cluster_cidr),
         ..Default::default()
     };
     let controllers = tokio::spawn(run_controllers(controller_kubeconfig, controller_options));
