@@ -2,7 +2,9 @@
 //! names). `GET /cacerts` serves the cluster CA to anyone: an agent trusts it only after
 //! checking it against the CA hash in its `K10` join token. `POST /v1-skiff/node-certificate`
 //! signs a node's certificate request (`system:node:<name>`, group `system:nodes`) for a
-//! caller authenticated with the join token or as an administrator.
+//! caller authenticated with the join token or as an administrator. `GET /v1-skiff/config`
+//! tells an agent the cluster's network settings (k3s agents learn them from their server
+//! too), so `skiff agent --server URL --token T` needs no more flags.
 
 use std::sync::Arc;
 
@@ -16,6 +18,21 @@ use crate::http::{self, Body};
 
 pub const CACERTS_PATH: &str = "/cacerts";
 pub const NODE_CERTIFICATE_PATH: &str = "/v1-skiff/node-certificate";
+pub const CLUSTER_CONFIG_PATH: &str = "/v1-skiff/config";
+
+/// The cluster-wide settings every node must agree with the server on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterConfig {
+    /// `--cluster-cidr`, e.g. 10.42.0.0/16.
+    pub cluster_cidr: String,
+    /// `--service-cidr`, e.g. 10.43.0.0/16.
+    pub service_cidr: String,
+    /// `--cluster-dns`, e.g. 10.43.0.10.
+    pub cluster_dns: String,
+    /// `--cluster-domain`, e.g. cluster.local.
+    pub cluster_domain: String,
+}
 
 /// Signs a node's certificate request with the cluster CA (the binary owns the CA key).
 pub trait NodeCertificateSigner: Send + Sync {
@@ -30,6 +47,33 @@ pub struct Join {
     pub signer: Arc<dyn NodeCertificateSigner>,
     /// Users allowed to obtain node certificates (the join token's user).
     pub allowed_users: Vec<String>,
+    pub cluster: ClusterConfig,
+}
+
+/// `GET /v1-skiff/config`: for nodes (group `system:nodes`), the join token's user and
+/// administrators.
+pub fn cluster_config(join: Option<&Join>, who: &Identity, method: &Method) -> Response<Body> {
+    let Some(join) = join else {
+        return http::error(&ApiError::not_found_path());
+    };
+    if method != Method::GET {
+        return http::error(&ApiError::method_not_allowed("only GET"));
+    }
+    let allowed = join.allowed_users.iter().any(|u| u == &who.user)
+        || who
+            .groups
+            .iter()
+            .any(|g| g == "system:masters" || g == "system:nodes");
+    if !allowed {
+        return http::error(&ApiError::forbidden(format!(
+            "user \"{}\" may not read the cluster configuration",
+            who.user
+        )));
+    }
+    match serde_json::to_vec(&join.cluster) {
+        Ok(json) => http::raw(200, "application/json", json),
+        Err(e) => http::error(&ApiError::internal(format!("encoding: {e}"))),
+    }
 }
 
 #[derive(Deserialize)]

@@ -142,6 +142,9 @@ async fn handle(
     if parts.uri.path() == join::NODE_CERTIFICATE_PATH {
         return join::node_certificate(server.join.get(), &identity, &parts.method, &body);
     }
+    if parts.uri.path() == join::CLUSTER_CONFIG_PATH {
+        return join::cluster_config(server.join.get(), &identity, &parts.method);
+    }
     let started = std::time::Instant::now();
     let method = parts.method.clone();
     let uri = parts.uri.clone();

@@ -32,6 +32,12 @@ pub enum Scenario {
     Containers,
     /// Real pods through the whole stack (root): startup latency of 100 pods, agent RSS.
     Pods,
+    /// Cluster DNS: query latency and queries/s with 1,000 Services, from loopback.
+    Dns,
+    /// The service proxy (root): Service/EndpointSlice change → traffic follows, 1k/10k Services.
+    Services,
+    /// The built-in ingress controller (root): req/s and latency through it vs direct.
+    Ingress,
     All,
 }
 
@@ -197,6 +203,9 @@ async fn run(args: Args) -> Result<()> {
             Scenario::Failover => scenarios::failover::run(&env).await,
             Scenario::Containers => scenarios::containers::run(&env).await,
             Scenario::Pods => scenarios::pods::run(&env).await,
+            Scenario::Dns => scenarios::dns::run(&env).await,
+            Scenario::Services => scenarios::services::run(&env).await,
+            Scenario::Ingress => scenarios::ingress::run(&env).await,
             Scenario::All => unreachable!(),
         }
         .with_context(|| format!("scenario {s:?}"))?;

@@ -33,6 +33,7 @@ pub mod podgc;
 pub mod replicaset;
 pub mod revisions;
 pub mod root_ca_publisher;
+pub mod service_lb;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod taint_eviction;
@@ -115,6 +116,7 @@ pub async fn run_all(ctx: Arc<Context>) {
         garbage_collector::start(&ctx),
         endpoints::start(&ctx),
         endpointslice::start(&ctx),
+        service_lb::start(&ctx),
         serviceaccount::start(&ctx),
         root_ca_publisher::start(&ctx),
         replicaset::start(&ctx),

@@ -60,7 +60,7 @@ fn pulls_from_a_local_registry() {
 
     let name = format!("{}/test/busybox:v1", registry.host);
     let got = rt
-        .block_on(pull(&store, &name, &Credentials::Anonymous))
+        .block_on(pull(&store, &name, &Credentials::Anonymous, &|_| {}))
         .unwrap();
     assert_eq!(got.digest.as_str(), img.manifest_digest());
     assert_eq!(got.id.as_str(), img.config_digest());
@@ -69,7 +69,7 @@ fn pulls_from_a_local_registry() {
 
     let multi = format!("{}/test/multi:v1", registry.host);
     let got = rt
-        .block_on(pull(&store, &multi, &Credentials::Anonymous))
+        .block_on(pull(&store, &multi, &Credentials::Anonymous, &|_| {}))
         .unwrap();
     assert_eq!(got.digest.as_str(), img.manifest_digest());
     assert_eq!(store.list().unwrap().len(), 1, "same manifest, two names");
@@ -77,7 +77,7 @@ fn pulls_from_a_local_registry() {
 
     let missing = format!("{}/test/nope:v1", registry.host);
     let err = rt
-        .block_on(pull(&store, &missing, &Credentials::Anonymous))
+        .block_on(pull(&store, &missing, &Credentials::Anonymous, &|_| {}))
         .unwrap_err();
     assert!(err.to_string().contains("test/nope"), "{err}");
 }

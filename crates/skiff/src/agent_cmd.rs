@@ -256,7 +256,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
 
 /// The real node: join (once: a node certificate kept in `<data-dir>/agent`), register
 /// this machine as a Node, keep its Lease and status fresh.
-async fn run_node(args: AgentArgs) -> Result<()> {
+async fn run_node(mut args: AgentArgs) -> Result<()> {
     let data_dir = args
         .data_dir
         .clone()
@@ -280,6 +280,33 @@ async fn run_node(args: AgentArgs) -> Result<()> {
         .apiserver_version()
         .await
         .context("asking the server for its version (is --server right?)")?;
+    if let Some(cluster) = cluster_config(&client).await? {
+        // Every node must agree with the server on these; as a k3s agent, take the
+        // server's values over the flags.
+        for (flag, ours, theirs) in [
+            (
+                "--cluster-cidr",
+                &mut args.cluster_cidr,
+                cluster.cluster_cidr,
+            ),
+            (
+                "--service-cidr",
+                &mut args.service_cidr,
+                cluster.service_cidr,
+            ),
+        ] {
+            if *ours != theirs {
+                tracing::info!("{flag} {theirs} (from the server)");
+                *ours = theirs;
+            }
+        }
+        if let Ok(ip) = cluster.cluster_dns.parse() {
+            args.cluster_dns = Some(ip);
+        }
+        if !cluster.cluster_domain.is_empty() {
+            args.cluster_domain = cluster.cluster_domain;
+        }
+    }
     let internal_ip = match args.node_ip {
         Some(ip) => ip,
         None => route_source_address(args.server.as_deref())?,
@@ -316,18 +343,130 @@ async fn run_node(args: AgentArgs) -> Result<()> {
         ..Default::default()
     };
     let agent_api = start_agent_api(&agent_dir, &config).await?;
-    let pods = pod_context(client.clone(), &config, &agent_dir, &data_dir)?;
+    let network = pod_network(&args, &config.name, &agent_dir)?;
+    let pod_cidr = tokio::spawn(agent::pods::network::follow_pod_cidr(
+        client.clone(),
+        network.clone(),
+    ));
+    let pods = pod_context(
+        client.clone(),
+        &config,
+        &agent_dir,
+        &data_dir,
+        network,
+        node_dns(&args)?,
+    )?;
     let image_gc = tokio::spawn(agent::node::image_gc::run(pods.clone(), gc_policy));
+    let ingress = tokio::spawn(run_ingress(client.clone(), args.ingress.config(&config)));
     let manager = tokio::spawn(agent::pods::manager::run(pods));
+    let service_proxy = tokio::spawn(run_service_proxy(
+        client.clone(),
+        service_proxy_config(&args, &config, &agent_dir)?,
+    ));
+    // Other nodes' pod ranges via those nodes (host-gw): pods reach pods anywhere.
+    let cluster_cidr: network::pod_network::cidr::Ipv4Cidr = args
+        .cluster_cidr
+        .parse()
+        .with_context(|| format!("--cluster-cidr {}", args.cluster_cidr))?;
+    let node_routes = tokio::spawn(network::node_routes::run(
+        client.clone(),
+        config.name.clone(),
+        cluster_cidr,
+    ));
     let result = agent::node::register::run(client, config, data_dir, heartbeat)
         .await
         .map_err(|e| anyhow!(e));
     manager.abort();
     image_gc.abort();
+    ingress.abort();
+    pod_cidr.abort();
+    service_proxy.abort();
+    node_routes.abort();
     if let Some(api) = agent_api {
         api.abort();
     }
     result
+}
+
+/// What pods' resolv.conf is made from: the cluster DNS address (`--cluster-dns`, else
+/// the tenth address of the service range, as the server picks it), the domain, and the
+/// host's resolver configuration (`--resolv-conf`; empty: none).
+fn node_dns(args: &AgentArgs) -> Result<agent::pods::dns_config::NodeDns> {
+    let cluster_dns = match args.cluster_dns {
+        Some(ip) => ip,
+        None => {
+            let cidr: network::pod_network::cidr::Ipv4Cidr = args
+                .service_cidr
+                .parse()
+                .with_context(|| format!("--service-cidr {}", args.service_cidr))?;
+            std::net::IpAddr::V4(std::net::Ipv4Addr::from(u32::from(cidr.network()) + 10))
+        }
+    };
+    let host = if args.resolv_conf.as_os_str().is_empty() {
+        None
+    } else {
+        let text = std::fs::read_to_string(&args.resolv_conf).unwrap_or_else(|e| {
+            tracing::warn!(
+                "reading {}: {e}; pods get no host resolvers",
+                args.resolv_conf.display()
+            );
+            String::new()
+        });
+        Some(agent::pods::dns_config::parse_resolv_conf(&text))
+    };
+    Ok(agent::pods::dns_config::NodeDns {
+        cluster_dns: vec![cluster_dns],
+        cluster_domain: args.cluster_domain.clone(),
+        host,
+    })
+}
+
+/// The cluster's network settings from the server (`GET /v1-skiff/config`); None from a
+/// server that does not offer them.
+async fn cluster_config(client: &kube::Client) -> Result<Option<apiserver::join::ClusterConfig>> {
+    let request = http::Request::get(apiserver::join::CLUSTER_CONFIG_PATH)
+        .body(Vec::new())
+        .context("building the cluster configuration request")?;
+    match client
+        .request::<apiserver::join::ClusterConfig>(request)
+        .await
+    {
+        Ok(config) => Ok(Some(config)),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+        Err(e) => Err(anyhow!(e).context("asking the server for the cluster's network settings")),
+    }
+}
+
+/// The node's service proxy (kube-proxy's job): table `ip <--pod-bridge>-services`.
+fn service_proxy_config(
+    args: &AgentArgs,
+    config: &agent::node::object::NodeConfig,
+    agent_dir: &Path,
+) -> Result<network::proxy::ProxyConfig> {
+    let proxy = network::proxy::ProxyConfig {
+        bridge: args.pod_bridge.clone(),
+        service_cidr: network::proxy::parse_cidr(&args.service_cidr, "--service-cidr")?,
+        cluster_cidr: Some(network::proxy::parse_cidr(
+            &args.cluster_cidr,
+            "--cluster-cidr",
+        )?),
+        node_ips: match config.internal_ip {
+            std::net::IpAddr::V4(ip) => vec![ip],
+            std::net::IpAddr::V6(_) => Vec::new(),
+        },
+        node_name: config.name.clone(),
+        state_dir: agent_dir.to_path_buf(),
+    };
+    proxy.validate()?;
+    Ok(proxy)
+}
+
+/// Runs the service proxy; a node whose proxy cannot start keeps running its pods (as a
+/// kubelet does without kube-proxy), with the reason logged.
+async fn run_service_proxy(client: kube::Client, config: network::proxy::ProxyConfig) {
+    if let Err(e) = network::proxy::run(client, config).await {
+        tracing::error!("the service proxy is not running: {e}");
+    }
 }
 
 /// The agent's own API (kubelet's port 10250: logs, exec, port-forward), for the API
@@ -362,13 +501,39 @@ async fn start_agent_api(
     })))
 }
 
+/// The node's pod network: bridge `--pod-bridge`, addresses kept in
+/// `<data-dir>/agent/network`; allocations of pods no longer on disk are released now.
+fn pod_network(
+    args: &AgentArgs,
+    node_name: &str,
+    agent_dir: &Path,
+) -> Result<std::sync::Arc<agent::pods::network::NodeNetwork>> {
+    let cluster_cidr: network::pod_network::Ipv4Cidr = args
+        .cluster_cidr
+        .parse()
+        .with_context(|| format!("--cluster-cidr {:?}", args.cluster_cidr))?;
+    let network = agent::pods::network::NodeNetwork::new(
+        node_name,
+        network::pod_network::PodNetworkConfig {
+            bridge: args.pod_bridge.clone(),
+            cluster_cidr,
+            state_dir: agent_dir.join("network"),
+        },
+    )
+    .map_err(|e| anyhow!(e))?;
+    network.release_leaked(&agent::pods::layout::Layout::new(agent_dir));
+    Ok(std::sync::Arc::new(network))
+}
+
 /// What the node's pod workers share: its image store, the shim launcher (this very
-/// binary), the event recorder, its capacity.
+/// binary), the event recorder, its capacity, its pod network.
 fn pod_context(
     client: kube::Client,
     config: &agent::node::object::NodeConfig,
     agent_dir: &Path,
     data_dir: &Path,
+    network: std::sync::Arc<agent::pods::network::NodeNetwork>,
+    dns: agent::pods::dns_config::NodeDns,
 ) -> Result<std::sync::Arc<agent::pods::context::NodeContext>> {
     let layout = agent::pods::layout::Layout::new(agent_dir);
     let images = runtime::images::ImageStore::open(layout.image_store()).with_context(|| {
@@ -404,6 +569,8 @@ fn pod_context(
         allocatable_ephemeral: bytes("ephemeral-storage"),
         memory_capacity: facts.memory_bytes as i64,
         runtime_ops: tokio::sync::Semaphore::new(agent::pods::context::runtime_parallelism()),
+        network,
+        dns,
     }))
 }
 
@@ -421,6 +588,53 @@ pub struct Embedded {
     pub taints: Vec<String>,
     pub kubelet_port: u16,
     pub image_gc: ImageGcArgs,
+    /// `--ingress-http-port`, `--ingress-https-port`.
+    pub ingress: IngressArgs,
+    /// `--service-cidr`, for the node's service proxy.
+    pub service_cidr: String,
+    /// `--pod-bridge`.
+    pub pod_bridge: String,
+    /// `--cluster-cidr`, for the node's pod network.
+    pub cluster_cidr: String,
+}
+
+/// The built-in ingress controller's listeners (every node runs one; 0 disables a port).
+#[derive(clap::Args, Debug, Clone)]
+pub struct IngressArgs {
+    /// Port of the built-in ingress controller's HTTP listener on all the node's addresses
+    /// (0: none).
+    #[arg(long, default_value_t = 80)]
+    pub ingress_http_port: u16,
+    /// Port of the built-in ingress controller's HTTPS listener (0: none).
+    #[arg(long, default_value_t = 443)]
+    pub ingress_https_port: u16,
+}
+
+impl IngressArgs {
+    fn config(&self, node: &agent::node::object::NodeConfig) -> ingress::IngressConfig {
+        ingress::IngressConfig {
+            http_port: self.ingress_http_port,
+            https_port: self.ingress_https_port,
+            node_ip: node.internal_ip,
+        }
+    }
+
+    fn to_args(&self) -> Vec<String> {
+        vec![
+            format!("--ingress-http-port={}", self.ingress_http_port),
+            format!("--ingress-https-port={}", self.ingress_https_port),
+        ]
+    }
+}
+
+/// Runs the ingress controller; a node whose controller stops keeps running its pods.
+async fn run_ingress(client: kube::Client, config: ingress::IngressConfig) {
+    if config.http_port == 0 && config.https_port == 0 {
+        return;
+    }
+    if let Err(e) = ingress::run(client, config).await {
+        tracing::error!("the ingress controller is not running: {e:#}");
+    }
 }
 
 /// kubelet's image garbage collection flags (k3s passes them as `--kubelet-arg`).
@@ -474,10 +688,7 @@ pub async fn run_embedded(e: Embedded) -> Result<()> {
     }
     // The address the host would use for outside traffic (a UDP connect sends nothing);
     // a machine without a default route uses the server's advertised address.
-    let node_ip = e
-        .node_ip
-        .or_else(|| route_source_address(Some("https://192.0.2.1:6443")).ok())
-        .unwrap_or(e.fallback_ip);
+    let node_ip = embedded_node_ip(e.node_ip, e.fallback_ip);
     let mut argv: Vec<String> = vec![
         "agent".into(),
         "--server".into(),
@@ -490,8 +701,15 @@ pub async fn run_embedded(e: Embedded) -> Result<()> {
         node_ip.to_string(),
         "--kubelet-port".into(),
         e.kubelet_port.to_string(),
+        "--service-cidr".into(),
+        e.service_cidr,
+        "--pod-bridge".into(),
+        e.pod_bridge,
+        "--cluster-cidr".into(),
+        e.cluster_cidr,
     ];
     argv.extend(e.image_gc.to_args());
+    argv.extend(e.ingress.to_args());
     if let Some(name) = e.node_name {
         argv.extend(["--node-name".into(), name]);
     }
@@ -565,6 +783,18 @@ async fn node_client(args: &AgentArgs, agent_dir: &Path, name: &str) -> Result<k
 
 /// The local address the kernel would use to reach the server: the node's InternalIP
 /// unless `--node-ip` says otherwise. A UDP "connect" sends nothing.
+/// The embedded agent's node address: `--node-ip`, else the source address of the default
+/// route (found without sending anything: a UDP socket only connects to a documentation
+/// address), else `fallback`.
+pub fn embedded_node_ip(
+    node_ip: Option<std::net::IpAddr>,
+    fallback: std::net::IpAddr,
+) -> std::net::IpAddr {
+    node_ip
+        .or_else(|| route_source_address(Some("https://192.0.2.1:6443")).ok())
+        .unwrap_or(fallback)
+}
+
 fn route_source_address(server: Option<&str>) -> Result<std::net::IpAddr> {
     let server = server.ok_or_else(|| anyhow!("--node-ip is required with --kubeconfig"))?;
     let uri: http::Uri = server

@@ -43,8 +43,8 @@ enum Command {
     Image(image_cmd::ImageArgs),
     /// Print the server's join token (K10<ca-sha256>::server:<secret>) for `skiff agent --token`.
     Token(TokenArgs),
-    /// Stop every container this node runs and remove their sandboxes (containers outlive
-    /// the agent by design; this is k3s-killall.sh).
+    /// Stop every container this node runs and remove their sandboxes and the pod network
+    /// (containers outlive the agent by design; this is k3s-killall.sh).
     Killall(TokenArgs),
 }
 
@@ -101,12 +101,29 @@ pub struct ServerArgs {
     /// Service IP range.
     #[arg(long, default_value = "10.43.0.0/16")]
     pub service_cidr: String,
-    /// Cluster DNS Service IP.
-    #[arg(long, default_value = "10.43.0.10")]
-    pub cluster_dns: IpAddr,
+    /// Name of the node's pod bridge (it holds the gateway address of the node's podCIDR;
+    /// each pod's veth is a port of it); the pod network's and the service proxy's nftables
+    /// tables (`ip <bridge>-pods`, `ip <bridge>-services`) and devices are named after it.
+    #[arg(long, default_value = "skiff0")]
+    pub pod_bridge: String,
+    /// Cluster DNS Service IP (default: the tenth address of --service-cidr, 10.43.0.10,
+    /// as k3s derives it).
+    #[arg(long)]
+    pub cluster_dns: Option<IpAddr>,
     /// Cluster domain.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// Port the built-in cluster DNS serves on (UDP and TCP) at the advertise address; the
+    /// kube-dns Service (`--cluster-dns`, port 53) points at it.
+    #[arg(long, default_value_t = 53)]
+    pub cluster_dns_port: u16,
+    /// Resolvers the cluster DNS forwards other names to (ADDR or ADDR:PORT; default: the
+    /// nameservers of --resolv-conf).
+    #[arg(long = "cluster-dns-upstream", value_delimiter = ',')]
+    pub cluster_dns_upstream: Vec<String>,
+    /// The host's resolv.conf, whose nameservers the cluster DNS forwards to.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
     /// NodePort range.
     #[arg(long, default_value = "30000-32767")]
     pub service_node_port_range: String,
@@ -149,6 +166,8 @@ pub struct ServerArgs {
     pub default_unreachable_toleration_seconds: Option<i64>,
     #[command(flatten)]
     pub image_gc: agent_cmd::ImageGcArgs,
+    #[command(flatten)]
+    pub ingress: agent_cmd::IngressArgs,
 }
 
 /// Flags of `skiff agent`, named as k3s names them; `--simulate*` are skiff's own.
@@ -192,9 +211,31 @@ pub struct AgentArgs {
     /// Taints for the node(s) (key=value:Effect).
     #[arg(long = "node-taint")]
     pub node_taint: Vec<String>,
-    /// Pod IP range the simulated nodes' podCIDRs are cut from.
+    /// Pod IP range of the cluster (the server's `--cluster-cidr`): routed locally, pod
+    /// egress leaving it is masqueraded; the simulated nodes' podCIDRs are cut from it.
     #[arg(long, default_value = "10.42.0.0/16")]
     pub cluster_cidr: String,
+    /// Service IP range (the server's `--service-cidr`): routed locally and served by the
+    /// node's service proxy.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    pub service_cidr: String,
+    /// Name of the node's pod bridge (it holds the gateway address of the node's podCIDR;
+    /// each pod's veth is a port of it); the pod network's and the service proxy's nftables
+    /// tables (`ip <bridge>-pods`, `ip <bridge>-services`) and devices are named after it.
+    #[arg(long, default_value = "skiff0")]
+    pub pod_bridge: String,
+    /// The cluster DNS address pods' resolv.conf names (kubelet's `--cluster-dns`; the
+    /// server's when it offers one, else the tenth address of `--service-cidr`).
+    #[arg(long)]
+    pub cluster_dns: Option<std::net::IpAddr>,
+    /// The cluster's DNS domain (kubelet's `--cluster-domain`; the server's when it offers
+    /// one).
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// The host resolver configuration `dnsPolicy: Default` pods get and cluster-first
+    /// pods take search domains from (kubelet's `--resolv-conf`; empty: none).
+    #[arg(long = "resolv-conf", default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
     /// Prefix length of each simulated node's podCIDR.
     #[arg(long, default_value_t = 24)]
     pub node_cidr_mask_size: u8,
@@ -229,6 +270,8 @@ pub struct AgentArgs {
     pub node_lease_duration_seconds: i32,
     #[command(flatten)]
     pub image_gc: agent_cmd::ImageGcArgs,
+    #[command(flatten)]
+    pub ingress: agent_cmd::IngressArgs,
     /// Log at debug level.
     #[arg(long)]
     pub debug: bool,
@@ -292,7 +335,19 @@ fn main() -> std::process::ExitCode {
             for e in &report.errors {
                 eprintln!("skiff killall: {e}");
             }
-            if report.errors.is_empty() {
+            // The service proxy's nftables table and device, as k3s-killall.sh removes
+            // kube-proxy's rules.
+            let proxy = network::proxy::remove(&data_dir.join("agent"));
+            if let Err(e) = &proxy {
+                eprintln!("skiff killall: {e}");
+            }
+            // The pod network (bridge, its nftables table and route, the allocations), as
+            // k3s-killall.sh deletes cni0 and flannel's rules.
+            let pods = network::pod_network::remove_host(&data_dir.join("agent").join("network"));
+            if let Err(e) = &pods {
+                eprintln!("skiff killall: pod network: {e}");
+            }
+            if report.errors.is_empty() && proxy.is_ok() && pods.is_ok() {
                 std::process::ExitCode::SUCCESS
             } else {
                 std::process::ExitCode::FAILURE
@@ -359,7 +414,7 @@ fn run_to_completion(
 fn init_logging(debug: bool) {
     let default = if debug { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},kube_runtime=warn,kube_client=warn,hyper=warn,h2=warn,tower=warn,rustls=warn")));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},kube_runtime=warn,kube_client=warn,hyper=warn,h2=warn,tower=warn,rustls=warn,hickory_server=warn,hickory_net=warn,hickory_proto=warn")));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter)

@@ -84,12 +84,24 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         bail!("--cluster-cidr {cluster_cidr}: too small for a /24 per node (at most a /24)");
     }
     let node_port_range = parse_port_range(&args.service_node_port_range)?;
+    let dns_upstreams = dns_upstreams(&args)?;
+    let cluster_dns_ip = args.cluster_dns.unwrap_or_else(|| {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(service_cidr.1))
+            .unwrap_or(0);
+        IpAddr::V4(Ipv4Addr::from((u32::from(service_cidr.0) & mask) + 10))
+    });
 
+    // As k3s: on all addresses, the server advertises its node's address (the `kubernetes`
+    // Service's endpoint, which pods must reach), and the admin kubeconfig says 127.0.0.1.
+    let listens_everywhere = args.bind_address.is_unspecified();
     let advertise: IpAddr = args.advertise_address.or(args.node_ip).unwrap_or_else(|| {
-        if args.bind_address.is_unspecified() {
+        if !listens_everywhere {
+            args.bind_address
+        } else if args.disable_agent {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         } else {
-            args.bind_address
+            crate::agent_cmd::embedded_node_ip(None, IpAddr::V4(Ipv4Addr::LOCALHOST))
         }
     });
     let kubernetes_ip = Ipv4Addr::from(u32::from(service_cidr.0) + 1);
@@ -172,6 +184,12 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         ca_pem: ca_pem.clone(),
         signer: std::sync::Arc::new(signer),
         allowed_users: vec!["system:admin".into()],
+        cluster: apiserver::join::ClusterConfig {
+            cluster_cidr: cluster_cidr.to_string(),
+            service_cidr: format!("{}/{}", service_cidr.0, service_cidr.1),
+            cluster_dns: cluster_dns_ip.to_string(),
+            cluster_domain: args.cluster_domain.clone(),
+        },
     });
 
     let _ = api.kubelet.set(certs::kubelet_client(&certs)?);
@@ -207,13 +225,33 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("creating the local-path StorageClass: {e}"))?;
     }
+    apiserver::bootstrap::ensure_default_ingress_class(&api)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the skiff IngressClass: {e}"))?;
+    // The embedded agent's node address, where pods find the cluster DNS.
+    let node_ip =
+        (!args.disable_agent).then(|| crate::agent_cmd::embedded_node_ip(args.node_ip, advertise));
+    let cluster_dns = start_cluster_dns(
+        &args,
+        &api,
+        advertise,
+        node_ip,
+        cluster_dns_ip,
+        dns_upstreams,
+    )
+    .await;
 
+    let kubeconfig_ip = if listens_everywhere && args.advertise_address.is_none() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        advertise
+    };
     let url = format!(
         "https://{}:{port}",
-        if advertise.is_ipv6() {
-            format!("[{advertise}]")
+        if kubeconfig_ip.is_ipv6() {
+            format!("[{kubeconfig_ip}]")
         } else {
-            advertise.to_string()
+            kubeconfig_ip.to_string()
         }
     );
     let kubeconfig_path = args
@@ -251,7 +289,11 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         cluster_cidr: Some(cluster_cidr),
         ..Default::default()
     };
-    let controllers = tokio::spawn(run_controllers(controller_kubeconfig, controller_options));
+    let controllers = tokio::spawn(run_controllers(
+        controller_kubeconfig,
+        controller_options,
+        cluster_dns,
+    ));
     // The server's own node: an agent in this process that joins over loopback with the
     // server's token, exactly as `skiff agent` on another machine would.
     let agent = (!args.disable_agent).then(|| {
@@ -266,6 +308,10 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             taints: args.node_taint.clone(),
             kubelet_port: args.kubelet_port,
             image_gc: args.image_gc.clone(),
+            ingress: args.ingress.clone(),
+            service_cidr: args.service_cidr.clone(),
+            pod_bridge: args.pod_bridge.clone(),
+            cluster_cidr: args.cluster_cidr.clone(),
         };
         tokio::spawn(async move {
             if let Err(e) = crate::agent_cmd::run_embedded(embedded).await {
@@ -295,7 +341,11 @@ pub async fn run(args: ServerArgs) -> Result<()> {
 }
 
 /// Start the controllers and the scheduler as API clients, with their own credentials.
-async fn run_controllers(kubeconfig_path: PathBuf, options: controllers::ControllerOptions) {
+async fn run_controllers(
+    kubeconfig_path: PathBuf,
+    options: controllers::ControllerOptions,
+    cluster_dns: Option<Arc<dns::SharedZone>>,
+) {
     let client = match client_from(&kubeconfig_path).await {
         Ok(c) => c,
         Err(e) => {
@@ -307,8 +357,99 @@ async fn run_controllers(kubeconfig_path: PathBuf, options: controllers::Control
     // The scheduler subscribes to the shared informers before run_all starts them, so it
     // hears their first lists too.
     let scheduler = scheduler::start(client.clone(), &informers);
+    // The cluster DNS follows Services and EndpointSlices through the same informers.
+    if let Some(zone) = cluster_dns {
+        dns::follow(zone, &informers);
+    }
     let ctx = controllers::Context::new(client, informers, options);
     futures::future::join(controllers::run_all(ctx), scheduler).await;
+}
+
+/// Where the cluster DNS forwards names outside the cluster domain:
+/// `--cluster-dns-upstream`, else the nameservers of `--resolv-conf`.
+fn dns_upstreams(args: &ServerArgs) -> Result<Vec<std::net::SocketAddr>> {
+    if !args.cluster_dns_upstream.is_empty() {
+        return args
+            .cluster_dns_upstream
+            .iter()
+            .map(|u| {
+                dns::parse_upstream(u).with_context(|| {
+                    format!("--cluster-dns-upstream {u:?}: expected ADDRESS or ADDRESS:PORT")
+                })
+            })
+            .collect();
+    }
+    match std::fs::read_to_string(&args.resolv_conf) {
+        Ok(text) => Ok(dns::resolv_conf_nameservers(&text)),
+        Err(e) => {
+            tracing::warn!(
+                "cluster DNS: reading {}: {e}; names outside {} will not resolve",
+                args.resolv_conf.display(),
+                args.cluster_domain
+            );
+            Ok(Vec::new())
+        }
+    }
+}
+
+/// The built-in cluster DNS (k3s's CoreDNS addon; `--disable coredns` turns it off): the
+/// `kube-dns` Service and a DNS server on `<advertise address>:--cluster-dns-port`. Like
+/// a failing CoreDNS pod on k3s, a DNS server that cannot listen is reported and the rest
+/// of the cluster keeps running.
+async fn start_cluster_dns(
+    args: &ServerArgs,
+    api: &apiserver::ApiServer,
+    advertise: IpAddr,
+    node_ip: Option<IpAddr>,
+    cluster_dns: IpAddr,
+    upstreams: Vec<std::net::SocketAddr>,
+) -> Option<Arc<dns::SharedZone>> {
+    if args.disable.iter().any(|d| d == "coredns") {
+        return None;
+    }
+    // Pods reach the server's node address (a pod cannot reach the server's 127.0.0.1).
+    if let Err(e) = apiserver::bootstrap::ensure_cluster_dns_service(
+        api,
+        cluster_dns,
+        node_ip.unwrap_or(advertise),
+        args.cluster_dns_port,
+    )
+    .await
+    {
+        tracing::error!(
+            "creating the kube-dns Service at {cluster_dns}: {}",
+            e.message
+        );
+    }
+    let mut listen = vec![std::net::SocketAddr::new(advertise, args.cluster_dns_port)];
+    if let Some(ip) = node_ip.filter(|ip| *ip != advertise) {
+        listen.push(std::net::SocketAddr::new(ip, args.cluster_dns_port));
+    }
+    let config = dns::Config {
+        listen,
+        cluster_domain: args.cluster_domain.clone(),
+        cluster_dns: vec![cluster_dns],
+        upstreams,
+    };
+    let server = match dns::ClusterDns::bind(config).await {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!("cluster DNS not served: {e}");
+            return None;
+        }
+    };
+    tracing::info!(
+        "cluster DNS serving {} on {:?}",
+        args.cluster_domain,
+        server.local_addrs()
+    );
+    let zone = server.zone();
+    tokio::spawn(async move {
+        if let Err(e) = server.run().await {
+            tracing::error!("cluster DNS stopped: {e}");
+        }
+    });
+    Some(zone)
 }
 
 async fn client_from(path: &std::path::Path) -> Result<kube::Client> {

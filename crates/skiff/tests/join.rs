@@ -216,6 +216,10 @@ fn a_real_agent_joins_registers_its_machine_and_keeps_its_lease() {
     let s = testkit::server!();
     let token = std::fs::read_to_string(s.data_dir().join("server/token")).expect("token file");
     let agent_dir = tempfile::tempdir().expect("tmp");
+    // A real agent shares this machine's network with other tests' agents: its own bridge
+    // (and the nftables tables named after it), removed at the end even on failure.
+    let bridge = format!("sktj{}", std::process::id() % 100_000);
+    let _cleanup = Killall(agent_dir.path().to_path_buf());
     let start_agent = |with_token: bool| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
         cmd.args([
@@ -224,6 +228,8 @@ fn a_real_agent_joins_registers_its_machine_and_keeps_its_lease() {
             "worker-1",
             "--node-lease-duration-seconds",
             "4",
+            "--pod-bridge",
+            &bridge,
         ])
         .arg("--server")
         .arg(s.url())
@@ -253,10 +259,12 @@ fn a_real_agent_joins_registers_its_machine_and_keeps_its_lease() {
 
     let agent = start_agent(true);
     let info = testkit::eventually(Duration::from_secs(30), || {
-        let out = s.kubectl_ok(&[
+        // NotFound until the agent has registered.
+        let out = s.kubectl(&[
             "get", "node", "worker-1", "-o",
             r#"jsonpath={.status.nodeInfo.containerRuntimeVersion}|{.status.capacity.pods}|{.status.nodeInfo.operatingSystem}|{range .status.conditions[?(@.type=="Ready")]}{.status}/{.reason}{end}"#,
         ]);
+        let out = String::from_utf8_lossy(&out.stdout).into_owned();
         if out.is_empty() {
             anyhow::bail!("node not registered yet");
         }
@@ -313,4 +321,17 @@ fn a_real_agent_joins_registers_its_machine_and_keeps_its_lease() {
         }
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", agent.stderr()));
+}
+
+/// Runs `skiff killall` on an agent's data dir when dropped: what the agent made on this
+/// machine (its pod network, its service proxy's tables) goes.
+struct Killall(std::path::PathBuf);
+
+impl Drop for Killall {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_skiff"))
+            .args(["killall", "--data-dir"])
+            .arg(&self.0)
+            .output();
+    }
 }

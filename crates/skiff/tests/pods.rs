@@ -530,6 +530,9 @@ spec:
 fn a_second_agent_joined_with_the_token_runs_pods_too() {
     let s = server_with_node();
     let token = std::fs::read_to_string(s.data_dir().join("server/token")).unwrap();
+    let slot = s
+        .network()
+        .expect("a server with an agent has a network slot");
     let second = tempfile::Builder::new()
         .prefix("skiff-second-agent-")
         .tempdir()
@@ -558,6 +561,13 @@ fn a_second_agent_joined_with_the_token_runs_pods_too() {
             .arg(&data)
             .arg("--kubelet-port")
             .arg(testkit::free_port().unwrap().to_string())
+            // The server's ranges, and a bridge of its own beside the first node's.
+            .arg("--cluster-cidr")
+            .arg(slot.cluster_cidr())
+            .arg("--service-cidr")
+            .arg(slot.service_cidr())
+            .arg("--pod-bridge")
+            .arg(format!("{}b", slot.bridge()))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

@@ -10,6 +10,8 @@
 //! assert!(out.contains("kube-system"));
 //! ```
 
+pub mod cluster;
+pub mod hosts;
 pub mod images;
 pub mod node;
 pub mod simulated;
@@ -46,6 +48,9 @@ pub struct ServerOptions {
     pub ready_timeout: Duration,
     /// Run the embedded node agent (real containers on this machine); off by default.
     pub agent: bool,
+    /// Run inside this test host's network namespace (multi-node tests): the server
+    /// listens on the host's address, and kubectl and curl run in the host too.
+    pub host: Option<hosts::TestHost>,
 }
 
 impl ServerOptions {
@@ -57,7 +62,13 @@ impl ServerOptions {
             extra_args: Vec::new(),
             ready_timeout: Duration::from_secs(60),
             agent: false,
+            host: None,
         }
+    }
+    /// Runs the server on `host` (see [`hosts`]).
+    pub fn on_host(mut self, host: &hosts::TestHost) -> Self {
+        self.host = Some(host.clone());
+        self
     }
     /// Runs the embedded node agent too: pods become real containers. On drop, every
     /// container it started is killed and its sandbox removed (`skiff killall`).
@@ -86,6 +97,11 @@ pub struct TestServer {
     port: u16,
     child: Option<Child>,
     started: Instant,
+    /// With an agent: this server's pod and Service ranges and bridge ([`node::NetworkSlot`]).
+    network: Option<node::NetworkSlot>,
+    /// The cluster DNS port and the (closed) upstream port its forwarding goes to, kept
+    /// across restarts.
+    dns_ports: (u16, u16),
 }
 
 impl TestServer {
@@ -99,7 +115,12 @@ impl TestServer {
             port: free_port()?,
             child: None,
             started: Instant::now(),
+            network: None,
+            dns_ports: (free_port()?, free_port()?),
         };
+        if s.opts.agent {
+            s.network = Some(node::NetworkSlot::claim()?);
+        }
         s.spawn()?;
         Ok(s)
     }
@@ -119,10 +140,25 @@ impl TestServer {
         self.port
     }
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+        match &self.opts.host {
+            Some(h) => format!("https://{}:{}", h.ip, self.port),
+            None => format!("https://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// Makes `cmd` run where the server runs (its test host's network namespace, if any).
+    pub fn enter(&self, cmd: &mut Command) {
+        if let Some(h) = &self.opts.host {
+            h.enter(cmd).expect("entering the server's test host");
+        }
     }
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
+    }
+    /// The network slot of a server with an agent (its `--cluster-cidr`, `--service-cidr`,
+    /// `--cluster-dns` and `--pod-bridge`).
+    pub fn network(&self) -> Option<&node::NetworkSlot> {
+        self.network.as_ref()
     }
     /// Time from the last (re)start to readiness.
     pub fn started(&self) -> Instant {
@@ -151,7 +187,12 @@ impl TestServer {
             .arg("--https-listen-port")
             .arg(self.port.to_string())
             .arg("--bind-address")
-            .arg("127.0.0.1")
+            .arg(match &self.opts.host {
+                // Inside its own namespace: all of the host's addresses (the controllers
+                // and the embedded agent use 127.0.0.1, other hosts the host's address).
+                Some(_) => "0.0.0.0".to_string(),
+                None => "127.0.0.1".to_string(),
+            })
             .arg("--write-kubeconfig")
             .arg(self.kubeconfig());
         if let Some(t) = &self.opts.token {
@@ -164,6 +205,39 @@ impl TestServer {
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("SKIFF_") {
                 cmd.env_remove(k);
+            }
+        }
+        if let Some(h) = &self.opts.host {
+            cmd.arg("--node-ip").arg(h.ip.to_string());
+            h.enter(&mut cmd)?;
+        }
+        // Cluster DNS: a port of its own (parallel servers share this host), and names
+        // outside the cluster are forwarded nowhere (a closed local port), so no test can
+        // ever send a query off the machine.
+        let dns_flags = [
+            ("--cluster-dns-port", self.dns_ports.0.to_string()),
+            (
+                "--cluster-dns-upstream",
+                format!("127.0.0.1:{}", self.dns_ports.1),
+            ),
+            // The ingress controller only where a test asks for it (ports 80/443 are one
+            // per host).
+            ("--ingress-http-port", "0".to_string()),
+            ("--ingress-https-port", "0".to_string()),
+        ];
+        for (flag, value) in self
+            .network
+            .iter()
+            .flat_map(|n| n.server_flags())
+            .chain(dns_flags)
+        {
+            let given = self
+                .opts
+                .extra_args
+                .iter()
+                .any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+            if !given {
+                cmd.arg(flag).arg(value);
             }
         }
         cmd.args(&self.opts.extra_args)
@@ -290,6 +364,7 @@ impl TestServer {
             .args(args)
             .env_remove("KUBECONFIG")
             .stdin(Stdio::null());
+        self.enter(&mut cmd);
         cmd
     }
 
@@ -445,6 +520,7 @@ impl TestServer {
             .args(["-w", "\n%{http_code}"])
             .arg(format!("{}{}", self.url(), path))
             .stdin(Stdio::null());
+        self.enter(&mut cmd);
         cmd
     }
 

@@ -1,6 +1,7 @@
 //! A single-node server with real containers (the embedded agent, as root) and what the
 //! pod tests share: the busybox test image imported into the node's store, waiting with a
-//! diagnosis (pods, events, server log) on timeout, kubectl's STATUS column.
+//! diagnosis (pods, events, server log) on timeout, kubectl's STATUS column, and the
+//! network slot that keeps parallel servers' pod networks apart.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -71,4 +72,72 @@ pub fn status_column(s: &TestServer, pod: &str) -> String {
     let out = s.kubectl(&["get", "pod", pod, "--no-headers"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     text.split_whitespace().nth(2).unwrap_or("").to_string()
+}
+
+/// Servers with an agent share this machine's network namespace, so each gets a network
+/// slot `s` (0..50, an flock'd `/run/skiff-test-slots/server-<s>.lock` held for the
+/// server's lifetime: a crashed test frees it): pods in `10.{100+s}.0.0/16`, Services in
+/// `10.{200+s}.0.0/16` with cluster DNS at `.0.10`, pod bridge `skt<s>`.
+pub struct NetworkSlot {
+    slot: crate::hosts::Slot,
+}
+
+impl NetworkSlot {
+    /// Claims a free slot and removes what a crashed earlier holder may have left on it.
+    pub fn claim() -> anyhow::Result<NetworkSlot> {
+        let slot = NetworkSlot {
+            slot: crate::hosts::claim_slot("server")?,
+        };
+        slot.remove_leftovers();
+        Ok(slot)
+    }
+
+    pub fn number(&self) -> u32 {
+        self.slot.number
+    }
+
+    pub fn cluster_cidr(&self) -> String {
+        format!("10.{}.0.0/16", 100 + self.slot.number)
+    }
+
+    pub fn service_cidr(&self) -> String {
+        format!("10.{}.0.0/16", 200 + self.slot.number)
+    }
+
+    pub fn cluster_dns(&self) -> String {
+        format!("10.{}.0.10", 200 + self.slot.number)
+    }
+
+    pub fn bridge(&self) -> String {
+        format!("skt{}", self.slot.number)
+    }
+
+    /// The server flags for this slot, as (flag, value).
+    pub fn server_flags(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("--cluster-cidr", self.cluster_cidr()),
+            ("--service-cidr", self.service_cidr()),
+            ("--cluster-dns", self.cluster_dns()),
+            ("--pod-bridge", self.bridge()),
+        ]
+    }
+
+    /// The pod network of a holder that died without `skiff killall`: its bridge, nftables
+    /// table and blackhole route. Best effort (nothing may be there).
+    fn remove_leftovers(&self) {
+        let quiet = |program: &str, args: &[&str]| {
+            let _ = std::process::Command::new(program)
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        };
+        let bridge = self.bridge();
+        quiet("ip", &["link", "del", &bridge]);
+        quiet(
+            "/usr/sbin/nft",
+            &["delete", "table", "ip", &format!("{bridge}-pods")],
+        );
+        quiet("ip", &["route", "del", "blackhole", &self.cluster_cidr()]);
+    }
 }

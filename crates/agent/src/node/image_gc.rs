@@ -8,6 +8,9 @@
 //!   never used sorts before every used one, as kubelet's zero lastUsed.
 //! - First detected: the mtime of the image's manifest blob, i.e. when it was pulled or
 //!   imported.
+//! - Dangling images (the store keeps an image whose tag moved on, named by digest, as a
+//!   container may still run from it): removed as soon as no container uses them, after
+//!   every pull and every GC run, whatever the thresholds.
 //! - Garbage collection (kubelet's `realImageGCManager`): every 5 minutes, when the image
 //!   filesystem's usage reaches `--image-gc-high-threshold` percent, delete unused images
 //!   least recently used first until enough is freed to get down to
@@ -266,6 +269,39 @@ fn prune_usage(store: &ImageStore, layout: &Layout) {
     }
 }
 
+/// Removes the dangling images (left when their tag moved on) that no container on this
+/// node uses; returns their names. Best effort: a failure is logged and retried next time.
+pub fn prune_dangling(store: &ImageStore, layout: &Layout) -> Vec<String> {
+    let dangling = match store.dangling() {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!("listing dangling images: {e}");
+            return Vec::new();
+        }
+    };
+    if dangling.is_empty() {
+        return Vec::new();
+    }
+    let in_use = containers_by_image(layout);
+    let mut removed = Vec::new();
+    for image in dangling {
+        if in_use.contains_key(image.digest.as_str()) {
+            continue;
+        }
+        match store.remove_dangling(&image.digest) {
+            Ok(r) => {
+                if !r.references.is_empty() {
+                    tracing::info!(image = %image.digest, names = ?r.references, "removed an image whose tag moved on");
+                    let _ = std::fs::remove_file(usage_dir(layout).join(image.digest.hex()));
+                }
+                removed.extend(r.references);
+            }
+            Err(e) => tracing::warn!("removing the dangling image {}: {e}", image.digest),
+        }
+    }
+    removed
+}
+
 /// What one GC run did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Collected {
@@ -368,14 +404,19 @@ fn warn(ctx: &NodeContext, reason: &str, message: String) {
 
 /// Runs GC now and then every [`GC_PERIOD`], as kubelet's `StartGarbageCollection`.
 pub async fn run(ctx: Arc<NodeContext>, policy: GcPolicy) {
-    if policy.high_threshold_percent >= 100 {
+    let enabled = policy.high_threshold_percent < 100;
+    if !enabled {
         tracing::info!("image garbage collection is disabled (--image-gc-high-threshold 100)");
-        return;
     }
     let mut tick = tokio::time::interval(GC_PERIOD);
     let mut failed_before = false;
     loop {
         tick.tick().await;
+        let c = ctx.clone();
+        let _ = tokio::task::spawn_blocking(move || prune_dangling(&c.images, &c.layout)).await;
+        if !enabled {
+            continue;
+        }
         let (c, p) = (ctx.clone(), policy.clone());
         let result = tokio::task::spawn_blocking(move || collect(&c.images, &c.layout, &p)).await;
         let result = result.unwrap_or_else(|e| Err(GcError::Measure(e.to_string())));

@@ -50,7 +50,8 @@ pub fn kill_all(layout: &Layout) -> Report {
             host_network: false,
             cgroup_parent: format!("{}/pod{uid}", sandbox::CGROUP_ROOT),
         });
-        match sandbox::remove(layout, &record) {
+        // No per-pod network teardown: the caller removes the whole pod network after.
+        match sandbox::remove(layout, &record, None) {
             Ok(()) => report.pods_removed += 1,
             Err(e) => report.errors.push(format!("pod {uid}: {e}")),
         }

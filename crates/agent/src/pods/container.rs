@@ -76,7 +76,9 @@ pub async fn prepare(
         pod_ips: if record.host_network {
             vec![ctx.host_ip.clone()]
         } else {
-            Vec::new()
+            super::sandbox::pod_ip(&ctx.layout, uid)
+                .into_iter()
+                .collect()
         },
         allocatable: super::downward::Allocatable {
             cpu_millis: ctx.allocatable_milli_cpu,
@@ -142,11 +144,7 @@ pub async fn prepare(
             reason: "CreateContainerConfigError",
             message: e.to_string(),
         })?;
-    let network = if record.host_network {
-        PathBuf::from("/proc/1/ns/net")
-    } else {
-        ctx.layout.netns(uid)
-    };
+    let network = (!record.host_network).then(|| ctx.layout.netns(uid));
     let security = c.security_context.as_ref();
     let config = ContainerConfig {
         id: id.clone(),
@@ -159,7 +157,8 @@ pub async fn prepare(
         working_dir: super::command::working_dir(c, &image.config).map(PathBuf::from),
         hostname: Some(hostname),
         namespaces: NamespacePaths {
-            network: Some(network),
+            network,
+            host_network: record.host_network,
             ..Default::default()
         },
         cgroups_path: PathBuf::from(format!("{}/{id}", record.cgroup_parent)),

@@ -1,6 +1,6 @@
 //! What every pod worker on a node shares: the API client, the node's identity and
-//! capacity, the on-disk layout, the image store, the shim launcher, the event recorder
-//! and the Services cache.
+//! capacity, the on-disk layout, the image store, the shim launcher, the event recorder,
+//! the Services cache and the pod network.
 
 use std::sync::Arc;
 
@@ -33,6 +33,10 @@ pub struct NodeContext {
     /// burst of pods then queues here instead of spawning a thread per pod, which costs
     /// memory and, on a small machine, time.
     pub runtime_ops: tokio::sync::Semaphore,
+    /// The node's pod network: addresses and interfaces for pod sandboxes.
+    pub network: Arc<super::network::NodeNetwork>,
+    /// `--cluster-dns`, `--cluster-domain` and the host's resolv.conf, for pods' resolv.conf.
+    pub dns: super::dns_config::NodeDns,
 }
 
 /// Blocking runtime operations run at once: twice the CPUs, at least 2.

@@ -43,6 +43,9 @@ pub struct Inputs<'a> {
     /// By container name.
     pub waiting: &'a BTreeMap<String, Waiting>,
     pub host_ip: &'a str,
+    /// The pod's address on the pod network, once its sandbox has one (hostNetwork pods
+    /// have the node's).
+    pub pod_ip: Option<&'a str>,
     pub now: Timestamp,
     /// What the probes concluded, by container name (absent: nothing yet).
     pub probes: &'a std::collections::HashMap<String, Verdict>,
@@ -511,10 +514,16 @@ fn status_of(
     status.host_ips = Some(vec![HostIP {
         ip: inp.host_ip.to_string(),
     }]);
-    if spec.host_network == Some(true) {
-        status.pod_ip = Some(inp.host_ip.to_string());
+    // A torn-down sandbox has no address any more; as kubelet, the last reported one stays.
+    let pod_ip = if spec.host_network == Some(true) {
+        Some(inp.host_ip)
+    } else {
+        inp.pod_ip
+    };
+    if let Some(ip) = pod_ip {
+        status.pod_ip = Some(ip.to_string());
         status.pod_ips = Some(vec![k8s_openapi::api::core::v1::PodIP {
-            ip: inp.host_ip.to_string(),
+            ip: ip.to_string(),
         }]);
     }
     status.start_time = old.start_time.clone().or(Some(Time(inp.now)));
@@ -742,6 +751,7 @@ mod tests {
             observed,
             waiting,
             host_ip: "192.168.1.10",
+            pod_ip: Some("10.42.0.7"),
             now: t(now),
             probes: &Default::default(),
         })
@@ -788,6 +798,33 @@ mod tests {
 
         let d = run(&p, &observed(true, vec![]), 0);
         assert_eq!(d.actions, vec![start("app", false, 0)]);
+    }
+
+    #[test]
+    fn the_pod_ip_is_the_sandboxes_or_the_nodes_for_host_network() {
+        let p = pod("Always", json!([]));
+        let d = run(&p, &observed(true, vec![]), 0);
+        assert_eq!(d.status.pod_ip.as_deref(), Some("10.42.0.7"));
+        assert_eq!(d.status.pod_ips.as_ref().unwrap()[0].ip, "10.42.0.7");
+
+        let mut host = p.clone();
+        host.spec.as_mut().unwrap().host_network = Some(true);
+        let d = run(&host, &observed(true, vec![]), 0);
+        assert_eq!(d.status.pod_ip.as_deref(), Some("192.168.1.10"));
+
+        // A torn-down sandbox has no address; the one reported before stays.
+        let mut reported = p.clone();
+        reported.status.get_or_insert_with(Default::default).pod_ip = Some("10.42.0.9".into());
+        let d = decide(&Inputs {
+            pod: &reported,
+            observed: &observed(false, vec![]),
+            waiting: &BTreeMap::new(),
+            host_ip: "192.168.1.10",
+            pod_ip: None,
+            now: t(0),
+            probes: &Default::default(),
+        });
+        assert_eq!(d.status.pod_ip.as_deref(), Some("10.42.0.9"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //!   pods/<pod-uid>/
 //!     pod.json                                   namespace, name, uid (for cleanup and logs)
 //!     netns                                      the pod's network namespace (bind mount)
+//!     pod-ip                                     its address on the pod network
 //!     etc-hosts  etc-hostname  resolv.conf       files mounted into every container
 //!     volumes/<volume-name>/                     materialised volumes
 //!     volume-subpaths/<volume>/<container>/<n>   subPath binds (kubelet's layout)
@@ -15,6 +16,8 @@
 //!       rootfs/{upper,work,merged}               the container's overlayfs
 //!       termination-log                          mounted at terminationMessagePath
 //!   logs/<namespace>_<pod-name>_<pod-uid>/<container-name>/<attempt>.log   (CRI format)
+//!   network/host.json                            the pod network's bridge and ranges
+//!   network/ipam/<bridge>/<address>              one file per pod address (holds the uid)
 //! ```
 //!
 //! The log tree is upstream's `/var/log/pods` layout under the agent's directory.

@@ -1,7 +1,8 @@
 //! A pod's sandbox: its directory, its network namespace (made here, not by a pause
-//! container: DESIGN.md §4) and the files every container of the pod mounts (`/etc/hosts`,
-//! `/etc/hostname`, `/etc/resolv.conf`), as kubelet writes them. Teardown releases all of
-//! it and leaves no mount, namespace or cgroup behind.
+//! container: DESIGN.md §4) attached to the node's pod network (an address, `eth0`), and
+//! the files every container of the pod mounts (`/etc/hosts`, `/etc/hostname`,
+//! `/etc/resolv.conf`), as kubelet writes them. Teardown releases all of it and leaves no
+//! mount, namespace, interface, address or cgroup behind.
 
 use std::path::{Path, PathBuf};
 
@@ -10,9 +11,12 @@ use runtime::sandbox::{cgroups, mounts, netns};
 use serde::{Deserialize, Serialize};
 
 use super::layout::Layout;
+use super::network::{NetworkError, NodeNetwork};
 
 /// Written last when the sandbox is complete: its presence is what "ready" means.
 const READY_MARKER: &str = "sandbox.json";
+/// The pod's address on the pod network (absent for hostNetwork pods).
+const POD_IP_FILE: &str = "pod-ip";
 /// Where every pod's cgroups live, under each hierarchy (upstream: `/kubepods`).
 pub const CGROUP_ROOT: &str = "/skiff/kubepods";
 
@@ -26,6 +30,8 @@ pub enum SandboxError {
     },
     #[error(transparent)]
     Runtime(#[from] runtime::sandbox::SandboxError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
 }
 
 /// What identifies the pod on disk, for cleanup when the API no longer has it.
@@ -70,6 +76,13 @@ pub fn read_record(layout: &Layout, uid: &str) -> Option<PodRecord> {
 
 pub fn is_ready(layout: &Layout, uid: &str) -> bool {
     layout.pod_dir(uid).join(READY_MARKER).exists()
+}
+
+/// The pod's address on the pod network, once its sandbox has one.
+pub fn pod_ip(layout: &Layout, uid: &str) -> Option<String> {
+    let text = std::fs::read_to_string(layout.pod_dir(uid).join(POD_IP_FILE)).ok()?;
+    let ip = text.trim();
+    (!ip.is_empty()).then(|| ip.to_string())
 }
 
 /// The hostname a pod's containers see: `spec.hostname`, else the pod name (at most 63
@@ -117,22 +130,6 @@ pub fn hosts_file(pod: &Pod, pod_ip: Option<&str>) -> String {
     text
 }
 
-/// The resolver configuration: until cluster DNS exists, the host's own (kubelet's
-/// `dnsPolicy: Default`), without loopback nameservers that would mean nothing inside the
-/// pod's network namespace.
-pub fn resolv_conf(host: &str) -> String {
-    host.lines()
-        .filter(|l| {
-            let mut words = l.split_whitespace();
-            !(words.next() == Some("nameserver")
-                && words
-                    .next()
-                    .is_some_and(|ip| ip.starts_with("127.") || ip == "::1"))
-        })
-        .map(|l| format!("{l}\n"))
-        .collect()
-}
-
 fn write(path: &Path, text: &str) -> Result<(), SandboxError> {
     std::fs::write(path, text).map_err(|source| SandboxError::Io {
         what: "writing",
@@ -141,8 +138,15 @@ fn write(path: &Path, text: &str) -> Result<(), SandboxError> {
     })
 }
 
-/// Makes the pod's sandbox (idempotent: a half-made one is completed).
-pub fn create(layout: &Layout, pod: &Pod, record: &PodRecord) -> Result<(), SandboxError> {
+/// Makes the pod's sandbox (idempotent: a half-made one is completed, keeping the address
+/// it was given). Blocking.
+pub fn create(
+    layout: &Layout,
+    pod: &Pod,
+    record: &PodRecord,
+    network: &NodeNetwork,
+    resolv_conf: &str,
+) -> Result<(), SandboxError> {
     let dir = layout.pod_dir(&record.uid);
     std::fs::create_dir_all(dir.join("containers")).map_err(|source| SandboxError::Io {
         what: "creating",
@@ -156,22 +160,37 @@ pub fn create(layout: &Layout, pod: &Pod, record: &PodRecord) -> Result<(), Sand
             source: std::io::Error::other(e.to_string()),
         }
     })?;
-    if !record.host_network && !netns::is_netns(&layout.netns(&record.uid)) {
-        netns::create(&layout.netns(&record.uid))?;
-    }
-    let host_ip = None;
-    write(&dir.join("etc-hosts"), &hosts_file(pod, host_ip))?;
+    let pod_ip = if record.host_network {
+        None
+    } else {
+        if !netns::is_netns(&layout.netns(&record.uid)) {
+            netns::create(&layout.netns(&record.uid))?;
+        }
+        let ip = network.attach(&record.uid, &layout.netns(&record.uid))?;
+        write(&dir.join(POD_IP_FILE), &format!("{ip}\n"))?;
+        Some(ip.to_string())
+    };
+    write(&dir.join("etc-hosts"), &hosts_file(pod, pod_ip.as_deref()))?;
     write(&dir.join("etc-hostname"), &format!("{}\n", hostname(pod)))?;
-    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    write(&dir.join("resolv.conf"), &resolv_conf(&host_resolv))?;
+    write(&dir.join("resolv.conf"), resolv_conf)?;
     write(&dir.join(READY_MARKER), "{}\n")
 }
 
-/// Releases what a pod holds while nothing of it runs: root filesystems and other mounts,
-/// the network namespace, the pod's cgroups. Files (logs, records) stay.
-pub fn teardown(layout: &Layout, record: &PodRecord) -> Result<(), SandboxError> {
+/// Releases what a pod holds while nothing of it runs: its interface and address (when
+/// `network` is given; `skiff killall` removes the whole pod network afterwards instead),
+/// root filesystems and other mounts, the network namespace, the pod's cgroups. Files
+/// (logs, records) stay. Blocking.
+pub fn teardown(
+    layout: &Layout,
+    record: &PodRecord,
+    network: Option<&NodeNetwork>,
+) -> Result<(), SandboxError> {
     let dir = layout.pod_dir(&record.uid);
     let _ = std::fs::remove_file(dir.join(READY_MARKER));
+    if let Some(network) = network {
+        network.detach(&record.uid)?;
+    }
+    let _ = std::fs::remove_file(dir.join(POD_IP_FILE));
     netns::remove(&layout.netns(&record.uid))?;
     mounts::unmount_all_under(&dir)?;
     cgroups::remove(Path::new(&record.cgroup_parent))?;
@@ -179,8 +198,12 @@ pub fn teardown(layout: &Layout, record: &PodRecord) -> Result<(), SandboxError>
 }
 
 /// Removes every trace of a pod: teardown, then its directory and its logs.
-pub fn remove(layout: &Layout, record: &PodRecord) -> Result<(), SandboxError> {
-    teardown(layout, record)?;
+pub fn remove(
+    layout: &Layout,
+    record: &PodRecord,
+    network: Option<&NodeNetwork>,
+) -> Result<(), SandboxError> {
+    teardown(layout, record, network)?;
     mounts::remove_dir_safely(&layout.pod_dir(&record.uid))?;
     let logs = layout.pod_logs_dir(&record.namespace, &record.name, &record.uid);
     match std::fs::remove_dir_all(&logs) {
@@ -212,12 +235,6 @@ mod tests {
         assert!(text.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"));
         assert!(text.contains("10.42.0.5\tweb-0.web.ns.svc.cluster.local\tweb-0\n"));
         assert!(text.ends_with("# Entries added by HostAliases.\n10.1.2.3\tfoo\tbar\n"));
-    }
-
-    #[test]
-    fn loopback_nameservers_are_dropped() {
-        let text = resolv_conf("search lan\nnameserver 127.0.0.53\nnameserver 192.168.1.1\n");
-        assert_eq!(text, "search lan\nnameserver 192.168.1.1\n");
     }
 
     #[test]

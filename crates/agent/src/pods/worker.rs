@@ -33,6 +33,8 @@ use super::sandbox::{self, PodRecord};
 const RETRY: Duration = Duration::from_secs(5);
 /// How long ErrImagePull shows before it turns into ImagePullBackOff.
 const PULL_ERROR_SHOWN: Duration = Duration::from_secs(2);
+/// How often a long pull reports how far it is (a `Pulling` event; kubelet has none).
+const PULL_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// How often configMap, secret, downwardAPI and projected volumes are re-written from the
 /// API (kubelet: its sync period, one minute, plus its object cache's TTL).
 const VOLUME_REFRESH: Duration = Duration::from_secs(20);
@@ -150,11 +152,13 @@ impl Worker {
         self.watch_exits(&observed);
         self.run_probers(pod, &observed);
         self.release_exited(&observed).await;
+        let pod_ip = sandbox::pod_ip(&self.ctx.layout, &self.uid);
         let decision = decide(&Inputs {
             pod,
             observed: &observed,
             waiting: &self.waiting,
             host_ip: &self.ctx.host_ip,
+            pod_ip: pod_ip.as_deref(),
             now,
             probes: &self.board.lock().map(|b| b.clone()).unwrap_or_default(),
         });
@@ -209,9 +213,10 @@ impl Worker {
                 Action::TeardownSandbox => {
                     if let Some(record) = self.record.clone() {
                         let layout = self.ctx.layout.clone();
+                        let network = self.ctx.network.clone();
                         let _permit = self.ctx.runtime_ops.acquire().await;
                         let result = tokio::task::spawn_blocking(move || {
-                            sandbox::teardown(&layout, &record)
+                            sandbox::teardown(&layout, &record, Some(&network))
                         })
                         .await;
                         if let Ok(Err(e)) = result {
@@ -237,8 +242,22 @@ impl Worker {
         let record = PodRecord::of(pod, qos);
         let layout = self.ctx.layout.clone();
         let (p, r) = (pod.clone(), record.clone());
+        let network = self.ctx.network.clone();
+        let dns = super::dns_config::pod_dns(pod, &self.ctx.dns);
+        for warning in &dns.warnings {
+            self.event(
+                pod,
+                EventType::Warning,
+                warning.reason,
+                warning.message.clone(),
+            );
+        }
+        let resolv_conf = dns.config.to_resolv_conf();
         let _permit = self.ctx.runtime_ops.acquire().await;
-        let result = tokio::task::spawn_blocking(move || sandbox::create(&layout, &p, &r)).await;
+        let result = tokio::task::spawn_blocking(move || {
+            sandbox::create(&layout, &p, &r, &network, &resolv_conf)
+        })
+        .await;
         match result {
             Ok(Ok(())) => {
                 self.record = Some(record);
@@ -406,7 +425,9 @@ impl Worker {
     async fn ensure_image(&mut self, pod: &Pod, c: &Container) -> Option<runtime::images::Image> {
         let name = c.image.clone().unwrap_or_default();
         let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
-            if name.contains('@') || !(name.ends_with(":latest") || !tag_given(&name)) {
+            // Upstream's default: Always for `:latest` or no tag, unless pinned by digest.
+            let pinned = name.contains('@') || (tag_given(&name) && !name.ends_with(":latest"));
+            if pinned {
                 "IfNotPresent".into()
             } else {
                 "Always".into()
@@ -467,9 +488,29 @@ impl Worker {
         );
         let started = Instant::now();
         let credentials = container::pull_credentials(&self.ctx, pod, name).await;
-        let result = runtime::images::pull(&self.ctx.images, name, &credentials).await;
+        let store = self.ctx.images.clone();
+        let (progress_tx, progress) = watch::channel(runtime::images::Progress::default());
+        let report = move |p| {
+            progress_tx.send_replace(p);
+        };
+        let pulling = runtime::images::pull(&store, name, &credentials, &report);
+        let result = reporting_progress(pulling, &progress, PULL_PROGRESS_EVERY, |now| {
+            self.event(
+                pod,
+                EventType::Normal,
+                "Pulling",
+                format!("Pulling image \"{name}\": {now}"),
+            );
+        })
+        .await;
         match result {
             Ok(image) => {
+                // A tag that moved on leaves its old image behind; gone unless it runs.
+                let ctx = self.ctx.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    crate::node::image_gc::prune_dangling(&ctx.images, &ctx.layout)
+                })
+                .await;
                 let took = started.elapsed().as_secs_f64();
                 self.event(
                     pod,
@@ -723,6 +764,15 @@ impl Worker {
                 format!("{} probe failed: {message}", report.kind.name()),
             );
         }
+        // A success with a warning (an httpGet probe that ended on a redirect elsewhere).
+        if let Some(warning) = report.warning {
+            self.event(
+                pod,
+                EventType::Warning,
+                "ProbeWarning",
+                format!("{} probe warning: {warning}", report.kind.name()),
+            );
+        }
         let _ = report.container;
     }
 
@@ -880,8 +930,11 @@ impl Worker {
             .or_else(|| sandbox::read_record(&self.ctx.layout, &self.uid));
         if let Some(record) = record {
             let layout = self.ctx.layout.clone();
-            let result =
-                tokio::task::spawn_blocking(move || sandbox::remove(&layout, &record)).await;
+            let network = self.ctx.network.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                sandbox::remove(&layout, &record, Some(&network))
+            })
+            .await;
             if let Ok(Err(e)) = result {
                 tracing::warn!(pod = %self.uid, "removing the pod's files: {e}");
             }
@@ -892,6 +945,31 @@ impl Worker {
 
     fn event(&self, pod: &Pod, type_: EventType, reason: &str, message: String) {
         record(&self.ctx.recorder, pod, type_, reason, message);
+    }
+}
+
+/// Runs a pull to its end; while it runs, every `every` (the first time `every` after the
+/// start, so a quick pull says nothing) hands `report` the latest progress, once the total
+/// is known.
+async fn reporting_progress<T>(
+    pulling: impl std::future::Future<Output = T>,
+    progress: &watch::Receiver<runtime::images::Progress>,
+    every: Duration,
+    mut report: impl FnMut(runtime::images::Progress),
+) -> T {
+    tokio::pin!(pulling);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            result = &mut pulling => return result,
+            _ = ticks.tick() => {
+                let now = *progress.borrow();
+                if now.total > 0 {
+                    report(now);
+                }
+            }
+        }
     }
 }
 
@@ -999,4 +1077,69 @@ fn tag_given(name: &str) -> bool {
     name.rsplit('/')
         .next()
         .is_some_and(|last| last.contains(':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runtime::images::Progress;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn a_long_pull_reports_its_progress_now_and_then() {
+        let (tx, rx) = watch::channel(Progress::default());
+        let every = Duration::from_millis(40);
+        let mut reports = Vec::new();
+        let slow = async {
+            for done in 1..=10u64 {
+                tx.send_replace(Progress {
+                    done: done * 10,
+                    total: 100,
+                });
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            "pulled"
+        };
+        let got = rt().block_on(reporting_progress(slow, &rx, every, |p| reports.push(p)));
+        assert_eq!(got, "pulled");
+        // Fewer reports than updates, each the latest at the time, growing.
+        assert!(!reports.is_empty() && reports.len() < 10, "{reports:?}");
+        assert!(
+            reports.windows(2).all(|w| w[0].done < w[1].done),
+            "{reports:?}"
+        );
+        assert!(reports.iter().all(|p| p.total == 100));
+    }
+
+    #[test]
+    fn a_quick_pull_or_one_without_a_total_reports_nothing() {
+        let (tx, rx) = watch::channel(Progress::default());
+        let mut reports = Vec::new();
+        let quick = async {
+            tx.send_replace(Progress { done: 1, total: 2 });
+        };
+        rt().block_on(reporting_progress(
+            quick,
+            &rx,
+            Duration::from_secs(5),
+            |p| reports.push(p),
+        ));
+        assert!(reports.is_empty());
+        // No manifest yet (total unknown): nothing to say, however long it takes.
+        let (_tx, rx) = watch::channel(Progress::default());
+        let waiting = async { tokio::time::sleep(Duration::from_millis(100)).await };
+        rt().block_on(reporting_progress(
+            waiting,
+            &rx,
+            Duration::from_millis(10),
+            |p| reports.push(p),
+        ));
+        assert!(reports.is_empty());
+    }
 }

@@ -2,11 +2,14 @@
 //! ready for measuring, and the objects they create.
 
 pub mod containers;
+pub mod dns;
 pub mod failover;
+pub mod ingress;
 pub mod latency;
 pub mod list;
 pub mod pods;
 pub mod schedule;
+pub mod services;
 pub mod startup;
 pub mod throughput;
 pub mod watch;

@@ -147,8 +147,10 @@ pub fn stage_members(stream: impl Read, dir: &Path, what: &str) -> Result<Member
                 let file = dir.join(format!("m{i}"));
                 let mut out = File::create(&file).map_err(io_err("creating", &file))?;
                 let mut hashing = HashingReader::new(&mut entry);
-                io::copy(&mut hashing, &mut out)
-                    .map_err(|e| invalid(what, format!("reading member {key}: {e}")))?;
+                io::copy(&mut hashing, &mut out).map_err(|e| {
+                    let e = super::store::clear_io(e);
+                    invalid(what, format!("reading member {key}: {e}"))
+                })?;
                 let (digest, size) = hashing
                     .finish()
                     .map_err(|e| invalid(what, format!("reading member {key}: {e}")))?;

@@ -18,6 +18,6 @@ pub mod unpack;
 
 pub use digest::Digest;
 pub use oci::ImageConfig;
-pub use pull::{pull, Credentials};
+pub use pull::{pull, Credentials, Progress};
 pub use reference::{Reference, ReferenceError};
 pub use store::{Image, ImageStore, Removed, StoreError};

@@ -13,6 +13,11 @@
 //! platform before anything is stored). Importers stage and verify everything under `tmp/`
 //! first and hand a [`Staged`] set to [`ImageStore::commit`], so a bad input leaves the store
 //! as it was. Removing a name garbage-collects the blobs and layers no other name uses.
+//!
+//! A commit that moves a tag to another image never deletes the old one: a container may
+//! still run from its layers. The old image stays *dangling*, named only by its digest
+//! (`repo@sha256:...`, which `crictl images` shows with tag `<none>`), until whoever knows
+//! which containers run removes it ([`ImageStore::remove_dangling`]; the agent's image GC).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -65,11 +70,29 @@ pub enum StoreError {
         path: PathBuf,
         reason: String,
     },
+    /// The outcome of a pull another caller ran for the same image at the same time.
+    #[error(transparent)]
+    Shared(std::sync::Arc<StoreError>),
 }
 
 pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
     let path = path.to_path_buf();
-    move |source| StoreError::Io { op, path, source }
+    move |source| StoreError::Io {
+        op,
+        path,
+        source: clear_io(source),
+    }
+}
+
+/// A full disk said the way containerd (and so kubelet's events) say it, `no space left on
+/// device`, rather than Rust's `No space left on device (os error 28)`; other errors as
+/// they are. The error kind is kept.
+pub(crate) fn clear_io(e: io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) => io::Error::new(e.kind(), "no space left on device"),
+        Some(libc::EDQUOT) => io::Error::new(e.kind(), "disk quota exceeded"),
+        _ => e,
+    }
 }
 
 /// An image as the runtime sees it.
@@ -125,12 +148,18 @@ struct IndexFile {
     schema_version: u32,
     /// Normalised reference -> manifest digest.
     images: BTreeMap<String, String>,
+    /// Names (`repo@sha256:...`) the store gave images whose tag moved on: no one asked for
+    /// them, and they go when no container uses the image any more.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    dangling: BTreeSet<String>,
 }
 
 pub struct ImageStore {
     root: PathBuf,
     /// Serialises writers in this process; the flock on `lock` covers other processes.
     writer: Mutex<()>,
+    /// Registry pulls under way in this process (one download per image and credentials).
+    pub(crate) pulls: super::pull::InFlight,
 }
 
 /// Held while the store is being changed.
@@ -150,6 +179,7 @@ impl ImageStore {
         let store = ImageStore {
             root,
             writer: Mutex::new(()),
+            pulls: Default::default(),
         };
         {
             // Leftovers of an interrupted import; only removed while no one else writes.
@@ -224,7 +254,7 @@ impl ImageStore {
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(IndexFile {
                 schema_version: 1,
-                images: BTreeMap::new(),
+                ..Default::default()
             }),
             Err(e) => Err(io_err("reading", &path)(e)),
         }
@@ -238,8 +268,13 @@ impl ImageStore {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        write_synced(&tmp, &bytes)?;
-        fs::rename(&tmp, &path).map_err(io_err("renaming into", &path))
+        let written = write_synced(&tmp, &bytes)
+            .and_then(|_| fs::rename(&tmp, &path).map_err(io_err("renaming into", &path)));
+        if written.is_err() {
+            // A full disk leaves a half-written file: the old index stays the truth.
+            let _ = fs::remove_file(&tmp);
+        }
+        written
     }
 
     fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
@@ -421,6 +456,7 @@ impl ImageStore {
         };
         for n in &removed_names {
             index.images.remove(n);
+            index.dangling.remove(n);
         }
         self.write_index(&index)?;
         let (blobs, layers) = self.collect_garbage(&index)?;
@@ -476,9 +512,64 @@ impl ImageStore {
         Ok(removed)
     }
 
+    /// Images whose every name is one the store gave them when their tag moved on.
+    pub fn dangling(&self) -> Result<Vec<Image>, StoreError> {
+        let index = self.read_index()?;
+        let mut by_manifest: BTreeMap<&String, Vec<String>> = BTreeMap::new();
+        for (name, digest) in &index.images {
+            by_manifest.entry(digest).or_default().push(name.clone());
+        }
+        let mut images = Vec::new();
+        for (digest, names) in by_manifest {
+            if names.iter().all(|n| index.dangling.contains(n)) {
+                images.push(self.image_of(&self.parse_stored_digest(digest)?, names)?);
+            }
+        }
+        Ok(images)
+    }
+
+    /// Removes the image with manifest `manifest` if it is still dangling when the write
+    /// lock is held (a pull by its digest meanwhile made it wanted again: then nothing).
+    pub fn remove_dangling(&self, manifest: &Digest) -> Result<Removed, StoreError> {
+        let _guard = self.write_guard()?;
+        let mut index = self.read_index()?;
+        let names: Vec<String> = index
+            .images
+            .iter()
+            .filter(|(_, d)| *d == manifest.as_str())
+            .map(|(n, _)| n.clone())
+            .collect();
+        if names.is_empty() || !names.iter().all(|n| index.dangling.contains(n)) {
+            return Ok(Removed::default());
+        }
+        for n in &names {
+            index.images.remove(n);
+            index.dangling.remove(n);
+        }
+        self.write_index(&index)?;
+        let (blobs, layers) = self.collect_garbage(&index)?;
+        Ok(Removed {
+            references: names,
+            blobs,
+            layers,
+        })
+    }
+
     /// Moves verified, staged content into the store and points the names at it.
     pub fn commit(&self, staged: Staged) -> Result<(), StoreError> {
         let _guard = self.write_guard()?;
+        let result = self.commit_locked(staged);
+        if result.is_err() {
+            // Blobs or layers moved in before the failure (a full disk) belong to no name
+            // yet: drop them rather than leave them to the next removal.
+            if let Ok(index) = self.read_index() {
+                let _ = self.collect_garbage(&index);
+            }
+        }
+        result
+    }
+
+    fn commit_locked(&self, staged: Staged) -> Result<(), StoreError> {
         for (digest, path) in &staged.blobs {
             let dest = self.blob_path(digest);
             if !dest.exists() {
@@ -504,17 +595,37 @@ impl ImageStore {
         }
         let mut index = self.read_index()?;
         index.schema_version = 1;
-        let mut replaced = false;
-        for (name, manifest) in staged.names {
+        let mut moved = Vec::new();
+        for (name, manifest) in &staged.names {
             let old = index.images.insert(name.to_string(), manifest.to_string());
-            replaced |= old.is_some_and(|o| o != manifest.as_str());
+            // Asked for by this name now, even if the store had named it itself.
+            index.dangling.remove(&name.to_string());
+            if let Some(old) = old.filter(|o| o != manifest.as_str()) {
+                moved.push((name.clone(), old));
+            }
         }
-        self.write_index(&index)?;
-        if replaced {
-            // A retagged name may have left its old image unreferenced.
-            self.collect_garbage(&index)?;
+        // An image that got a name is no longer dangling.
+        let named: BTreeSet<String> = staged.names.iter().map(|(_, m)| m.to_string()).collect();
+        let unneeded: Vec<String> = index
+            .dangling
+            .iter()
+            .filter(|n| index.images.get(*n).is_some_and(|m| named.contains(m)))
+            .cloned()
+            .collect();
+        for n in unneeded {
+            index.images.remove(&n);
+            index.dangling.remove(&n);
         }
-        Ok(())
+        // An image whose tag moved on keeps a name by digest (a container may run from it).
+        for (name, old) in moved {
+            if index.images.values().any(|m| *m == old) {
+                continue;
+            }
+            let by_digest = Reference::parse(&format!("{}@{old}", name.name()))?.to_string();
+            index.images.insert(by_digest.clone(), old);
+            index.dangling.insert(by_digest);
+        }
+        self.write_index(&index)
     }
 
     /// Unpacks again (from its stored blob) every layer of `manifest` that is missing (write
@@ -742,15 +853,72 @@ mod tests {
     }
 
     #[test]
-    fn retagging_collects_the_old_image() {
+    fn retagging_keeps_the_old_image_dangling_until_removed() {
         let dir = tempfile::tempdir().unwrap();
         let store = ImageStore::open(dir.path()).unwrap();
         let (m1, l1) = stage_image(&store, "app:1", "a");
         let (m2, _) = stage_image(&store, "app:1", "b");
         assert_ne!(m1, m2);
         assert_eq!(store.get("app:1").unwrap().digest, m2);
-        assert!(!store.has_blob(&m1));
+        // The old image stays, named by its digest only, its layer intact.
+        assert!(store.has_blob(&m1));
+        assert!(store.layer_path(&l1).join("a").is_file());
+        let by_digest = format!("docker.io/library/app@{m1}");
+        assert_eq!(
+            store.get(&by_digest).unwrap().references,
+            vec![by_digest.clone()]
+        );
+        let dangling = store.dangling().unwrap();
+        assert_eq!(dangling.len(), 1);
+        assert_eq!(dangling[0].digest, m1);
+        assert_eq!(store.list().unwrap().len(), 2);
+        // The current image is never dangling: nothing to remove.
+        assert_eq!(store.remove_dangling(&m2).unwrap(), Removed::default());
+        let r = store.remove_dangling(&m1).unwrap();
+        assert_eq!(r.references, vec![by_digest]);
+        assert_eq!((r.blobs, r.layers), (3, 1));
         assert!(!store.has_layer(&l1));
+        assert_eq!(store.list().unwrap().len(), 1);
+        assert!(store.dangling().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_dangling_image_named_again_is_no_longer_dangling() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let (m1, _) = stage_image(&store, "app:1", "a");
+        stage_image(&store, "app:1", "b");
+        assert_eq!(store.dangling().unwrap().len(), 1);
+        // The tag moves back: the digest name the store made goes, the image is named.
+        stage_image(&store, "app:1", "a");
+        assert_eq!(store.get("app:1").unwrap().digest, m1);
+        assert_eq!(
+            store.get("app:1").unwrap().references,
+            vec!["docker.io/library/app:1"]
+        );
+        let dangling = store.dangling().unwrap();
+        assert_eq!(dangling.len(), 1, "now the second image dangles");
+        assert_ne!(dangling[0].digest, m1);
+        // Pulled by its digest explicitly: wanted, so never removed as dangling.
+        let by_digest = dangling[0].references[0].clone();
+        let m2 = dangling[0].digest.clone();
+        store
+            .commit(Staged {
+                names: vec![(Reference::parse(&by_digest).unwrap(), m2.clone())],
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(store.dangling().unwrap().is_empty());
+        assert_eq!(store.remove_dangling(&m2).unwrap(), Removed::default());
+    }
+
+    #[test]
+    fn a_full_disk_is_said_as_containerd_says_it() {
+        let e = clear_io(io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(e.to_string(), "no space left on device");
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+        let other = clear_io(io::Error::from_raw_os_error(libc::ENOENT));
+        assert_eq!(other.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

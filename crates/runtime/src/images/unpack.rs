@@ -174,7 +174,11 @@ pub fn unpack_layer(tar_stream: impl Read, target: &Path) -> Result<UnpackStats,
         };
         let io_err = |op: &'static str| {
             let path = shown.clone();
-            move |source: io::Error| UnpackError::Io { path, op, source }
+            move |source: io::Error| UnpackError::Io {
+                path,
+                op,
+                source: super::store::clear_io(source),
+            }
         };
         stats.entries += 1;
         match plan_entry(&raw_path).map_err(refused)? {
@@ -328,7 +332,7 @@ pub fn unpack_layer(tar_stream: impl Read, target: &Path) -> Result<UnpackStats,
         set_times_fd(&fd, mtime).map_err(|source| UnpackError::Io {
             path: shown,
             op: "setting mtime",
-            source,
+            source: super::store::clear_io(source),
         })?;
     }
     Ok(stats)
@@ -343,7 +347,7 @@ fn walk_error(path: &str, e: io::Error) -> UnpackError {
         _ => UnpackError::Io {
             path: path.to_string(),
             op: "opening parent directory",
-            source: e,
+            source: super::store::clear_io(e),
         },
     }
 }

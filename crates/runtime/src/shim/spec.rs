@@ -127,6 +127,11 @@ pub struct NamespacePaths {
     pub uts: Option<PathBuf>,
     #[serde(default)]
     pub pid: Option<PathBuf>,
+    /// No network namespace of its own: the container uses the shim's, which is the
+    /// node's (hostNetwork pods). Joining `/proc/1/ns/net` instead would be wrong where the
+    /// agent itself runs in another namespace than PID 1 (and libcontainer's exec fails).
+    #[serde(default)]
+    pub host_network: bool,
 }
 
 /// cgroup limits, in the units the OCI spec uses.
@@ -476,6 +481,7 @@ fn namespaces(paths: &NamespacePaths) -> Result<Vec<LinuxNamespace>, oci_spec::O
         (LinuxNamespaceType::Network, &paths.network),
     ]
     .into_iter()
+    .filter(|(typ, _)| !(paths.host_network && *typ == LinuxNamespaceType::Network))
     .map(|(typ, path)| {
         let builder = LinuxNamespaceBuilder::default().typ(typ);
         match path {

@@ -1,15 +1,19 @@
 //! Container probes as kubelet runs them: startup first (until it succeeds nothing else
 //! runs), then liveness and readiness, each every `periodSeconds` after
 //! `initialDelaySeconds`, with `timeoutSeconds`, and turning after `failureThreshold`
-//! failures or `successThreshold` successes in a row. httpGet and tcpSocket probes connect
-//! from inside the pod's network namespace (to the pod's loopback unless `host` is given);
-//! exec probes run a command in the container through `skiff container-exec`.
+//! failures or `successThreshold` successes in a row. httpGet (HTTP or HTTPS, [`http`]),
+//! tcpSocket and gRPC ([`grpc`]) probes connect from inside the pod's network namespace (to
+//! the pod's loopback unless `host` is given); exec probes run a command in the container
+//! through `skiff container-exec`.
 //!
 //! A prober is a task per probe of a running container attempt; it publishes what it
 //! concludes into a shared [`ProbeBoard`] and wakes the pod worker when a result turns.
 
+mod grpc;
+mod http;
+mod insecure_tls;
+
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -90,6 +94,24 @@ pub enum Outcome {
     Failure(String),
 }
 
+/// One probe run as the prober sees it: kubelet's `probe.Result`, whose Warning counts as a
+/// success but is told in a ProbeWarning event (an httpGet probe that ended on a redirect
+/// to another host).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probed {
+    Success,
+    Warning(String),
+    Failure(String),
+}
+
+/// The host probes connect to when the probe names none. kubelet dials the pod's IP; these
+/// probes run inside the pod's network namespace and dial its loopback instead, which
+/// reaches every server listening on all addresses (and those bound to loopback too).
+const POD_LOCAL_HOST: &str = "127.0.0.1";
+
+/// The version in kubelet's `User-Agent: kube-probe/<major>.<minor>` (the API's version).
+const KUBE_PROBE_VERSION: &str = "1.37";
+
 /// Where and how to run probes of one container attempt.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -103,55 +125,85 @@ pub struct Target {
     pub ports: Vec<(String, i32)>,
 }
 
-/// Runs `probe` once against `target`. Blocking.
+/// Runs `probe` once against `target` (lifecycle hooks: a warning is a success). Blocking.
 pub fn run_once(probe: &Probe, target: &Target, timeout: Duration) -> Outcome {
+    match probe_once(probe, target, timeout) {
+        Probed::Success | Probed::Warning(_) => Outcome::Success,
+        Probed::Failure(m) => Outcome::Failure(m),
+    }
+}
+
+/// Runs `probe` once against `target`, as kubelet's prober does. Blocking.
+pub fn probe_once(probe: &Probe, target: &Target, timeout: Duration) -> Probed {
     if let Some(tcp) = &probe.tcp_socket {
         let port = match resolve_port(&tcp.port, &target.ports) {
             Ok(p) => p,
-            Err(m) => return Outcome::Failure(m),
+            Err(m) => return Probed::Failure(m),
         };
-        let host = tcp.host.clone().unwrap_or_else(|| "127.0.0.1".into());
+        let host = tcp.host.clone().unwrap_or_else(|| POD_LOCAL_HOST.into());
         return in_pod(target, move || match connect(&host, port, timeout) {
-            Ok(_) => Outcome::Success,
-            Err(e) => Outcome::Failure(format!("dial tcp {host}:{port}: {e}")),
+            Ok(_) => Probed::Success,
+            Err(e) => Probed::Failure(format!("dial tcp {}: {e}", join_host_port(&host, port))),
         });
     }
-    if let Some(http) = &probe.http_get {
-        let port = match resolve_port(&http.port, &target.ports) {
+    if let Some(get) = &probe.http_get {
+        let port = match resolve_port(&get.port, &target.ports) {
             Ok(p) => p,
-            Err(m) => return Outcome::Failure(m),
+            Err(m) => return Probed::Failure(m),
         };
-        let host = http.host.clone().unwrap_or_else(|| "127.0.0.1".into());
-        let path = http.path.clone().unwrap_or_else(|| "/".into());
-        let scheme = http.scheme.clone().unwrap_or_else(|| "HTTP".into());
-        let headers: Vec<(String, String)> = http
-            .http_headers
-            .iter()
-            .flatten()
-            .map(|h| (h.name.clone(), h.value.clone()))
-            .collect();
-        if scheme.eq_ignore_ascii_case("HTTPS") {
-            return Outcome::Failure("HTTPS probes are not supported by this node yet".into());
-        }
-        return in_pod(target, move || {
-            http_get(&host, port, &path, &headers, timeout)
-        });
+        let scheme = match get.scheme.as_deref().unwrap_or("HTTP") {
+            s if s.eq_ignore_ascii_case("HTTP") => http::Scheme::Http,
+            s if s.eq_ignore_ascii_case("HTTPS") => http::Scheme::Https,
+            other => return Probed::Failure(format!("unsupported scheme: {other:?}")),
+        };
+        let request = http::Request {
+            scheme,
+            host: get.host.clone().unwrap_or_else(|| POD_LOCAL_HOST.into()),
+            port,
+            path: get.path.clone().unwrap_or_default(),
+            headers: get
+                .http_headers
+                .iter()
+                .flatten()
+                .map(|h| (h.name.clone(), h.value.clone()))
+                .collect(),
+        };
+        return in_pod(target, move || http::probe(&request, timeout));
     }
     if let Some(exec) = &probe.exec {
         let argv = exec.command.clone().unwrap_or_default();
-        return exec_probe(target, &argv, timeout);
+        return match exec_probe(target, &argv, timeout) {
+            Outcome::Success => Probed::Success,
+            Outcome::Failure(m) => Probed::Failure(m),
+        };
     }
-    if probe.grpc.is_some() {
-        return Outcome::Failure("gRPC probes are not supported by this node yet".into());
+    if let Some(g) = &probe.grpc {
+        let port = match u16::try_from(g.port).ok().filter(|p| *p > 0) {
+            Some(p) => p,
+            None => return Probed::Failure(format!("invalid port number: {}", g.port)),
+        };
+        let service = g.service.clone().unwrap_or_default();
+        return in_pod(target, move || {
+            grpc::probe(POD_LOCAL_HOST, port, &service, timeout)
+        });
     }
-    Outcome::Failure("probe has no handler".into())
+    Probed::Failure("probe has no handler".into())
 }
 
-fn in_pod(target: &Target, f: impl FnOnce() -> Outcome + Send) -> Outcome {
+/// `host:port`, with brackets around an IPv6 address (Go's `net.JoinHostPort`).
+fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn in_pod(target: &Target, f: impl FnOnce() -> Probed + Send) -> Probed {
     match &target.netns {
         None => f(),
         Some(ns) => runtime::sandbox::netns::run_in(ns, f)
-            .unwrap_or_else(|e| Outcome::Failure(format!("entering the pod's network: {e}"))),
+            .unwrap_or_else(|e| Probed::Failure(format!("entering the pod's network: {e}"))),
     }
 }
 
@@ -188,52 +240,6 @@ fn connect(host: &str, port: u16, timeout: Duration) -> std::io::Result<TcpStrea
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
     Ok(s)
-}
-
-/// kubelet's HTTP probe: GET, success for 200-399 (redirects are not followed).
-fn http_get(
-    host: &str,
-    port: u16,
-    path: &str,
-    headers: &[(String, String)],
-    timeout: Duration,
-) -> Outcome {
-    let url = format!("http://{host}:{port}{path}");
-    let mut stream = match connect(host, port, timeout) {
-        Ok(s) => s,
-        Err(e) => return Outcome::Failure(format!("Get \"{url}\": dial tcp {host}:{port}: {e}")),
-    };
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.37\r\nAccept: */*\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    if let Err(e) = stream.write_all(request.as_bytes()) {
-        return Outcome::Failure(format!("Get \"{url}\": {e}"));
-    }
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 8192 {
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-            Err(e) => {
-                return Outcome::Failure(format!(
-                    "Get \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers): {e}"
-                ))
-            }
-        }
-    }
-    let line = String::from_utf8_lossy(&head);
-    let code = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse::<u16>().ok());
-    match code {
-        Some(c) if (200..400).contains(&c) => Outcome::Success,
-        Some(c) => Outcome::Failure(format!("HTTP probe failed with statuscode: {c}")),
-        None => Outcome::Failure(format!("Get \"{url}\": malformed HTTP response")),
-    }
 }
 
 fn exec_probe(target: &Target, argv: &[String], timeout: Duration) -> Outcome {
@@ -285,6 +291,8 @@ pub struct Report {
     pub kind: Kind,
     /// The failure that made the probe turn (for the Unhealthy event), if it failed.
     pub message: Option<String>,
+    /// A run that succeeded with a warning (for the ProbeWarning event).
+    pub warning: Option<String>,
 }
 
 /// Runs one probe of one container attempt until aborted: updates `board` and tells the
@@ -321,22 +329,31 @@ pub async fn prober(
             }
         }
         let (p, tg) = (probe.clone(), target.clone());
-        let outcome = tokio::task::spawn_blocking(move || run_once(&p, &tg, t.timeout))
+        let probed = tokio::task::spawn_blocking(move || probe_once(&p, &tg, t.timeout))
             .await
-            .unwrap_or_else(|e| Outcome::Failure(format!("probe task: {e}")));
-        let (turned, message) = match outcome {
-            Outcome::Success => {
+            .unwrap_or_else(|e| Probed::Failure(format!("probe task: {e}")));
+        let (turned, message) = match probed {
+            Probed::Success | Probed::Warning(_) => {
+                if let Probed::Warning(w) = probed {
+                    let _ = reports.send(Report {
+                        container: container.clone(),
+                        kind,
+                        message: None,
+                        warning: Some(w),
+                    });
+                }
                 failures = 0;
                 successes += 1;
                 (successes >= t.success_threshold, None)
             }
-            Outcome::Failure(m) => {
+            Probed::Failure(m) => {
                 successes = 0;
                 failures += 1;
                 let _ = reports.send(Report {
                     container: container.clone(),
                     kind,
                     message: Some(m.clone()),
+                    warning: None,
                 });
                 (failures >= t.failure_threshold, Some(m))
             }
@@ -364,6 +381,7 @@ pub async fn prober(
                 container: container.clone(),
                 kind,
                 message: None,
+                warning: None,
             });
         }
         if kind == Kind::Startup && ok {
@@ -379,6 +397,7 @@ pub async fn prober(
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::io::{Read, Write};
 
     #[test]
     fn timing_defaults_are_upstreams() {

@@ -1,0 +1,269 @@
+//! A 3-node cluster on one machine (issue 5's setting): a server with its agent and two
+//! joined agents, each on its own test host (network namespace) on a test LAN. Nodes get
+//! distinct pod ranges, pods spread over them, kubectl reaches pods on every node, and pods
+//! reach pods on other nodes by pod IP without NAT (host-gw routes).
+//! Needs root.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use testkit::cluster::TestCluster;
+use testkit::node::{wait_for, TEST_IMAGE};
+
+fn cluster() -> TestCluster {
+    TestCluster::start(std::path::Path::new(env!("CARGO_BIN_EXE_skiff")), 2)
+        .expect("3-node cluster")
+}
+
+#[test]
+fn three_nodes_get_pod_ranges_and_run_pods_that_kubectl_reaches() {
+    let c = cluster();
+    let s = &c.server;
+    let out = s.kubectl_ok(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}={.spec.podCIDR}{\"\\n\"}{end}",
+    ]);
+    let cidrs: BTreeSet<&str> = out
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(cidrs.len(), 3, "three distinct podCIDRs: {out}");
+
+    // One pod per node, pinned by hostname.
+    for node in ["server", "agent1", "agent2"] {
+        s.kubectl_stdin_ok(
+            &["apply", "-f", "-"],
+            &format!(
+                r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: on-{node}}}
+spec:
+  nodeSelector: {{kubernetes.io/hostname: {node}}}
+  containers:
+  - name: c
+    image: {TEST_IMAGE}
+    command: ["sh", "-c", "echo hello from {node}; mkdir -p /www && echo page of {node} > /www/index.html && exec httpd -f -p 8080 -h /www"]
+"#
+            ),
+        );
+    }
+    for node in ["server", "agent1", "agent2"] {
+        let pod = format!("on-{node}");
+        wait_for(
+            s,
+            Duration::from_secs(90),
+            &format!("{pod} Running"),
+            || testkit::node::status_column(s, &pod) == "Running",
+        );
+        // logs and exec go from the API server to that node's agent over the LAN.
+        assert_eq!(
+            s.kubectl_ok(&["logs", &pod]).trim(),
+            format!("hello from {node}")
+        );
+        assert_eq!(s.kubectl_ok(&["exec", &pod, "--", "hostname"]).trim(), pod);
+        let spec_node = s.kubectl_ok(&["get", "pod", &pod, "-o", "jsonpath={.spec.nodeName}"]);
+        assert_eq!(spec_node, node);
+    }
+
+    // Every pod fetches every other pod's page by pod IP, across nodes. (No `-T`: busybox
+    // 1.35's static wget crashes with a timeout.)
+    let ip = |pod: &str| s.kubectl_ok(&["get", "pod", pod, "-o", "jsonpath={.status.podIP}"]);
+    for from in ["server", "agent1", "agent2"] {
+        for to in ["server", "agent1", "agent2"] {
+            let url = format!("http://{}:8080/", ip(&format!("on-{to}")));
+            let page = s.kubectl_ok(&[
+                "exec",
+                &format!("on-{from}"),
+                "--",
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                &url,
+            ]);
+            assert_eq!(page.trim(), format!("page of {to}"), "from {from} to {to}");
+        }
+    }
+}
+
+/// Runs `wget -qO- url` in `pod`; the page, or None when it failed.
+fn fetch(s: &testkit::TestServer, pod: &str, url: &str) -> Option<String> {
+    let out = s.kubectl(&["exec", pod, "--", "wget", "-q", "-O", "-", url]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn a_load_balancer_spreads_over_three_nodes_by_cluster_ip_dns_name_node_port_and_external_ip() {
+    let c = cluster();
+    let s = &c.server;
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 3
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      topologySpreadConstraints:
+      - {{maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {{matchLabels: {{app: web}}}}}}
+      containers:
+      - name: httpd
+        image: {TEST_IMAGE}
+        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        ports: [{{name: http, containerPort: 8080}}]
+        readinessProbe: {{httpGet: {{path: /, port: http}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  type: LoadBalancer
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: http}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: client}}
+spec:
+  containers:
+  - name: c
+    image: {TEST_IMAGE}
+    command: ["sleep", "3600"]
+"#
+        ),
+    );
+    wait_for(
+        s,
+        Duration::from_secs(90),
+        "3 web endpoints and the client",
+        || {
+            let eps = s.kubectl_ok(&[
+                "get",
+                "endpoints",
+                "web",
+                "-o",
+                "jsonpath={.subsets[*].addresses[*].ip}",
+            ]);
+            eps.split_whitespace().count() == 3
+                && testkit::node::status_column(s, "client") == "Running"
+        },
+    );
+    let nodes = s.kubectl_ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].spec.nodeName}",
+    ]);
+    let nodes: BTreeSet<&str> = nodes.split_whitespace().collect();
+    assert_eq!(nodes.len(), 3, "one web pod per node: {nodes:?}");
+    let pods = s.kubectl_ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    let pods: BTreeSet<String> = pods.split_whitespace().map(String::from).collect();
+
+    // Through the ClusterIP, repeated requests reach every pod, wherever it runs.
+    let ip = s.kubectl_ok(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    let mut seen = BTreeSet::new();
+    for _ in 0..40 {
+        if let Some(page) = fetch(s, "client", &format!("http://{ip}/")) {
+            seen.insert(page);
+        }
+        if seen == pods {
+            break;
+        }
+    }
+    assert_eq!(seen, pods, "requests through {ip} reach all three pods");
+
+    // By name through the cluster DNS (kube-dns at the tenth address of the service range),
+    // short, with the namespace, and fully qualified.
+    for name in ["web", "web.default", "web.default.svc.cluster.local"] {
+        let page = fetch(s, "client", &format!("http://{name}/"));
+        assert!(
+            page.as_ref().is_some_and(|p| pods.contains(p)),
+            "http://{name}/ answered {page:?}; resolv.conf: {}",
+            s.kubectl_ok(&["exec", "client", "--", "cat", "/etc/resolv.conf"])
+        );
+    }
+
+    // The NodePort answers on every node's address, from outside the cluster (the test
+    // process sits on the test LAN).
+    let port = s.kubectl_ok(&[
+        "get",
+        "svc",
+        "web",
+        "-o",
+        "jsonpath={.spec.ports[0].nodePort}",
+    ]);
+    for host in &c.hosts {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .arg(format!("http://{}:{port}/", host.ip))
+            .output()
+            .expect("curl");
+        let page = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            pods.contains(&page),
+            "NodePort on {} answered {page:?} {:?}",
+            host.name,
+            out
+        );
+    }
+
+    // As a LoadBalancer (k3s's ServiceLB idea), the nodes' addresses become its external
+    // IPs, shown by `kubectl get svc`, and the Service's own port answers on each.
+    let mut want: Vec<String> = c.hosts.iter().map(|h| h.ip.to_string()).collect();
+    want.sort();
+    wait_for(
+        s,
+        Duration::from_secs(30),
+        "the LoadBalancer's addresses",
+        || {
+            let ips = s.kubectl_ok(&[
+                "get",
+                "svc",
+                "web",
+                "-o",
+                "jsonpath={.status.loadBalancer.ingress[*].ip}",
+            ]);
+            let mut ips: Vec<String> = ips.split_whitespace().map(String::from).collect();
+            ips.sort();
+            ips == want
+        },
+    );
+    let table = s.kubectl_ok(&["get", "svc", "web"]);
+    assert!(
+        table.contains(&want.join(",")),
+        "EXTERNAL-IP column: {table}"
+    );
+    for ip in &want {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .arg(format!("http://{ip}:80/"))
+            .output()
+            .expect("curl");
+        let page = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            pods.contains(&page),
+            "LoadBalancer {ip}:80 answered {page:?} {:?}",
+            out
+        );
+    }
+}
