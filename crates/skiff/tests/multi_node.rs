@@ -267,3 +267,94 @@ spec:
         );
     }
 }
+
+#[test]
+fn a_rolling_update_behind_a_service_loses_no_requests() {
+    let c = cluster();
+    let s = &c.server;
+    let manifest = |version: &str| {
+        format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 3
+  minReadySeconds: 2
+  strategy: {{rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}}}
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web, version: "{version}"}}}}
+    spec:
+      terminationGracePeriodSeconds: 10
+      containers:
+      - name: httpd
+        image: {TEST_IMAGE}
+        command: ["sh", "-c", "mkdir -p /www && echo {version} > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}
+        # As users do: keep serving while the endpoint removal reaches every node.
+        lifecycle: {{preStop: {{exec: {{command: ["sleep", "2"]}}}}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: 8080}}]
+"#
+        )
+    };
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], &manifest("v1"));
+    s.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=90s"]);
+    let ip = s.kubectl_ok(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    // The client prints one line per request, ok with the version served or FAIL.
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: client}}
+spec:
+  containers:
+  - name: c
+    image: {TEST_IMAGE}
+    command: ["sh", "-c", "while true; do if v=$(timeout 5 wget -q -O - http://{ip}/); then echo ok $v; else echo FAIL; fi; sleep 0.05; done"]
+"#
+        ),
+    );
+    wait_for(
+        s,
+        Duration::from_secs(60),
+        "the client's first answers",
+        || {
+            s.kubectl(&["logs", "client"])
+                .stdout
+                .windows(5)
+                .any(|w| w == b"ok v1")
+        },
+    );
+    s.kubectl_stdin_ok(&["apply", "-f", "-"], &manifest("v2"));
+    s.kubectl_ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
+    // Until the old pods are gone: their endpoints go and they stop while the client runs.
+    wait_for(s, Duration::from_secs(60), "the v1 pods to be gone", || {
+        s.kubectl_ok(&["get", "pods", "-l", "version=v1", "-o", "name"])
+            .trim()
+            .is_empty()
+    });
+    wait_for(s, Duration::from_secs(30), "only v2 answering", || {
+        let logs = s.kubectl_ok(&["logs", "client", "--tail=5"]);
+        logs.lines().count() == 5 && logs.lines().all(|l| l == "ok v2")
+    });
+    let logs = s.kubectl_ok(&["logs", "client"]);
+    let failed = logs.lines().filter(|l| !l.starts_with("ok ")).count();
+    let served = logs.lines().filter(|l| l.starts_with("ok ")).count();
+    eprintln!("{served} answers, {failed} failures during the rollout");
+    assert!(served > 20, "the client kept sending: {served} answers");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed during the rollout:\n{logs}",
+        served + failed
+    );
+}
