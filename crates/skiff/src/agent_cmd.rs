@@ -594,6 +594,8 @@ pub struct Embedded {
     pub service_cidr: String,
     /// `--pod-bridge`.
     pub pod_bridge: String,
+    /// `--node-lease-duration-seconds`, from the server's failover timings.
+    pub node_lease_duration_seconds: i32,
     /// `--cluster-cidr`, for the node's pod network.
     pub cluster_cidr: String,
 }
@@ -707,6 +709,8 @@ pub async fn run_embedded(e: Embedded) -> Result<()> {
         e.pod_bridge,
         "--cluster-cidr".into(),
         e.cluster_cidr,
+        "--node-lease-duration-seconds".into(),
+        e.node_lease_duration_seconds.to_string(),
     ];
     argv.extend(e.image_gc.to_args());
     argv.extend(e.ingress.to_args());

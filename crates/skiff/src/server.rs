@@ -312,6 +312,10 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             service_cidr: args.service_cidr.clone(),
             pod_bridge: args.pod_bridge.clone(),
             cluster_cidr: args.cluster_cidr.clone(),
+            // The node must renew faster than the control plane gives up on it: the fast
+            // profile's 4 s grace needs a 4 s lease renewed every second.
+            node_lease_duration_seconds: failover.node_monitor_grace_period.as_secs().clamp(1, 40)
+                as i32,
         };
         tokio::spawn(async move {
             if let Err(e) = crate::agent_cmd::run_embedded(embedded).await {

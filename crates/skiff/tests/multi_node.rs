@@ -358,3 +358,154 @@ spec:
         served + failed
     );
 }
+
+#[test]
+fn a_node_cut_off_the_network_has_its_pods_replaced_and_the_service_keeps_answering() {
+    let c = TestCluster::start_with(
+        std::path::Path::new(env!("CARGO_BIN_EXE_skiff")),
+        2,
+        &["--failover-profile=fast"],
+        &["--node-lease-duration-seconds=4"],
+    )
+    .expect("3-node cluster with fast failover");
+    let s = &c.server;
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 3
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      topologySpreadConstraints:
+      - {{maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway, labelSelector: {{matchLabels: {{app: web}}}}}}
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: httpd
+        image: {TEST_IMAGE}
+        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: client}}
+spec:
+  nodeSelector: {{kubernetes.io/hostname: server}}
+  containers:
+  - name: c
+    image: {TEST_IMAGE}
+    command: ["sh", "-c", "while true; do if v=$(timeout 3 wget -q -O - http://web/); then echo ok $v; else echo FAIL; fi; sleep 0.1; done"]
+"#
+        ),
+    );
+    let pods_on = |node: &str| -> Vec<String> {
+        s.kubectl_ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "--field-selector",
+            &format!("spec.nodeName={node}"),
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+        ])
+        .lines()
+        // Live pods only: a terminating one has a third field.
+        .filter(|l| l.split_whitespace().count() == 2)
+        .map(String::from)
+        .collect()
+    };
+    wait_for(
+        s,
+        Duration::from_secs(90),
+        "web on all three nodes, the client answered",
+        || {
+            ["server", "agent1", "agent2"]
+                .iter()
+                .all(|n| pods_on(n).len() == 1)
+                && s.kubectl(&["logs", "client"])
+                    .stdout
+                    .windows(3)
+                    .any(|w| w == b"ok ")
+        },
+    );
+    let lost = pods_on("agent2")[0].clone();
+    let (lost_name, lost_ip) = lost.split_once(' ').expect("name and IP");
+
+    c.hosts[2].cut_link().expect("cut agent2's link");
+
+    // The node is given up on, its pod is replaced on the others, and its address leaves
+    // the Service's endpoints (the pod itself stays Terminating: its node cannot confirm).
+    wait_for(
+        s,
+        Duration::from_secs(60),
+        "agent2 not Ready and web back to 3 ready pods",
+        || {
+            let ready = s.kubectl_ok(&[
+                "get",
+                "node",
+                "agent2",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ]);
+            let endpoints = s.kubectl_ok(&[
+                "get",
+                "endpoints",
+                "web",
+                "-o",
+                "jsonpath={.subsets[*].addresses[*].ip}",
+            ]);
+            ready != "True"
+                && endpoints.split_whitespace().count() == 3
+                && !endpoints.split_whitespace().any(|ip| ip == lost_ip)
+        },
+    );
+    let running = s.kubectl_ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+    ]);
+    let alive: Vec<&str> = running
+        .lines()
+        .filter(|l| l.split_whitespace().count() == 2)
+        .collect();
+    assert_eq!(alive.len(), 3, "three live web pods: {running}");
+    assert!(
+        alive.iter().all(|l| !l.ends_with(" agent2")),
+        "none on agent2: {running}"
+    );
+    assert!(
+        running.contains(lost_name),
+        "the lost pod is still listed, terminating: {running}"
+    );
+
+    // From now on every request succeeds (after one that was in flight to the lost pod has
+    // run into its 3 s timeout).
+    std::thread::sleep(Duration::from_secs(4));
+    let before = s.kubectl_ok(&["logs", "client"]).lines().count();
+    wait_for(s, Duration::from_secs(30), "20 more answers", || {
+        s.kubectl_ok(&["logs", "client"]).lines().count() >= before + 20
+    });
+    let logs = s.kubectl_ok(&["logs", "client"]);
+    let after: Vec<&str> = logs.lines().skip(before).collect();
+    assert!(
+        after.iter().all(|l| l.starts_with("ok ")),
+        "after the replacement: {after:?}"
+    );
+    c.hosts[2].restore_link().expect("restore agent2's link");
+}

@@ -60,11 +60,15 @@ impl Drop for TestAgent {
             }
             p.kill();
         }
-        let _ = Command::new(&self.bin)
+        // In the agent's host: the pod network it removes is that namespace's.
+        let mut killall = Command::new(&self.bin);
+        killall
             .arg("killall")
             .arg("--data-dir")
-            .arg(self.data_dir())
-            .output();
+            .arg(self.data_dir());
+        if self.host.enter(&mut killall).is_ok() {
+            let _ = killall.output();
+        }
     }
 }
 
@@ -80,6 +84,17 @@ pub struct TestCluster {
 
 impl TestCluster {
     pub fn start(bin: &Path, agents: usize) -> Result<TestCluster> {
+        TestCluster::start_with(bin, agents, &[], &[])
+    }
+
+    /// Like [`start`](Self::start) with extra flags for the server and for every agent
+    /// (e.g. `--failover-profile=fast` and `--node-lease-duration-seconds=4`).
+    pub fn start_with(
+        bin: &Path,
+        agents: usize,
+        server_args: &[&str],
+        agent_args: &[&str],
+    ) -> Result<TestCluster> {
         let mut net = TestNet::new()?;
         let mut hosts = Vec::new();
         for i in 0..=agents {
@@ -90,19 +105,21 @@ impl TestCluster {
             };
             hosts.push(net.add_host(&name)?);
         }
-        let server = TestServer::start(
-            ServerOptions::new(bin)
-                .with_agent()
-                .on_host(&hosts[0])
-                .arg("--node-name")
-                .arg("server"),
-        )?;
+        let mut options = ServerOptions::new(bin)
+            .with_agent()
+            .on_host(&hosts[0])
+            .arg("--node-name")
+            .arg("server");
+        for a in server_args {
+            options = options.arg(a);
+        }
+        let server = TestServer::start(options)?;
         import_test_image(bin, &server.data_dir(), TEST_IMAGE);
         let token = std::fs::read_to_string(server.data_dir().join("server/token"))
             .context("reading the join token")?;
         let mut joined = Vec::new();
         for host in &hosts[1..] {
-            joined.push(start_agent(bin, &server, host, token.trim())?);
+            joined.push(start_agent(bin, &server, host, token.trim(), agent_args)?);
         }
         let cluster = TestCluster {
             server,
@@ -147,7 +164,13 @@ impl TestCluster {
     }
 }
 
-fn start_agent(bin: &Path, server: &TestServer, host: &TestHost, token: &str) -> Result<TestAgent> {
+fn start_agent(
+    bin: &Path,
+    server: &TestServer,
+    host: &TestHost,
+    token: &str,
+    extra: &[&str],
+) -> Result<TestAgent> {
     let dir = tempfile::Builder::new().prefix("skiff-agent-").tempdir()?;
     let data_dir = dir.path().join("data");
     import_test_image(bin, &data_dir, TEST_IMAGE);
@@ -168,7 +191,8 @@ fn start_agent(bin: &Path, server: &TestServer, host: &TestHost, token: &str) ->
     if let Some(slot) = server.network() {
         cmd.args(["--pod-bridge", &slot.bridge()]);
     }
-    cmd.stdin(Stdio::null())
+    cmd.args(extra)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (k, _) in std::env::vars_os() {

@@ -160,10 +160,14 @@ impl TestNet {
     fn remove_leftovers(&self) {
         for index in 0..=250 {
             let netns = self.netns_name(index);
-            if !std::path::Path::new("/run/netns").join(&netns).exists() {
-                continue;
+            if std::path::Path::new("/run/netns").join(&netns).exists() {
+                let _ = run(&["ip", "netns", "del", &netns]);
             }
-            let _ = run(&["ip", "netns", "del", &netns]);
+            // A namespace kept alive by a leftover process keeps its veth pair too.
+            let port = format!("sktv{}-{index}", self.slot.number);
+            if std::path::Path::new("/sys/class/net").join(&port).exists() {
+                let _ = run(&["ip", "link", "del", &port]);
+            }
         }
         let _ = run(&["ip", "link", "del", &self.bridge]);
     }
@@ -171,8 +175,15 @@ impl TestNet {
 
 impl Drop for TestNet {
     fn drop(&mut self) {
-        // Deleting a namespace deletes its veth end, and with it the peer on the bridge.
-        for netns in &self.hosts {
+        // Deleting the bridge port deletes the pair even if a process still holds the
+        // namespace; then the namespace's name goes.
+        for (index, netns) in self.hosts.iter().enumerate() {
+            let _ = run(&[
+                "ip",
+                "link",
+                "del",
+                &format!("sktv{}-{index}", self.slot.number),
+            ]);
             let _ = run(&["ip", "netns", "del", netns]);
         }
         let _ = run(&["ip", "link", "del", &self.bridge]);

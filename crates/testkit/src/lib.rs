@@ -554,11 +554,11 @@ impl Drop for TestServer {
 impl TestServer {
     /// Kills every container the embedded agent started and removes their sandboxes.
     pub fn killall(&self) {
-        let out = Command::new(&self.opts.bin)
-            .arg("killall")
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .output();
+        let mut cmd = Command::new(&self.opts.bin);
+        cmd.arg("killall").arg("--data-dir").arg(self.data_dir());
+        // On a test host, the pod network to remove is that host's.
+        self.enter(&mut cmd);
+        let out = cmd.output();
         match out {
             Ok(o) if o.status.success() => {}
             Ok(o) => eprintln!(
