@@ -1,5 +1,6 @@
 //! Ingress: requests/s and latency through the built-in ingress controller versus to the
-//! backend directly (the difference is the ingress's cost), and how fast a changed Ingress
+//! backend directly (the difference is the ingress's cost) and through the backend's
+//! ClusterIP (the service proxy's cost), and how fast a changed Ingress
 //! is followed. A `skiff server --disable-agent` and a real `skiff agent` joined to it
 //! (its own pod bridge name and CIDRs, ingress HTTP on a free port); the backends are
 //! in-process HTTP/1.1 servers on 127.0.0.1 behind selectorless Services with
@@ -88,11 +89,26 @@ pub async fn run(env: &Env) -> Result<()> {
             "ingress: first answer {:.1} s after the agent started",
             t0.elapsed().as_secs_f64()
         );
+        // backend-a's ClusterIP: the node's service proxy DNATs it to the backend, so the
+        // row beside "backend directly" is the Service data plane's cost.
+        let svc = srv
+            .client
+            .get("/api/v1/namespaces/default/services/backend-a")
+            .await?
+            .expect(StatusCode::OK, "reading Service backend-a")?
+            .json()?;
+        let cluster_ip: std::net::Ipv4Addr = svc["spec"]["clusterIP"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .context("backend-a has no ClusterIP")?;
+        let via_cluster_ip: SocketAddr = (cluster_ip, 80).into();
+        until_answer(via_cluster_ip, "a", Instant::now(), Duration::from_secs(30)).await?;
         let secs = Duration::from_secs(env.args.secs);
         let clients = env.args.clients;
         let mut rows = Vec::new();
         for (label, addr) in [
             ("backend directly", backend_a),
+            ("through its ClusterIP", via_cluster_ip),
             ("through the ingress", through),
         ] {
             let (count, latencies) = closed_loop(addr, clients, secs).await?;
