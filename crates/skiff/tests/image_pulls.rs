@@ -25,24 +25,11 @@ fn bin() -> PathBuf {
 }
 
 fn skiff_image(data_dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin())
-        .arg("image")
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env_remove("SKIFF_DATA_DIR")
-        .output()
-        .expect("run skiff image")
+    testkit::node::skiff_image(&bin(), data_dir, args)
 }
 
 fn image_list(data_dir: &Path) -> String {
-    let out = skiff_image(data_dir, &["ls"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    testkit::node::image_list(&bin(), data_dir)
 }
 
 /// The busybox test image plus one file: images that differ in one layer.

@@ -141,3 +141,26 @@ impl NetworkSlot {
         quiet("ip", &["route", "del", "blackhole", &self.cluster_cidr()]);
     }
 }
+
+/// `skiff image ARGS --data-dir DATA_DIR`, run to completion.
+pub fn skiff_image(bin: &Path, data_dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bin)
+        .arg("image")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("SKIFF_DATA_DIR")
+        .output()
+        .expect("run skiff image")
+}
+
+/// What `skiff image ls` prints for the store under `data_dir` (it must succeed).
+pub fn image_list(bin: &Path, data_dir: &Path) -> String {
+    let out = skiff_image(bin, data_dir, &["ls"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
