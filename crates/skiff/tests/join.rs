@@ -265,8 +265,9 @@ fn a_real_agent_joins_registers_its_machine_and_keeps_its_lease() {
             r#"jsonpath={.status.nodeInfo.containerRuntimeVersion}|{.status.capacity.pods}|{.status.nodeInfo.operatingSystem}|{range .status.conditions[?(@.type=="Ready")]}{.status}/{.reason}{end}"#,
         ]);
         let out = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.is_empty() {
-            anyhow::bail!("node not registered yet");
+        // The Node is created first and its status written next (as kubelet does).
+        if out.is_empty() || out.starts_with('|') {
+            anyhow::bail!("node not registered yet, or its status not written yet: {out:?}");
         }
         Ok(out)
     })
