@@ -7,10 +7,10 @@
 //! test servers share this machine's network namespace). Needs root.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use testkit::node::{import_test_image, wait_for, TEST_IMAGE as IMAGE};
+use testkit::node::{curl, import_test_image, wait_for, TEST_IMAGE as IMAGE};
 use testkit::{ServerOptions, TestServer};
 
 /// A server with its node, serving ingress HTTP and HTTPS on the returned ports.
@@ -111,24 +111,6 @@ spec:
     http:
       paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]
 "#;
-
-/// `curl` from the host: (HTTP status, body); status 0 when curl failed.
-fn curl(url: &str, extra: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
-        .args(extra)
-        .arg(url)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let code = code.trim().parse().unwrap_or(0);
-    if !out.status.success() {
-        return (0, String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    (code, body.to_string())
-}
 
 /// Waits until `url` answers `status` with a body containing `want`.
 fn wait_answer(s: &TestServer, url: &str, extra: &[&str], status: u16, want: &str) {

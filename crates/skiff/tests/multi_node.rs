@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use testkit::cluster::TestCluster;
-use testkit::node::{wait_for, TEST_IMAGE};
+use testkit::node::{curl, wait_for, TEST_IMAGE};
 
 fn cluster() -> TestCluster {
     TestCluster::start(std::path::Path::new(env!("CARGO_BIN_EXE_skiff")), 2)
@@ -508,4 +508,125 @@ spec:
         "after the replacement: {after:?}"
     );
     c.hosts[2].restore_link().expect("restore agent2's link");
+}
+
+#[test]
+fn the_ingress_on_every_node_routes_by_path_and_host_to_pods_on_other_nodes() {
+    // Every node runs the ingress controller on ports 80/443 of its own address (each test
+    // host has its own network namespace, so the standard ports are free).
+    let c = TestCluster::start_with(
+        std::path::Path::new(env!("CARGO_BIN_EXE_skiff")),
+        2,
+        &["--ingress-http-port=80", "--ingress-https-port=443"],
+        &[],
+    )
+    .expect("3-node cluster");
+    let s = &c.server;
+    // `api` runs only on agent1 and `web` only on agent2: the server's node serves both
+    // from elsewhere, and each agent serves the other's.
+    for (name, node) in [("api", "agent1"), ("web", "agent2")] {
+        s.kubectl_stdin_ok(
+            &["apply", "-f", "-"],
+            &format!(
+                r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      nodeSelector: {{kubernetes.io/hostname: {node}}}
+      containers:
+      - name: httpd
+        image: {TEST_IMAGE}
+        command: ["sh", "-c", "mkdir -p /www/{name} && echo this is {name} > /www/index.html && cp /www/index.html /www/{name}/ && exec httpd -f -p 8080 -h /www"]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{port: 80, targetPort: 8080}}]
+"#
+            ),
+        );
+    }
+    s.kubectl_stdin_ok(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: by-path}
+spec:
+  rules:
+  - http:
+      paths:
+      - {path: /api, pathType: Prefix, backend: {service: {name: api, port: {number: 80}}}}
+      - {path: /web, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: by-host}
+spec:
+  rules:
+  - host: api.example.com
+    http:
+      paths: [{path: /, pathType: Prefix, backend: {service: {name: api, port: {number: 80}}}}]
+  - host: web.example.com
+    http:
+      paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]
+"#,
+    );
+    for host in &c.hosts {
+        for (path, want) in [("api", "this is api"), ("web", "this is web")] {
+            let url = format!("http://{}/{path}/", host.ip);
+            let mut last = (0, String::new());
+            wait_for(
+                s,
+                Duration::from_secs(90),
+                &format!("{url} through {}'s ingress", host.name),
+                || {
+                    last = curl(&url, &[]);
+                    last.0 == 200 && last.1.trim() == want
+                },
+            );
+        }
+        for (name, want) in [("api", "this is api"), ("web", "this is web")] {
+            let header = format!("Host: {name}.example.com");
+            let (code, body) = curl(&format!("http://{}/", host.ip), &["-H", &header]);
+            assert_eq!(
+                (code, body.trim()),
+                (200, want),
+                "{header} on {}",
+                host.name
+            );
+        }
+        // A path no rule names gets the controller's 404.
+        assert_eq!(
+            curl(&format!("http://{}/nothing", host.ip), &[]).0,
+            404,
+            "unrouted path on {}",
+            host.name
+        );
+    }
+    // Every Ready node's address is the Ingresses' address, as `kubectl get ingress` shows.
+    let mut want: Vec<String> = c.hosts.iter().map(|h| h.ip.to_string()).collect();
+    want.sort();
+    wait_for(s, Duration::from_secs(30), "the Ingress addresses", || {
+        let ips = s.kubectl_ok(&[
+            "get",
+            "ingress",
+            "by-path",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[*].ip}",
+        ]);
+        let mut ips: Vec<String> = ips.split_whitespace().map(String::from).collect();
+        ips.sort();
+        ips == want
+    });
+    let table = s.kubectl_ok(&["get", "ingress", "by-host"]);
+    assert!(table.contains(&want.join(",")), "ADDRESS column: {table}");
 }

@@ -123,7 +123,7 @@ impl NetworkSlot {
     }
 
     /// The pod network of a holder that died without `skiff killall`: its bridge, nftables
-    /// table and blackhole route. Best effort (nothing may be there).
+    /// tables (pods, host ports) and blackhole route. Best effort (nothing may be there).
     fn remove_leftovers(&self) {
         let quiet = |program: &str, args: &[&str]| {
             let _ = std::process::Command::new(program)
@@ -137,6 +137,14 @@ impl NetworkSlot {
         quiet(
             "/usr/sbin/nft",
             &["delete", "table", "ip", &format!("{bridge}-pods")],
+        );
+        quiet(
+            "/usr/sbin/nft",
+            &["delete", "table", "ip", &format!("{bridge}-hostports")],
+        );
+        quiet(
+            "/usr/sbin/nft",
+            &["delete", "table", "ip", &format!("{bridge}-policy")],
         );
         quiet("ip", &["route", "del", "blackhole", &self.cluster_cidr()]);
     }
@@ -163,4 +171,22 @@ pub fn image_list(bin: &Path, data_dir: &Path) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `curl -sS --max-time 10` from the test process: (HTTP status, body as sent); status 0
+/// and curl's complaint when curl itself failed (refused, timed out, TLS).
+pub fn curl(url: &str, extra: &[&str]) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+        .args(extra)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run curl");
+    if !out.status.success() {
+        return (0, String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
 }
