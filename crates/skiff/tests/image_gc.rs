@@ -4,7 +4,7 @@
 //! shares with the image in use) and reports on the Node that it could not free enough.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use testkit::images::TestImage;

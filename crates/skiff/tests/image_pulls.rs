@@ -12,7 +12,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,10 +22,6 @@ use testkit::{ServerOptions, TestServer};
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_skiff"))
-}
-
-fn skiff_image(data_dir: &Path, args: &[&str]) -> Output {
-    testkit::node::skiff_image(&bin(), data_dir, args)
 }
 
 fn image_list(data_dir: &Path) -> String {
