@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
+use informers::Change;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
@@ -31,6 +32,11 @@ use zones::RateLimiter;
 
 /// How many API writes the controller keeps in flight when many nodes change at once.
 const WRITES_IN_FLIGHT: usize = 16;
+
+/// A node's own report that changes its readiness or its taints is acted on this soon,
+/// not at the next monitor period (upstream taints and untaints NoSchedule on node
+/// updates too): a node that turns Ready is schedulable at once.
+const EARLY_PASS_DELAY: std::time::Duration = std::time::Duration::from_millis(50);
 
 pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
     let nodes = ctx.informers.informer::<Node>();
@@ -50,8 +56,20 @@ pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
         };
         let mut ticker = tokio::time::interval(ctx.options.node_monitor_period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut node_changes = nodes.subscribe();
         loop {
-            ticker.tick().await;
+            tokio::select! {
+                _ = ticker.tick() => {}
+                change = node_changes.recv() => match change {
+                    Some(Change::Applied(node)) if monitor.acts_on_report(&node) => {
+                        // Let the other nodes' reports of the moment join this pass.
+                        tokio::time::sleep(EARLY_PASS_DELAY).await;
+                    }
+                    Some(Change::Resync) => {}
+                    Some(_) => continue,
+                    None => return,
+                },
+            }
             monitor.pass(&ctx, &nodes.list(), &leases, &pods).await;
         }
     }
@@ -69,6 +87,21 @@ struct Monitor {
 }
 
 impl Monitor {
+    /// Whether a node's report calls for a pass before the next tick: its readiness is not
+    /// the one the last pass saw, or its taints are not those wanted (new NoExecute taints
+    /// left to the periodic pass and its rate limiter).
+    fn acts_on_report(&self, node: &Node) -> bool {
+        let name = node.metadata.name.as_deref().unwrap_or_default();
+        let readiness_changed = self.last_readiness.get(name) != Some(&readiness(node));
+        let current_taints = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_deref())
+            .unwrap_or(&[]);
+        let wanted = health::wanted_taints(node, Timestamp::now(), false);
+        readiness_changed || !health::same_taints(current_taints, &wanted)
+    }
+
     async fn pass(
         &mut self,
         ctx: &Context,
