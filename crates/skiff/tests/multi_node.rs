@@ -361,7 +361,28 @@ spec:
 
 #[test]
 fn a_node_cut_off_the_network_has_its_pods_replaced_and_the_service_keeps_answering() {
-    let c = TestCluster::start_with(
+    node_lost(Loss::LinkCut);
+}
+
+#[test]
+fn a_node_that_dies_has_its_pods_replaced_and_the_service_keeps_answering() {
+    node_lost(Loss::Death);
+}
+
+/// How agent2 is lost.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Loss {
+    /// Its link goes down: the machine and its pods live on, unreachable.
+    LinkCut,
+    /// The machine dies: the agent is killed (SIGKILL) and so are its containers.
+    Death,
+}
+
+/// A 3-replica Deployment spread over three nodes behind a Service, a client pod on the
+/// server's node requesting it every 100 ms; agent2 is lost; its pod is replaced on the
+/// others, its address leaves the endpoints, and every later request succeeds.
+fn node_lost(loss: Loss) {
+    let mut c = TestCluster::start_with(
         std::path::Path::new(env!("CARGO_BIN_EXE_skiff")),
         2,
         &["--failover-profile=fast"],
@@ -444,7 +465,19 @@ spec:
     let lost = pods_on("agent2")[0].clone();
     let (lost_name, lost_ip) = lost.split_once(' ').expect("name and IP");
 
-    c.hosts[2].cut_link().expect("cut agent2's link");
+    match loss {
+        Loss::LinkCut => c.hosts[2].cut_link().expect("cut agent2's link"),
+        Loss::Death => {
+            let agent = &mut c.agents[1];
+            agent.kill();
+            // In the agent's host: the pod network it removes is that namespace's.
+            let mut killall = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"));
+            killall.arg("killall").arg("--data-dir").arg(agent.data_dir());
+            agent.host.enter(&mut killall).expect("enter agent2's host");
+            let out = killall.output().expect("run skiff killall");
+            assert!(out.status.success(), "killall: {out:?}");
+        }
+    }
 
     // The node is given up on, its pod is replaced on the others, and its address leaves
     // the Service's endpoints (the pod itself stays Terminating: its node cannot confirm).
@@ -507,7 +540,9 @@ spec:
         after.iter().all(|l| l.starts_with("ok ")),
         "after the replacement: {after:?}"
     );
-    c.hosts[2].restore_link().expect("restore agent2's link");
+    if loss == Loss::LinkCut {
+        c.hosts[2].restore_link().expect("restore agent2's link");
+    }
 }
 
 #[test]
