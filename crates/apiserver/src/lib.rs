@@ -57,8 +57,9 @@ impl ApiConfig {
 pub struct ApiServer {
     pub store: Arc<dyn Store>,
     pub config: ApiConfig,
-    /// Serialises Service IP and NodePort allocation (a scan of existing Services).
-    pub allocation_lock: tokio::sync::Mutex<()>,
+    /// Serialises Service IP and NodePort allocation; holds the table of what Services
+    /// hold (`admission::ServiceAllocator`).
+    pub allocation_lock: tokio::sync::Mutex<admission::ServiceAllocator>,
     /// Set once the built-in objects exist; `/readyz` answers 200 from then on.
     pub ready: std::sync::atomic::AtomicBool,
     pub metrics: metrics::Metrics,
@@ -78,7 +79,7 @@ impl ApiServer {
         Arc::new(ApiServer {
             store,
             config,
-            allocation_lock: tokio::sync::Mutex::new(()),
+            allocation_lock: tokio::sync::Mutex::new(admission::ServiceAllocator::default()),
             ready: std::sync::atomic::AtomicBool::new(false),
             metrics: metrics::Metrics::default(),
             watch_hubs: watch_hub::WatchHubs::default(),

@@ -81,7 +81,7 @@ pub async fn create_object(
     }
     let key = info.key(namespace, &name);
     let _allocation = if info.kind == "Service" && info.group.is_empty() {
-        let guard = server.allocation_lock.lock().await;
+        let mut guard = server.allocation_lock.lock().await;
         // A name that is taken is AlreadyExists, whatever IP it asked for.
         if server
             .store
@@ -92,7 +92,7 @@ pub async fn create_object(
         {
             return Err(ApiError::already_exists(info, &name));
         }
-        admission::allocate_service(server, info, &mut obj).await?;
+        admission::allocate_service(server, &mut guard, info, &key, &mut obj).await?;
         Some(guard)
     } else {
         None
@@ -279,6 +279,19 @@ async fn write_update(
             &objects::now_rfc3339(),
         );
     }
+    // A Service that asks for a cluster IP or node port it does not hold yet (a type
+    // change, a new port) is allocated like a new one, under the lock until stored.
+    let _allocation = if scope == UpdateScope::Main
+        && info.kind == "Service"
+        && info.group.is_empty()
+        && admission::service_update_allocates(old, &new)
+    {
+        let mut guard = server.allocation_lock.lock().await;
+        admission::allocate_service(server, &mut guard, info, key, &mut new).await?;
+        Some(guard)
+    } else {
+        None
+    };
     objects::set_resource_version(&mut new, revision);
     if objects::same_content(&new, old) {
         return Ok(old.clone());
