@@ -95,6 +95,18 @@ impl TestCluster {
         server_args: &[&str],
         agent_args: &[&str],
     ) -> Result<TestCluster> {
+        TestCluster::start_with_ready(bin, agents, server_args, agent_args, agents + 1)
+    }
+
+    /// Like [`start_with`](Self::start_with), returning once `ready` nodes are Ready (for
+    /// a test of a node that cannot become Ready).
+    pub fn start_with_ready(
+        bin: &Path,
+        agents: usize,
+        server_args: &[&str],
+        agent_args: &[&str],
+        ready: usize,
+    ) -> Result<TestCluster> {
         let mut net = TestNet::new()?;
         let mut hosts = Vec::new();
         for i in 0..=agents {
@@ -127,7 +139,7 @@ impl TestCluster {
             hosts,
             net,
         };
-        cluster.wait_ready(agents + 1, Duration::from_secs(90))?;
+        cluster.wait_ready(ready, Duration::from_secs(90))?;
         Ok(cluster)
     }
 

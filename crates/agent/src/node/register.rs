@@ -1,8 +1,10 @@
 //! Registering the real node and keeping it alive, as kubelet does: create the Node (or
 //! bring an existing one up to date), post its status, then renew its Lease every quarter of
 //! the lease duration and re-post status every `status_interval` so its heartbeat stays
-//! fresh. A node whose container runtime cannot run pods reports Ready=False with the
-//! reason kubelet gives, so nothing is scheduled onto it.
+//! fresh. A node whose container runtime cannot run pods, or whose pod network is not set
+//! up yet (no podCIDR: see [`super::network`]), reports Ready=False with the reason and
+//! message kubelet gives, so nothing is scheduled onto it; the change to Ready is posted
+//! at once.
 //! Memory, disk and pids are measured every 10 s; a pressure condition that changes is
 //! posted at once (see [`super::pressure`]).
 
@@ -15,8 +17,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{json, Value};
+use tokio::sync::watch;
 
 use super::host::{HostError, HostFacts};
+use super::network::NetworkStatus;
 use super::object::{node_object, node_status, NodeConfig};
 use super::pressure;
 use crate::simulated::lease::{self, LEASE_NAMESPACE};
@@ -37,6 +41,8 @@ pub struct Heartbeat {
     pub pressure_interval: Duration,
     /// The filesystem of the image store (imagefs); the data dir's is nodefs.
     pub image_fs: PathBuf,
+    /// The pod network's readiness ([`super::network::follow`]); None: nothing to wait for.
+    pub network: Option<watch::Receiver<NetworkStatus>>,
 }
 
 impl Default for Heartbeat {
@@ -47,6 +53,7 @@ impl Default for Heartbeat {
             runtime_ready: true,
             pressure_interval: Duration::from_secs(10),
             image_fs: PathBuf::new(),
+            network: None,
         }
     }
 }
@@ -74,6 +81,32 @@ fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> RegisterErr
 pub const RUNTIME_NOT_READY: &str =
     "container runtime not ready: skiff's container runtime could not be started";
 
+/// How long the first status waits for the pod network: a new node gets its podCIDR
+/// within moments, and a restarted one reads it back, so neither reports NotReady for an
+/// instant (which could taint a node that has pods). Below the fast failover profile's
+/// 4 s grace period; the lease is renewed before the wait.
+const FIRST_STATUS_WAIT: Duration = Duration::from_secs(2);
+
+/// The Ready condition's message when the node cannot run pods, None when it can: the
+/// runtime's and the network's problems, aggregated as kubelet aggregates them (one alone
+/// as is, several as `[a, b]`).
+pub fn not_ready_message(runtime_ready: bool, network: &NetworkStatus) -> Option<String> {
+    let mut problems = Vec::new();
+    if !runtime_ready {
+        problems.push(RUNTIME_NOT_READY.to_string());
+    }
+    if let NetworkStatus::NotReady { message } = network {
+        problems.push(format!(
+            "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: {message}"
+        ));
+    }
+    match problems.len() {
+        0 => None,
+        1 => problems.pop(),
+        _ => Some(format!("[{}]", problems.join(", "))),
+    }
+}
+
 /// Registers the node and keeps it alive until the process ends. Errors while renewing are
 /// logged and retried at the next beat; only registration failures end the loop.
 pub async fn run(
@@ -98,9 +131,49 @@ pub async fn run(
         tracker.observe(met, std::time::Instant::now(), &time(Timestamp::now()))
     };
     measure(&mut pressure);
-    let ready = heartbeat.runtime_ready;
-    post_status(&nodes, &config, &data_dir, &since, ready, &pressure).await?;
-    tracing::info!(node = %config.name, "node registered");
+    let mut cached: Option<Lease> = None;
+    match lease::renew(
+        &leases,
+        None,
+        &config.name,
+        &uid,
+        heartbeat.lease_duration_seconds,
+        Timestamp::now(),
+    )
+    .await
+    {
+        Ok(l) => cached = Some(l),
+        Err(e) => tracing::warn!(node = %config.name, "renewing the node lease: {e}"),
+    }
+    let mut network = heartbeat.network.clone();
+    if let Some(rx) = network.as_mut() {
+        let _ = tokio::time::timeout(
+            FIRST_STATUS_WAIT,
+            rx.wait_for(|s| *s == NetworkStatus::Ready),
+        )
+        .await;
+    }
+    // Closed once the network's follower is done (it sends Ready last); the value stays.
+    let mut network_open = network.is_some();
+    let problem = |network: &Option<watch::Receiver<NetworkStatus>>| {
+        let status = network
+            .as_ref()
+            .map_or(NetworkStatus::Ready, |rx| rx.borrow().clone());
+        not_ready_message(heartbeat.runtime_ready, &status)
+    };
+    let mut not_ready = problem(&network);
+    // When Ready last changed (the condition's lastTransitionTime).
+    let mut ready_since = since.clone();
+    post_status(
+        &nodes,
+        &config,
+        &data_dir,
+        &ready_since,
+        not_ready.as_deref(),
+        &pressure,
+    )
+    .await?;
+    tracing::info!(node = %config.name, not_ready = ?not_ready, "node registered");
 
     let renew_every = Duration::from_secs_f64(f64::from(heartbeat.lease_duration_seconds) / 4.0);
     let mut lease_tick = tokio::time::interval(renew_every);
@@ -108,7 +181,6 @@ pub async fn run(
     status_tick.tick().await; // status was just posted
     let mut pressure_tick = tokio::time::interval(heartbeat.pressure_interval);
     pressure_tick.tick().await;
-    let mut cached: Option<Lease> = None;
     loop {
         tokio::select! {
             _ = lease_tick.tick() => {
@@ -118,14 +190,28 @@ pub async fn run(
                 }
             }
             _ = status_tick.tick() => {
-                if let Err(e) = post_status(&nodes, &config, &data_dir, &since, ready, &pressure).await {
+                if let Err(e) = post_status(&nodes, &config, &data_dir, &ready_since, not_ready.as_deref(), &pressure).await {
                     tracing::warn!(node = %config.name, "posting node status: {e}");
                 }
             }
             _ = pressure_tick.tick() => {
                 if measure(&mut pressure) {
                     tracing::info!(node = %config.name, pressure = ?pressure.reported, "node pressure changed");
-                    if let Err(e) = post_status(&nodes, &config, &data_dir, &since, ready, &pressure).await {
+                    if let Err(e) = post_status(&nodes, &config, &data_dir, &ready_since, not_ready.as_deref(), &pressure).await {
+                        tracing::warn!(node = %config.name, "posting node status: {e}");
+                    }
+                }
+            }
+            changed = network_change(&mut network, network_open) => {
+                network_open = changed.is_ok();
+                let now = problem(&network);
+                if now != not_ready {
+                    if now.is_some() != not_ready.is_some() {
+                        ready_since = time(Timestamp::now());
+                    }
+                    not_ready = now;
+                    tracing::info!(node = %config.name, not_ready = ?not_ready, "node readiness changed");
+                    if let Err(e) = post_status(&nodes, &config, &data_dir, &ready_since, not_ready.as_deref(), &pressure).await {
                         tracing::warn!(node = %config.name, "posting node status: {e}");
                     }
                 }
@@ -157,20 +243,34 @@ async fn register(nodes: &Api<Node>, config: &NodeConfig) -> Result<String, Regi
     Ok(node.metadata.uid.unwrap_or_default())
 }
 
+/// The next change of the network's readiness; never, without a network or once its
+/// follower is done.
+async fn network_change(
+    network: &mut Option<watch::Receiver<NetworkStatus>>,
+    open: bool,
+) -> Result<(), watch::error::RecvError> {
+    match network.as_mut() {
+        Some(rx) if open => rx.changed().await,
+        _ => std::future::pending().await,
+    }
+}
+
+/// Posts the status; `since`: when Ready last changed; `not_ready`: the Ready condition's
+/// message when the node cannot run pods.
 async fn post_status(
     nodes: &Api<Node>,
     config: &NodeConfig,
     data_dir: &std::path::Path,
     since: &str,
-    runtime_ready: bool,
+    not_ready: Option<&str>,
     pressure: &pressure::Tracker,
 ) -> Result<(), RegisterError> {
     let facts = HostFacts::read(data_dir)?;
     let now = time(Timestamp::now());
     let mut status = node_status(config, &facts, since, &now);
     pressure::apply(&mut status, pressure);
-    if !runtime_ready {
-        mark_not_ready(&mut status, RUNTIME_NOT_READY);
+    if let Some(message) = not_ready {
+        mark_not_ready(&mut status, message);
     }
     nodes
         .patch_status(
@@ -208,5 +308,36 @@ mod tests {
         assert_eq!(status["conditions"][1]["status"], "False");
         assert_eq!(status["conditions"][1]["reason"], "KubeletNotReady");
         assert_eq!(status["conditions"][0]["status"], "False");
+    }
+
+    #[test]
+    fn ready_waits_for_the_runtime_and_the_pod_network() {
+        let waiting = NetworkStatus::not_initialized();
+        let cases = [
+            (true, NetworkStatus::Ready, None),
+            (
+                true,
+                waiting.clone(),
+                Some("container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized".to_string()),
+            ),
+            (false, NetworkStatus::Ready, Some(RUNTIME_NOT_READY.to_string())),
+            (
+                false,
+                waiting,
+                Some(format!("[{RUNTIME_NOT_READY}, container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized]")),
+            ),
+            (
+                true,
+                NetworkStatus::NotReady { message: "setting up the pod network on bridge b0: boom".into() },
+                Some("container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: setting up the pod network on bridge b0: boom".to_string()),
+            ),
+        ];
+        for (runtime_ready, network, want) in cases {
+            assert_eq!(
+                not_ready_message(runtime_ready, &network),
+                want,
+                "{runtime_ready} {network:?}"
+            );
+        }
     }
 }
