@@ -3,8 +3,10 @@
 //! addresses, routing tables rebuilt from watches of Ingresses, IngressClasses, Services,
 //! EndpointSlices and Secrets and swapped atomically (listeners and open connections are
 //! never restarted), and `status.loadBalancer.ingress` of served Ingresses kept at the
-//! Ready nodes' InternalIPs (every node computes the same list, so nodes agree).
+//! Ready nodes' InternalIPs (every node computes the same list, so nodes agree). Only
+//! events that change what these use trigger a rebuild (`changes`): not Node heartbeats.
 
+pub mod changes;
 pub mod proxy;
 pub mod routes;
 pub mod status;
@@ -196,10 +198,12 @@ impl Stores {
     }
 }
 
-/// A reflector over `api` (as `config` selects) that pokes `changed` on every event.
+/// A reflector over `api` (as `config` selects) that pokes `changed` on every event that
+/// changes what the controller uses of the objects (`changes::Relevant`).
 fn reflect<K>(api: Api<K>, config: watcher::Config, changed: Arc<Notify>) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()>
+        + changes::Relevant
         + Clone
         + std::fmt::Debug
         + serde::de::DeserializeOwned
@@ -213,9 +217,14 @@ where
         .reflect(writer);
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
+        let mut tracker = changes::Tracker::<K>::default();
         while let Some(event) = stream.next().await {
             match event {
-                Ok(_) => changed.notify_one(),
+                Ok(event) => {
+                    if tracker.observe(&event) {
+                        changed.notify_one();
+                    }
+                }
                 Err(e) => tracing::debug!("ingress: watching {}: {e}", K::plural(&())),
             }
         }

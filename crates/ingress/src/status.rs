@@ -12,30 +12,31 @@ use serde_json::json;
 /// The addresses to publish: the Ready nodes' InternalIPs, sorted; this node's own when
 /// none is known yet.
 pub fn node_addresses(nodes: &[Arc<Node>], own: IpAddr) -> Vec<String> {
-    let mut ips: Vec<String> = nodes
-        .iter()
-        .filter(|n| {
-            n.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
-        .filter_map(|n| {
-            n.status
-                .as_ref()?
-                .addresses
-                .as_ref()?
-                .iter()
-                .find(|a| a.type_ == "InternalIP")
-                .map(|a| a.address.clone())
-        })
-        .collect();
+    let mut ips: Vec<String> = nodes.iter().filter_map(|n| published_address(n)).collect();
     if ips.is_empty() {
         ips.push(own.to_string());
     }
     ips.sort();
     ips.dedup();
     ips
+}
+
+/// What one node adds to the published addresses: its InternalIP while it is Ready.
+pub fn published_address(node: &Node) -> Option<String> {
+    let status = node.status.as_ref()?;
+    let ready = status
+        .conditions
+        .as_ref()
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    if !ready {
+        return None;
+    }
+    status
+        .addresses
+        .as_ref()?
+        .iter()
+        .find(|a| a.type_ == "InternalIP")
+        .map(|a| a.address.clone())
 }
 
 /// The addresses an Ingress's status holds now.
