@@ -1,8 +1,8 @@
 //! A pod's sandbox: its directory, its network namespace (made here, not by a pause
-//! container: DESIGN.md §4) attached to the node's pod network (an address, `eth0`), and
-//! the files every container of the pod mounts (`/etc/hosts`, `/etc/hostname`,
-//! `/etc/resolv.conf`), as kubelet writes them. Teardown releases all of it and leaves no
-//! mount, namespace, interface, address or cgroup behind.
+//! container: DESIGN.md §4) attached to the node's pod network (an address, `eth0`, its
+//! host ports), and the files every container of the pod mounts (`/etc/hosts`,
+//! `/etc/hostname`, `/etc/resolv.conf`), as kubelet writes them. Teardown releases all of
+//! it and leaves no mount, namespace, interface, address or cgroup behind.
 
 use std::path::{Path, PathBuf};
 
@@ -167,6 +167,7 @@ pub fn create(
             netns::create(&layout.netns(&record.uid))?;
         }
         let ip = network.attach(&record.uid, &layout.netns(&record.uid))?;
+        network.map_host_ports(pod, &record.uid, ip)?;
         write(&dir.join(POD_IP_FILE), &format!("{ip}\n"))?;
         Some(ip.to_string())
     };
@@ -176,10 +177,10 @@ pub fn create(
     write(&dir.join(READY_MARKER), "{}\n")
 }
 
-/// Releases what a pod holds while nothing of it runs: its interface and address (when
-/// `network` is given; `skiff killall` removes the whole pod network afterwards instead),
-/// root filesystems and other mounts, the network namespace, the pod's cgroups. Files
-/// (logs, records) stay. Blocking.
+/// Releases what a pod holds while nothing of it runs: its host ports, interface and
+/// address (when `network` is given; `skiff killall` removes the whole pod network
+/// afterwards instead), root filesystems and other mounts, the network namespace, the
+/// pod's cgroups. Files (logs, records) stay. Blocking.
 pub fn teardown(
     layout: &Layout,
     record: &PodRecord,
