@@ -229,12 +229,18 @@ async fn ensure_bridge(h: &Handle, plan: &HostPlan) -> Result<(u32, u32)> {
             .await
             .map_err(netlink(format!("adding {ip}/{prefix} to {name}")))?;
     }
+    let mut set = LinkUnspec::new_with_index(index).up();
+    let current_mtu = mtu(&existing).unwrap_or(1500);
+    let bridge_mtu = plan.mtu.unwrap_or(current_mtu);
+    if bridge_mtu != current_mtu {
+        set = set.mtu(bridge_mtu);
+    }
     h.link()
-        .set(LinkUnspec::new_with_index(index).up().build())
+        .set(set.build())
         .execute()
         .await
-        .map_err(netlink(format!("bringing {name} up")))?;
-    Ok((index, mtu(&existing).unwrap_or(1500)))
+        .map_err(netlink(format!("bringing {name} up (MTU {bridge_mtu})")))?;
+    Ok((index, bridge_mtu))
 }
 
 fn blackhole(cidr: Ipv4Cidr) -> rtnetlink::packet_route::route::RouteMessage {

@@ -82,6 +82,9 @@ pub struct PodNetwork {
     /// The host side as last ensured by this process (made once, re-made if the bridge
     /// disappears).
     host: Mutex<Option<HostPlan>>,
+    /// The MTU of the bridge and the pods' interfaces; None: the bridge's own (1500 for a
+    /// new one).
+    mtu: Option<u32>,
 }
 
 impl PodNetwork {
@@ -92,7 +95,16 @@ impl PodNetwork {
         Ok(PodNetwork {
             config,
             host: Mutex::new(None),
+            mtu: None,
         })
+    }
+
+    /// Gives the bridge and the pods' interfaces this MTU: a tunnel's, smaller than the
+    /// host's links (`--pod-routes vxlan`, as flannel hands its CNI plugin). Pods attached
+    /// earlier keep the MTU they were made with.
+    pub fn with_mtu(mut self, mtu: Option<u32>) -> PodNetwork {
+        self.mtu = mtu;
+        self
     }
 
     pub fn config(&self) -> &PodNetworkConfig {
@@ -118,7 +130,8 @@ impl PodNetwork {
                 ),
             });
         }
-        let plan = HostPlan::new(&self.config.bridge, node_cidr, self.config.cluster_cidr);
+        let plan = HostPlan::new(&self.config.bridge, node_cidr, self.config.cluster_cidr)
+            .with_mtu(self.mtu);
         let mut made = self.host.lock().unwrap_or_else(|p| p.into_inner());
         if made.as_ref() == Some(&plan) {
             if let Some(state) = apply::bridge_state(&plan.bridge)? {

@@ -53,6 +53,8 @@ pub struct HostPlan {
     pub gateway: Ipv4Addr,
     pub node_cidr: Ipv4Cidr,
     pub cluster_cidr: Ipv4Cidr,
+    /// The bridge's MTU (and so the pods'), when it is not the bridge's own.
+    pub mtu: Option<u32>,
 }
 
 impl HostPlan {
@@ -62,7 +64,13 @@ impl HostPlan {
             gateway: node_cidr.gateway(),
             node_cidr,
             cluster_cidr,
+            mtu: None,
         }
+    }
+
+    pub fn with_mtu(mut self, mtu: Option<u32>) -> HostPlan {
+        self.mtu = mtu;
+        self
     }
 
     /// The bridge's one IPv4 address with its prefix length.
