@@ -9,7 +9,8 @@
 //! - [`nft`] applies a batch atomically; [`host`] routes the service CIDR to a portless
 //!   bridge and records what was made so that `skiff killall` can remove it;
 //! - `sync` is the watch loop: incremental batches, full atomic rebuild at start and
-//!   after a failure, retries with backoff.
+//!   after a failure, retries with backoff; after a batch it deletes stale UDP flows
+//!   ([`conntrack`]), as kube-proxy does.
 //!
 //! Replies: hairpin traffic (a pod reaching itself through its Service) is masqueraded;
 //! replies between pods on the same bridge are un-DNATed by conntrack because bridged
@@ -17,6 +18,7 @@
 //! cluster CIDR to a ClusterIP and all NodePort/LoadBalancer traffic is masqueraded, as
 //! kube-proxy does with externalTrafficPolicy Cluster.
 
+pub mod conntrack;
 pub mod host;
 pub mod model;
 pub mod nft;

@@ -340,6 +340,112 @@ pub fn fragments<'a>(
         .collect()
 }
 
+/// One UDP Service port as stale-conntrack cleanup sees it (kube-proxy's
+/// `CleanStaleEntries`): its frontends and the IPs of all its serving endpoints, whatever
+/// the traffic policies (a policy change must not cut existing flows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpFrontend {
+    /// ClusterIP, external IPs and LoadBalancer ingress IPs.
+    pub ips: BTreeSet<Ipv4Addr>,
+    pub port: u16,
+    pub node_port: Option<u16>,
+    pub serving: BTreeSet<Ipv4Addr>,
+}
+
+/// The UDP ports of `service` (none for headless and ExternalName Services, which have
+/// no rules).
+pub fn udp_frontends(service: &Service, slices: &[&EndpointSlice]) -> Vec<UdpFrontend> {
+    let Some(spec) = &service.spec else {
+        return Vec::new();
+    };
+    let kind = spec.type_.as_deref().unwrap_or("ClusterIP");
+    if kind == "ExternalName" || spec.cluster_ip.as_deref() == Some("None") {
+        return Vec::new();
+    }
+    let mut ips: BTreeSet<Ipv4Addr> = spec
+        .cluster_ip
+        .iter()
+        .chain(spec.external_ips.iter().flatten())
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    if kind == "LoadBalancer" {
+        let ingress = service
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref());
+        ips.extend(
+            ingress
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.ip.as_deref()?.parse::<Ipv4Addr>().ok()),
+        );
+    }
+    let mut out = Vec::new();
+    for port in spec.ports.iter().flatten() {
+        if !port
+            .protocol
+            .as_deref()
+            .unwrap_or("TCP")
+            .eq_ignore_ascii_case("UDP")
+        {
+            continue;
+        }
+        let Ok(service_port) = u16::try_from(port.port) else {
+            continue;
+        };
+        let node_port = (matches!(kind, "NodePort" | "LoadBalancer"))
+            .then_some(port.node_port)
+            .flatten()
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p > 0);
+        out.push(UdpFrontend {
+            ips: ips.clone(),
+            port: service_port,
+            node_port,
+            serving: serving_ips(slices, port.name.as_deref().unwrap_or_default(), "UDP"),
+        });
+    }
+    out
+}
+
+/// The IPs of the serving endpoints (ready, or terminating but still serving) of one
+/// Service port.
+fn serving_ips(slices: &[&EndpointSlice], port_name: &str, protocol: &str) -> BTreeSet<Ipv4Addr> {
+    let mut out = BTreeSet::new();
+    for slice in slices {
+        if slice.address_type != "IPv4" {
+            continue;
+        }
+        let has_port = slice.ports.iter().flatten().any(|p| {
+            p.name.as_deref().unwrap_or_default() == port_name
+                && p.protocol
+                    .as_deref()
+                    .unwrap_or("TCP")
+                    .eq_ignore_ascii_case(protocol)
+                && p.port.is_some()
+        });
+        if !has_port {
+            continue;
+        }
+        for endpoint in slice.endpoints.iter().flatten() {
+            let conditions = endpoint.conditions.clone().unwrap_or_default();
+            let serving = conditions
+                .serving
+                .unwrap_or(conditions.ready.unwrap_or(true));
+            if serving {
+                out.extend(
+                    endpoint
+                        .addresses
+                        .iter()
+                        .filter_map(|a| a.parse::<Ipv4Addr>().ok()),
+                );
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -642,5 +748,34 @@ mod tests {
             f.chains[&chain_name("service", "ns/web/tcp/")][0],
             "ip daddr 10.43.0.7 ip saddr != 10.42.0.0/16 jump mark-for-masquerade"
         );
+    }
+
+    #[test]
+    fn udp_frontends_list_every_frontend_and_all_serving_endpoints() {
+        let mut svc = service(json!({"type": "NodePort", "clusterIP": "10.43.0.10",
+            "externalIPs": ["203.0.113.7"], "internalTrafficPolicy": "Local",
+            "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053},
+                      {"name": "dns-tcp", "port": 53, "protocol": "TCP", "nodePort": 30054}]}));
+        let s = slice(
+            json!([
+                ep("10.42.0.2", true, true, false),
+                ep("10.42.0.3", false, true, true),
+                ep("10.42.0.4", false, false, false)
+            ]),
+            json!([{"name": "dns", "port": 5353, "protocol": "UDP"},
+                   {"name": "dns-tcp", "port": 5353, "protocol": "TCP"}]),
+        );
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(
+            udp_frontends(&svc, &[&s]),
+            [UdpFrontend {
+                ips: [ip("10.43.0.10"), ip("203.0.113.7")].into(),
+                port: 53,
+                node_port: Some(30053),
+                serving: [ip("10.42.0.2"), ip("10.42.0.3")].into(),
+            }]
+        );
+        svc.spec.as_mut().unwrap().cluster_ip = Some("None".into());
+        assert!(udp_frontends(&svc, &[&s]).is_empty(), "headless: no rules");
     }
 }

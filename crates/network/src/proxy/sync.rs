@@ -5,6 +5,7 @@
 //! changes nothing in the kernel; it is logged and retried with backoff.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -15,6 +16,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use tokio::sync::mpsc;
 
+use super::conntrack::{self, CleanupPlan};
 use super::model::{self, NodeContext};
 use super::nft::Nft;
 use super::ruleset::{Batch, Fragment, Skeleton};
@@ -136,14 +138,54 @@ impl Cache {
         let Some(svc) = self.services.get(k) else {
             return Fragment::default();
         };
-        let slices: Vec<&EndpointSlice> = self
-            .slices_of
+        model::fragment(svc, &self.slices_for(k), node)
+    }
+
+    fn slices_for(&self, k: &str) -> Vec<&EndpointSlice> {
+        self.slices_of
             .get(k)
             .into_iter()
             .flatten()
             .filter_map(|s| self.slices.get(s))
-            .collect();
-        model::fragment(svc, &slices, node)
+            .collect()
+    }
+
+    /// Whether Service `k` has a UDP port (its flows may need cleaning after a change).
+    fn has_udp_port(&self, k: &str) -> bool {
+        self.services.get(k).is_some_and(|svc| {
+            svc.spec
+                .iter()
+                .flat_map(|s| s.ports.iter().flatten())
+                .any(|p| {
+                    p.protocol
+                        .as_deref()
+                        .is_some_and(|proto| proto.eq_ignore_ascii_case("UDP"))
+                })
+        })
+    }
+
+    /// Which UDP flows may stay, from the Services and endpoints now: every UDP frontend
+    /// with serving endpoints keeps only the flows translated to one of them. A frontend
+    /// without endpoints is left alone (upstream: nothing to converge to yet).
+    pub fn cleanup_plan(&self, node_ips: &[Ipv4Addr]) -> CleanupPlan {
+        let mut plan = CleanupPlan {
+            node_ips: node_ips.iter().copied().collect(),
+            ..CleanupPlan::default()
+        };
+        for (k, svc) in &self.services {
+            for f in model::udp_frontends(svc, &self.slices_for(k)) {
+                if f.serving.is_empty() {
+                    continue;
+                }
+                for ip in &f.ips {
+                    plan.service_ips.insert((*ip, f.port), f.serving.clone());
+                }
+                if let Some(np) = f.node_port {
+                    plan.node_ports.insert(np, f.serving.clone());
+                }
+            }
+        }
+        plan
     }
 
     pub fn service_keys(&self) -> impl Iterator<Item = &String> {
@@ -225,8 +267,12 @@ pub async fn run(client: kube::Client, skeleton: Skeleton, node: NodeContext, nf
             continue;
         }
         text.push_str(&batch.text());
+        let touches_udp = rebuild || dirty.iter().any(|k| cache.has_udp_port(k));
         match nft.apply(&text).await {
             Ok(()) => {
+                if touches_udp {
+                    clean_stale_flows(&table, cache.cleanup_plan(&skeleton.node_ips)).await;
+                }
                 if rebuild {
                     applied = next_applied.into_iter().collect();
                     tracing::info!(
@@ -272,6 +318,30 @@ pub async fn run(client: kube::Client, skeleton: Skeleton, node: NodeContext, nf
                 retry_at = Some(tokio::time::Instant::now() + wait);
             }
         }
+    }
+}
+
+/// After the rules changed: deletes the UDP flows that still point at a removed endpoint
+/// or were never translated. Failures are logged only: the rules are right, the old flows
+/// just linger until they expire.
+async fn clean_stale_flows(table: &str, plan: CleanupPlan) {
+    if plan.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    match tokio::task::spawn_blocking(move || conntrack::clean(&plan)).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(deleted)) => tracing::info!(
+            table = %table,
+            deleted,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "service proxy: deleted stale UDP conntrack entries"
+        ),
+        Ok(Err(e)) => tracing::warn!(
+            table = %table,
+            "service proxy: clearing stale UDP conntrack entries failed (they expire on their own): {e}"
+        ),
+        Err(e) => tracing::warn!(table = %table, "service proxy: conntrack cleanup task: {e}"),
     }
 }
 
@@ -352,6 +422,55 @@ mod tests {
         c.service_event(Event::Delete(svc("b", "10.43.0.3")), &mut dirty);
         assert_eq!(dirty.iter().collect::<Vec<_>>(), ["ns/b"]);
         assert!(c.fragment("ns/b", &node).is_empty());
+    }
+
+    #[test]
+    fn cleanup_plan_covers_udp_ports_with_serving_endpoints() {
+        let udp_svc = |name: &str, ip: &str| -> Service {
+            serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ns"},
+                "spec": {"type": "NodePort", "clusterIP": ip,
+                    "ports": [{"port": 53, "protocol": "UDP", "nodePort": 30053}]}}))
+            .unwrap()
+        };
+        let udp_slice = |name: &str, service: &str, ip: &str| -> EndpointSlice {
+            serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ns",
+                "labels": {model::SERVICE_NAME_LABEL: service}},
+                "addressType": "IPv4", "endpoints": [{"addresses": [ip]}],
+                "ports": [{"port": 5353, "protocol": "UDP"}]}))
+            .unwrap()
+        };
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let node_ips = [ip("192.0.2.2")];
+        let mut c = Cache::default();
+        let mut dirty = BTreeSet::new();
+        c.service_event(Event::Apply(udp_svc("dns", "10.43.0.10")), &mut dirty);
+        c.service_event(Event::Apply(svc("web", "10.43.0.11")), &mut dirty);
+        assert!(c.has_udp_port("ns/dns") && !c.has_udp_port("ns/web"));
+        // No endpoint yet: nothing to converge to, nothing cleaned.
+        assert!(c.cleanup_plan(&node_ips).is_empty());
+
+        c.slice_event(
+            Event::Apply(udp_slice("dns-1", "dns", "10.42.0.5")),
+            &mut dirty,
+        );
+        c.slice_event(Event::Apply(slice("web-1", "web", "10.42.0.6")), &mut dirty);
+        let plan = c.cleanup_plan(&node_ips);
+        assert_eq!(
+            plan.service_ips,
+            [((ip("10.43.0.10"), 53), [ip("10.42.0.5")].into())].into()
+        );
+        assert_eq!(plan.node_ports, [(30053, [ip("10.42.0.5")].into())].into());
+
+        // The backend replaced: flows to the old one are no longer allowed.
+        c.slice_event(
+            Event::Apply(udp_slice("dns-1", "dns", "10.42.0.8")),
+            &mut dirty,
+        );
+        let plan = c.cleanup_plan(&node_ips);
+        assert_eq!(
+            plan.service_ips[&(ip("10.43.0.10"), 53)],
+            [ip("10.42.0.8")].into()
+        );
     }
 
     #[test]
