@@ -343,10 +343,26 @@ async fn run_node(mut args: AgentArgs) -> Result<()> {
         ..Default::default()
     };
     let agent_api = start_agent_api(&agent_dir, &config).await?;
-    let network = pod_network(&args, &config.name, &agent_dir)?;
-    let pod_cidr = tokio::spawn(agent::pods::network::follow_pod_cidr(
+    let node_routes_config = node_routes_config(&args, &config, &agent_dir)?;
+    // With vxlan, pods get the tunnel's MTU (flannel's FLANNEL_MTU): their packets must
+    // fit in the link's with the encapsulation added.
+    let pod_mtu = match node_routes_config.backend {
+        network::node_routes::Backend::HostGw => None,
+        network::node_routes::Backend::Vxlan => Some(
+            network::node_routes::vxlan::pod_mtu(node_routes_config.node_ip)
+                .await
+                .map_err(|e| anyhow!(e))
+                .context("--pod-routes vxlan: finding the pods' MTU")?,
+        ),
+    };
+    let network = pod_network(&args, &config.name, &agent_dir, pod_mtu)?;
+    // The node is NotReady (kubelet's "cni plugin not initialized") until its podCIDR
+    // arrived and the pod network is set up for it.
+    let (network_tx, network_rx) = agent::node::network::channel();
+    let pod_cidr = tokio::spawn(agent::node::network::follow(
         client.clone(),
         network.clone(),
+        network_tx,
     ));
     let pods = pod_context(
         client.clone(),
@@ -363,16 +379,21 @@ async fn run_node(mut args: AgentArgs) -> Result<()> {
         client.clone(),
         service_proxy_config(&args, &config, &agent_dir)?,
     ));
-    // Other nodes' pod ranges via those nodes (host-gw): pods reach pods anywhere.
-    let cluster_cidr: network::pod_network::cidr::Ipv4Cidr = args
-        .cluster_cidr
-        .parse()
-        .with_context(|| format!("--cluster-cidr {}", args.cluster_cidr))?;
+    // NetworkPolicies for this node's pods (k3s's bundled policy controller).
+    let network_policy = tokio::spawn(run_network_policy(
+        client.clone(),
+        network_policy_config(&args, &config, &agent_dir)?,
+    ));
+    // Other nodes' pod ranges via those nodes (host-gw) or the VXLAN overlay: pods reach
+    // pods anywhere.
     let node_routes = tokio::spawn(network::node_routes::run(
         client.clone(),
-        config.name.clone(),
-        cluster_cidr,
+        node_routes_config,
     ));
+    let heartbeat = agent::node::register::Heartbeat {
+        network: Some(network_rx),
+        ..heartbeat
+    };
     let result = agent::node::register::run(client, config, data_dir, heartbeat)
         .await
         .map_err(|e| anyhow!(e));
@@ -381,6 +402,7 @@ async fn run_node(mut args: AgentArgs) -> Result<()> {
     ingress.abort();
     pod_cidr.abort();
     service_proxy.abort();
+    network_policy.abort();
     node_routes.abort();
     if let Some(api) = agent_api {
         api.abort();
@@ -469,6 +491,31 @@ async fn run_service_proxy(client: kube::Client, config: network::proxy::ProxyCo
     }
 }
 
+/// The node's NetworkPolicy enforcement: table `ip <--pod-bridge>-policy`.
+fn network_policy_config(
+    args: &AgentArgs,
+    config: &agent::node::object::NodeConfig,
+    agent_dir: &Path,
+) -> Result<network::policy::PolicyConfig> {
+    Ok(network::policy::PolicyConfig {
+        bridge: args.pod_bridge.clone(),
+        cluster_cidr: Some(network::proxy::parse_cidr(
+            &args.cluster_cidr,
+            "--cluster-cidr",
+        )?),
+        node_name: config.name.clone(),
+        state_dir: agent_dir.to_path_buf(),
+    })
+}
+
+/// Runs the policy controller; a node where it cannot run keeps running its pods
+/// unisolated, with the reason logged.
+async fn run_network_policy(client: kube::Client, config: network::policy::PolicyConfig) {
+    if let Err(e) = network::policy::run(client, config).await {
+        tracing::error!("NetworkPolicies are not enforced on this node: {e}");
+    }
+}
+
 /// The agent's own API (kubelet's port 10250: logs, exec, port-forward), for the API
 /// server's client certificate only. Needs the cluster CA the agent pinned when joining.
 async fn start_agent_api(
@@ -501,12 +548,66 @@ async fn start_agent_api(
     })))
 }
 
+/// How pods reach other nodes (`--pod-routes`), checked before anything is made.
+fn node_routes_config(
+    args: &AgentArgs,
+    config: &agent::node::object::NodeConfig,
+    agent_dir: &Path,
+) -> Result<network::node_routes::NodeRoutesConfig> {
+    let backend = match args.pod_routes {
+        PodRoutes::HostGw => network::node_routes::Backend::HostGw,
+        PodRoutes::Vxlan => network::node_routes::Backend::Vxlan,
+    };
+    let node_ip = match config.internal_ip {
+        std::net::IpAddr::V4(ip) => ip,
+        std::net::IpAddr::V6(ip) => {
+            bail!("the pod network is IPv4: the node's address {ip} must be IPv4 (--node-ip)")
+        }
+    };
+    if backend == network::node_routes::Backend::Vxlan {
+        if let Some(problem) = network::node_routes::vxlan::device_name_problem(&args.pod_bridge) {
+            bail!(problem);
+        }
+    }
+    Ok(network::node_routes::NodeRoutesConfig {
+        node_name: config.name.clone(),
+        node_ip,
+        cluster_cidr: args
+            .cluster_cidr
+            .parse()
+            .with_context(|| format!("--cluster-cidr {}", args.cluster_cidr))?,
+        bridge: args.pod_bridge.clone(),
+        backend,
+        state_dir: agent_dir.join("network"),
+    })
+}
+
+/// `--pod-routes`: how pods reach pods on other nodes (flannel's backend names).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodRoutes {
+    /// Each other node's podCIDR via its InternalIP (the nodes share a LAN).
+    HostGw,
+    /// A VXLAN overlay between the nodes' InternalIPs (any IP connectivity).
+    Vxlan,
+}
+
+impl PodRoutes {
+    fn flag_value(self) -> &'static str {
+        match self {
+            PodRoutes::HostGw => "host-gw",
+            PodRoutes::Vxlan => "vxlan",
+        }
+    }
+}
+
 /// The node's pod network: bridge `--pod-bridge`, addresses kept in
 /// `<data-dir>/agent/network`; allocations of pods no longer on disk are released now.
+/// `mtu`: the pods' and the bridge's MTU, when not the bridge's own.
 fn pod_network(
     args: &AgentArgs,
     node_name: &str,
     agent_dir: &Path,
+    mtu: Option<u32>,
 ) -> Result<std::sync::Arc<agent::pods::network::NodeNetwork>> {
     let cluster_cidr: network::pod_network::Ipv4Cidr = args
         .cluster_cidr
@@ -520,7 +621,8 @@ fn pod_network(
             state_dir: agent_dir.join("network"),
         },
     )
-    .map_err(|e| anyhow!(e))?;
+    .map_err(|e| anyhow!(e))?
+    .with_pod_mtu(mtu);
     network.release_leaked(&agent::pods::layout::Layout::new(agent_dir));
     Ok(std::sync::Arc::new(network))
 }
@@ -594,6 +696,8 @@ pub struct Embedded {
     pub service_cidr: String,
     /// `--pod-bridge`.
     pub pod_bridge: String,
+    /// `--pod-routes`.
+    pub pod_routes: PodRoutes,
     /// `--node-lease-duration-seconds`, from the server's failover timings.
     pub node_lease_duration_seconds: i32,
     /// `--cluster-cidr`, for the node's pod network.
@@ -707,6 +811,8 @@ pub async fn run_embedded(e: Embedded) -> Result<()> {
         e.service_cidr,
         "--pod-bridge".into(),
         e.pod_bridge,
+        "--pod-routes".into(),
+        e.pod_routes.flag_value().into(),
         "--cluster-cidr".into(),
         e.cluster_cidr,
         "--node-lease-duration-seconds".into(),

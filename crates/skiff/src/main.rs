@@ -8,6 +8,7 @@ mod certs;
 mod failover;
 mod image_cmd;
 mod kubeconfig;
+mod local_cluster;
 mod server;
 
 use std::net::IpAddr;
@@ -46,6 +47,9 @@ enum Command {
     /// Stop every container this node runs and remove their sandboxes and the pod network
     /// (containers outlive the agent by design; this is k3s-killall.sh).
     Killall(TokenArgs),
+    /// A multi-node cluster on this machine (as k3d for k3s): each node in its own network
+    /// namespace; create, list, delete.
+    LocalCluster(local_cluster::LocalClusterArgs),
 }
 
 /// Flags of `skiff token`.
@@ -106,6 +110,13 @@ pub struct ServerArgs {
     /// tables (`ip <bridge>-pods`, `ip <bridge>-services`) and devices are named after it.
     #[arg(long, default_value = "skiff0")]
     pub pod_bridge: String,
+    /// How pods reach pods on other nodes (flannel's backends): `host-gw` routes each
+    /// node's podCIDR via its InternalIP (the nodes share a LAN); `vxlan` tunnels pod
+    /// traffic in VXLAN (device `<bridge>.vxlan`, VNI 1, UDP 8472) between the nodes'
+    /// InternalIPs, for nodes that only reach each other by IP (pods' MTU: the link's
+    /// less 50). Every node of a cluster must use the same one.
+    #[arg(long, value_enum, default_value = "host-gw")]
+    pub pod_routes: agent_cmd::PodRoutes,
     /// Cluster DNS Service IP (default: the tenth address of --service-cidr, 10.43.0.10,
     /// as k3s derives it).
     #[arg(long)]
@@ -224,6 +235,13 @@ pub struct AgentArgs {
     /// tables (`ip <bridge>-pods`, `ip <bridge>-services`) and devices are named after it.
     #[arg(long, default_value = "skiff0")]
     pub pod_bridge: String,
+    /// How pods reach pods on other nodes (flannel's backends): `host-gw` routes each
+    /// node's podCIDR via its InternalIP (the nodes share a LAN); `vxlan` tunnels pod
+    /// traffic in VXLAN (device `<bridge>.vxlan`, VNI 1, UDP 8472) between the nodes'
+    /// InternalIPs, for nodes that only reach each other by IP (pods' MTU: the link's
+    /// less 50). Every node of a cluster must use the same one.
+    #[arg(long, value_enum, default_value = "host-gw")]
+    pub pod_routes: agent_cmd::PodRoutes,
     /// The cluster DNS address pods' resolv.conf names (kubelet's `--cluster-dns`; the
     /// server's when it offers one, else the tenth address of `--service-cidr`).
     #[arg(long)]
@@ -341,17 +359,45 @@ fn main() -> std::process::ExitCode {
             if let Err(e) = &proxy {
                 eprintln!("skiff killall: {e}");
             }
+            // The NetworkPolicy table, as k3s-killall.sh flushes the policy controller's
+            // rules.
+            let policy = network::policy::remove(&data_dir.join("agent"));
+            if let Err(e) = &policy {
+                eprintln!("skiff killall: network policy: {e}");
+            }
+            // The host ports' nftables table (CNI portmap's rules on k3s).
+            let host_ports = network::host_ports::remove(&data_dir.join("agent").join("network"));
+            if let Err(e) = &host_ports {
+                eprintln!("skiff killall: host ports: {e}");
+            }
+            // The VXLAN device of `--pod-routes vxlan` (its routes go with it), as
+            // k3s-killall.sh deletes flannel.1; before the bridge, whose blackhole route
+            // stays while the device holds an address in the cluster range.
+            let vxlan =
+                network::node_routes::vxlan::remove(&data_dir.join("agent").join("network"));
+            if let Err(e) = &vxlan {
+                eprintln!("skiff killall: {e}");
+            }
             // The pod network (bridge, its nftables table and route, the allocations), as
             // k3s-killall.sh deletes cni0 and flannel's rules.
             let pods = network::pod_network::remove_host(&data_dir.join("agent").join("network"));
             if let Err(e) = &pods {
                 eprintln!("skiff killall: pod network: {e}");
             }
-            if report.errors.is_empty() && proxy.is_ok() && pods.is_ok() {
+            if report.errors.is_empty()
+                && proxy.is_ok()
+                && policy.is_ok()
+                && pods.is_ok()
+                && vxlan.is_ok()
+                && host_ports.is_ok()
+            {
                 std::process::ExitCode::SUCCESS
             } else {
                 std::process::ExitCode::FAILURE
             }
+        }
+        Command::LocalCluster(args) => {
+            run_to_completion("skiff local-cluster", local_cluster::run(args))
         }
         Command::Image(args) => match image_cmd::run(args) {
             Ok(()) => std::process::ExitCode::SUCCESS,

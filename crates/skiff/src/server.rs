@@ -304,13 +304,23 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             node_name: args.node_name.clone(),
             node_ip: args.node_ip,
             fallback_ip: advertise,
-            labels: args.node_label.clone(),
+            // The server's node carries k3s's role labels (`kubectl get nodes` ROLES shows
+            // `control-plane,master`), before the user's own.
+            labels: [
+                "node-role.kubernetes.io/control-plane=true",
+                "node-role.kubernetes.io/master=true",
+            ]
+            .into_iter()
+            .map(String::from)
+            .chain(args.node_label.iter().cloned())
+            .collect(),
             taints: args.node_taint.clone(),
             kubelet_port: args.kubelet_port,
             image_gc: args.image_gc.clone(),
             ingress: args.ingress.clone(),
             service_cidr: args.service_cidr.clone(),
             pod_bridge: args.pod_bridge.clone(),
+            pod_routes: args.pod_routes,
             cluster_cidr: args.cluster_cidr.clone(),
             // The node must renew faster than the control plane gives up on it: the fast
             // profile's 4 s grace needs a 4 s lease renewed every second.
