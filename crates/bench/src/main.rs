@@ -38,6 +38,12 @@ pub enum Scenario {
     Services,
     /// The built-in ingress controller (root): req/s and latency through it vs direct.
     Ingress,
+    /// Creating Services (cluster IP and node port allocation): creates/s as they grow.
+    ServiceCreate,
+    /// Cluster DNS from inside a pod (root): lookups through the kube-dns ClusterIP.
+    PodDns,
+    /// New TCP connections/s from a pod (root): through a ClusterIP vs the pod IP.
+    PodConnect,
     All,
 }
 
@@ -119,6 +125,9 @@ pub struct Args {
     /// list: lists per kind of list.
     #[arg(long, default_value_t = 20)]
     pub lists: usize,
+    /// service-create: Services to create.
+    #[arg(long, default_value_t = 10_000)]
+    pub services: usize,
     /// watch: concurrent watchers.
     #[arg(long, default_value_t = 100)]
     pub watchers: usize,
@@ -206,6 +215,9 @@ async fn run(args: Args) -> Result<()> {
             Scenario::Dns => scenarios::dns::run(&env).await,
             Scenario::Services => scenarios::services::run(&env).await,
             Scenario::Ingress => scenarios::ingress::run(&env).await,
+            Scenario::ServiceCreate => scenarios::service_create::run(&env).await,
+            Scenario::PodDns => scenarios::pod_dns::run(&env).await,
+            Scenario::PodConnect => scenarios::pod_connect::run(&env).await,
             Scenario::All => unreachable!(),
         }
         .with_context(|| format!("scenario {s:?}"))?;
