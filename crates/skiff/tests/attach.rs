@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use testkit::node::{status_column, wait_for, TEST_IMAGE as IMAGE};
+use testkit::node::{status_column, wait_for, wait_running, TEST_IMAGE as IMAGE};
 use testkit::TestServer;
 
 fn server_with_node() -> TestServer {
@@ -17,15 +17,6 @@ fn server_with_node() -> TestServer {
 
 fn apply(s: &TestServer, yaml: &str) {
     s.kubectl_stdin_ok(&["apply", "-f", "-"], yaml);
-}
-
-fn wait_running(s: &TestServer, pod: &str) {
-    wait_for(
-        s,
-        Duration::from_secs(60),
-        &format!("{pod} Running"),
-        || status_column(s, pod) == "Running",
-    );
 }
 
 /// Kills a child we started (by its pid) when the test ends, however it ends.

@@ -8,7 +8,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use testkit::images::TestImage;
-use testkit::node::{import_test_image, status_column, wait_for, TEST_IMAGE};
+use testkit::node::{import_test_image, status_column, wait_for, wait_node_ready, TEST_IMAGE};
 use testkit::{ServerOptions, TestServer};
 
 const UNUSED: &str = "skiff.test/unused:1";
@@ -23,18 +23,6 @@ fn skiff_image(data_dir: &Path, args: &[&str]) -> Output {
 
 fn image_list(data_dir: &Path) -> String {
     testkit::node::image_list(&bin(), data_dir)
-}
-
-fn wait_node_ready(s: &TestServer) {
-    wait_for(s, Duration::from_secs(60), "the node to be Ready", || {
-        let out = s.kubectl(&[
-            "get",
-            "nodes",
-            "-o",
-            "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
-        ]);
-        String::from_utf8_lossy(&out.stdout).trim() == "True"
-    });
 }
 
 fn run_sleeper(s: &TestServer, name: &str) {

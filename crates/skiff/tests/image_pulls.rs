@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use testkit::images::{layer_tar, sha256_digest, Entry, Registry, TestImage, APPLETS, BUSYBOX};
-use testkit::node::{import_test_image, server_with_node, status_column, wait_for, TEST_IMAGE};
+use testkit::node::{
+    import_test_image, server_with_node, status_column, wait_for, wait_running, TEST_IMAGE,
+};
 use testkit::{ServerOptions, TestServer};
 
 fn bin() -> PathBuf {
@@ -80,15 +82,6 @@ spec:
     command: ["sleep", "3600"]
 "#
     )
-}
-
-fn wait_running(s: &TestServer, name: &str) {
-    wait_for(
-        s,
-        Duration::from_secs(120),
-        &format!("{name} Running"),
-        || status_column(s, name) == "Running",
-    );
 }
 
 fn events_of(s: &TestServer, pod: &str) -> String {

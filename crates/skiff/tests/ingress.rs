@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use testkit::node::{curl, import_test_image, wait_for, TEST_IMAGE as IMAGE};
+use testkit::node::{curl, import_test_image, wait_for, wait_node_ready, TEST_IMAGE as IMAGE};
 use testkit::{ServerOptions, TestServer};
 
 /// A server with its node, serving ingress HTTP and HTTPS on the returned ports.
@@ -26,15 +26,7 @@ fn server() -> (TestServer, u16, u16) {
     )
     .expect("start skiff server with its agent");
     import_test_image(bin, &s.data_dir(), IMAGE);
-    wait_for(&s, Duration::from_secs(60), "the node to be Ready", || {
-        let out = s.kubectl(&[
-            "get",
-            "nodes",
-            "-o",
-            "jsonpath={.items[*].status.conditions[?(@.type==\"Ready\")].status}",
-        ]);
-        String::from_utf8_lossy(&out.stdout).trim() == "True"
-    });
+    wait_node_ready(&s);
     (s, http, https)
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use testkit::cluster::TestCluster;
-use testkit::node::{curl, wait_for, TEST_IMAGE};
+use testkit::node::{curl, fetch, wait_for, TEST_IMAGE};
 
 fn cluster() -> TestCluster {
     TestCluster::start(std::path::Path::new(env!("CARGO_BIN_EXE_skiff")), 2)
@@ -31,6 +31,13 @@ fn three_nodes_get_pod_ranges_and_run_pods_that_kubectl_reaches() {
         .map(|(_, c)| c)
         .collect();
     assert_eq!(cidrs.len(), 3, "three distinct podCIDRs: {out}");
+    // The server's node has k3s's roles; agents have none.
+    let roles = testkit::Table::parse(&s.kubectl_ok(&["get", "nodes"]));
+    assert_eq!(
+        roles.get("server", "ROLES").as_deref(),
+        Some("control-plane,master")
+    );
+    assert_eq!(roles.get("agent1", "ROLES").as_deref(), Some("<none>"));
 
     // One pod per node, pinned by hostname.
     for node in ["server", "agent1", "agent2"] {
@@ -88,14 +95,6 @@ spec:
             assert_eq!(page.trim(), format!("page of {to}"), "from {from} to {to}");
         }
     }
-}
-
-/// Runs `wget -qO- url` in `pod`; the page, or None when it failed.
-fn fetch(s: &testkit::TestServer, pod: &str, url: &str) -> Option<String> {
-    let out = s.kubectl(&["exec", pod, "--", "wget", "-q", "-O", "-", url]);
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 #[test]
@@ -472,7 +471,10 @@ spec:
             agent.kill();
             // In the agent's host: the pod network it removes is that namespace's.
             let mut killall = std::process::Command::new(env!("CARGO_BIN_EXE_skiff"));
-            killall.arg("killall").arg("--data-dir").arg(agent.data_dir());
+            killall
+                .arg("killall")
+                .arg("--data-dir")
+                .arg(agent.data_dir());
             agent.host.enter(&mut killall).expect("enter agent2's host");
             let out = killall.output().expect("run skiff killall");
             assert!(out.status.success(), "killall: {out:?}");

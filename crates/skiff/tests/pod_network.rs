@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use network::pod_network::plan::host_veth_name;
-use testkit::node::{status_column, wait_for, TEST_IMAGE as IMAGE};
+use testkit::node::{fetch_retrying, wait_for, wait_running, TEST_IMAGE as IMAGE};
 use testkit::{Table, TestServer};
 
 fn server_with_node() -> TestServer {
@@ -43,24 +43,6 @@ fn uid_of(s: &TestServer, pod: &str) -> String {
     s.kubectl_ok(&["get", "pod", pod, "-o", "jsonpath={.metadata.uid}"])
         .trim()
         .to_string()
-}
-
-fn wait_running(s: &TestServer, pods: &[&str]) {
-    for pod in pods {
-        wait_for(
-            s,
-            Duration::from_secs(60),
-            &format!("{pod} Running"),
-            || status_column(s, pod) == "Running" && !ip_of(s, pod).is_empty(),
-        );
-    }
-}
-
-/// `wget` from inside `pod` (retried briefly: a just-started httpd may not listen yet;
-/// busybox wget -T crashes, hence timeout(1)).
-fn fetch(s: &TestServer, pod: &str, url: &str) -> String {
-    let script = format!("for i in 1 2 3 4 5 6 7 8 9 10; do timeout 5 wget -q -O - {url} && exit 0; sleep 0.5; done; exit 1");
-    s.kubectl_ok(&["exec", pod, "--", "sh", "-c", &script])
 }
 
 fn ip(args: &[&str]) -> String {
@@ -134,7 +116,8 @@ spec:
 "#
         ),
     );
-    wait_running(&s, &["web-a", "web-b"]);
+    wait_running(&s, "web-a");
+    wait_running(&s, "web-b");
     wait_for(&s, Duration::from_secs(60), "on-host's podIP", || {
         !ip_of(&s, "on-host").is_empty()
     });
@@ -176,23 +159,23 @@ spec:
         .to_string();
     assert_eq!(table.get("on-host", "IP").unwrap(), node_ip);
     // It runs in the node's network namespace and reaches pods from there.
-    wait_running(&s, &["on-host"]);
+    wait_running(&s, "on-host");
     assert_eq!(
-        fetch(&s, "on-host", &format!("http://{a}:8080/")).trim(),
+        fetch_retrying(&s, "on-host", &format!("http://{a}:8080/")).trim(),
         "this is web-a"
     );
 
     // Pod to pod by pod IP, and a pod to its own address.
     assert_eq!(
-        fetch(&s, "web-a", &format!("http://{b}:8080/")).trim(),
+        fetch_retrying(&s, "web-a", &format!("http://{b}:8080/")).trim(),
         "this is web-b"
     );
     assert_eq!(
-        fetch(&s, "web-b", &format!("http://{a}:8080/")).trim(),
+        fetch_retrying(&s, "web-b", &format!("http://{a}:8080/")).trim(),
         "this is web-a"
     );
     assert_eq!(
-        fetch(&s, "web-a", &format!("http://{a}:8080/")).trim(),
+        fetch_retrying(&s, "web-a", &format!("http://{a}:8080/")).trim(),
         "this is web-a"
     );
 
@@ -261,16 +244,16 @@ spec:
     assert_eq!(ip_of(&s, "web-a"), a);
     assert_eq!(ip_of(&s, "web-b"), b);
     assert_eq!(
-        fetch(&s, "web-a", &format!("http://{b}:8080/")).trim(),
+        fetch_retrying(&s, "web-a", &format!("http://{b}:8080/")).trim(),
         "this is web-b"
     );
     s.kubectl_stdin_ok(&["apply", "-f", "-"], &web_pod("web-c"));
-    wait_running(&s, &["web-c"]);
+    wait_running(&s, "web-c");
     let c = ip_of(&s, "web-c");
     assert!(c.starts_with(&format!("{subnet}.")), "{c}");
     assert!(!BTreeSet::from([a.clone(), b.clone()]).contains(&c), "{c}");
     assert_eq!(
-        fetch(&s, "web-c", &format!("http://{a}:8080/")).trim(),
+        fetch_retrying(&s, "web-c", &format!("http://{a}:8080/")).trim(),
         "this is web-a"
     );
     let uid_c = uid_of(&s, "web-c");

@@ -37,7 +37,13 @@ pub fn server_with_node(bin: &Path) -> TestServer {
     let s = TestServer::start(ServerOptions::new(bin).with_agent())
         .expect("start skiff server with its agent");
     import_test_image(bin, &s.data_dir(), TEST_IMAGE);
-    wait_for(&s, Duration::from_secs(60), "the node to be Ready", || {
+    wait_node_ready(&s);
+    s
+}
+
+/// Waits until the server's one node is Ready.
+pub fn wait_node_ready(s: &TestServer) {
+    wait_for(s, Duration::from_secs(60), "the node to be Ready", || {
         let out = s.kubectl(&[
             "get",
             "nodes",
@@ -46,7 +52,39 @@ pub fn server_with_node(bin: &Path) -> TestServer {
         ]);
         String::from_utf8_lossy(&out.stdout).trim() == "True"
     });
-    s
+}
+
+/// Waits until `pod` (namespace default) is Running and has its IP.
+pub fn wait_running(s: &TestServer, pod: &str) {
+    wait_for(
+        s,
+        Duration::from_secs(120),
+        &format!("{pod} Running"),
+        || {
+            status_column(s, pod) == "Running"
+                && !s
+                    .kubectl_ok(&["get", "pod", pod, "-o", "jsonpath={.status.podIP}"])
+                    .trim()
+                    .is_empty()
+        },
+    );
+}
+
+/// `wget -qO- url` run once inside `pod`: the page (trimmed), or None when it failed.
+/// (No `-T`: busybox 1.35's static wget crashes with a timeout.)
+pub fn fetch(s: &TestServer, pod: &str, url: &str) -> Option<String> {
+    let out = s.kubectl(&["exec", pod, "--", "wget", "-q", "-O", "-", url]);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// `wget` of `url` inside `pod`, tried up to ten times half a second apart (a server that
+/// just started may not listen yet; each try bounded by timeout(1)); the page, untrimmed.
+/// Panics when every try failed.
+pub fn fetch_retrying(s: &TestServer, pod: &str, url: &str) -> String {
+    let script = format!("for i in 1 2 3 4 5 6 7 8 9 10; do timeout 5 wget -q -O - {url} && exit 0; sleep 0.5; done; exit 1");
+    s.kubectl_ok(&["exec", pod, "--", "sh", "-c", &script])
 }
 
 /// Polls `ok` every 200 ms; on timeout panics with the pods, events and server log.
