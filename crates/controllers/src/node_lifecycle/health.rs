@@ -118,7 +118,11 @@ pub fn silenced_conditions(
 pub fn wanted_taints(node: &Node, now: Timestamp, evict: bool) -> Vec<Taint> {
     let status = |t: &str| condition(node, t).map(|c| c.status.as_str());
     let mut keys_effects: Vec<(&str, &str)> = Vec::new();
+    // Taints follow the Ready condition the node has; one that never reported has none
+    // (upstream maps conditions to taints), until the grace period marks it Unknown.
+    let reported = condition(node, "Ready").is_some();
     match readiness(node) {
+        _ if !reported => {}
         Readiness::Ready => {}
         Readiness::NotReady => {
             keys_effects.push((TAINT_NOT_READY, "NoSchedule"));
@@ -289,6 +293,8 @@ mod tests {
         };
         let now = ts(10);
         assert!(wanted_taints(&node(Some(("True", 0)), false, vec![]), now, true).is_empty());
+        // A node that never reported is not tainted until the grace period says Unknown.
+        assert!(wanted_taints(&node(None, false, vec![]), now, true).is_empty());
         assert_eq!(
             keys(wanted_taints(
                 &node(Some(("False", 0)), false, vec![]),
