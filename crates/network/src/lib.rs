@@ -6,7 +6,9 @@
 //! NetworkPolicies for the node's pods in nftables.
 
 pub mod host_ports;
+mod kube_watch;
 pub mod node_routes;
 pub mod pod_network;
 pub mod policy;
+pub mod protocol;
 pub mod proxy;

@@ -20,9 +20,7 @@
 pub mod plan;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 
 pub use plan::{PodPorts, PortMapping, Protocol};
@@ -249,32 +247,17 @@ pub fn remove(state_dir: &Path) -> Result<(), HostPortsError> {
     Ok(())
 }
 
-/// Runs an nftables script in one transaction (`nft -f -`).
+/// Runs an nftables script in one transaction (`nft -f -`), as the pod network does.
 fn nft(script: &str, what: &str) -> Result<(), HostPortsError> {
-    let binary = crate::pod_network::apply::nft_binary();
-    let mut child = Command::new(binary)
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(io(format!("{what}: running {binary} (install nftables)")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(io(format!("{what}: writing to nft")))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(io(format!("{what}: waiting for nft")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(HostPortsError::Nft {
+    use crate::pod_network::PodNetworkError;
+    crate::pod_network::apply::nft(script, what).map_err(|e| match e {
+        PodNetworkError::Io { what, source } => HostPortsError::Io { what, source },
+        PodNetworkError::Nft { what, message } => HostPortsError::Nft { what, message },
+        other => HostPortsError::Nft {
             what: what.to_string(),
-            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
+            message: other.to_string(),
+        },
+    })
 }
 
 #[cfg(test)]
@@ -303,7 +286,7 @@ mod tests {
     }
 
     fn listed(table: &str) -> String {
-        let out = Command::new(crate::pod_network::apply::nft_binary())
+        let out = std::process::Command::new(crate::pod_network::apply::nft_binary())
             .args(["list", "table", "ip", table])
             .output()
             .unwrap();

@@ -477,7 +477,7 @@ pub fn nft_binary() -> &'static str {
 }
 
 /// Runs an nftables script in one transaction (`nft -f -`).
-fn nft(script: &str, what: &str) -> Result<()> {
+pub(crate) fn nft(script: &str, what: &str) -> Result<()> {
     let mut child = Command::new(nft_binary())
         .args(["-f", "-"])
         .stdin(Stdio::piped())

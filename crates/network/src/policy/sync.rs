@@ -8,14 +8,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::Api;
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::Event;
 use tokio::sync::mpsc;
+
+use crate::kube_watch::spawn_watch;
 
 use super::model::{ClusterState, NodeContext, PodInfo};
 use super::ruleset::{self, Ruleset};
@@ -138,9 +137,24 @@ fn backoff(failures: u32) -> Duration {
 /// Runs until the task is aborted.
 pub async fn run(client: kube::Client, table: String, node: NodeContext, nft: Nft) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Change>();
-    spawn_watch::<NetworkPolicy>(client.clone(), tx.clone(), |e| Change::Policy(Box::new(e)));
-    spawn_watch::<Pod>(client.clone(), tx.clone(), |e| Change::Pod(Box::new(e)));
-    spawn_watch::<Namespace>(client, tx, |e| Change::Namespace(Box::new(e)));
+    spawn_watch::<NetworkPolicy, _>(
+        client.clone(),
+        tx.clone(),
+        |e| Change::Policy(Box::new(e)),
+        "network policy",
+    );
+    spawn_watch::<Pod, _>(
+        client.clone(),
+        tx.clone(),
+        |e| Change::Pod(Box::new(e)),
+        "network policy",
+    );
+    spawn_watch::<Namespace, _>(
+        client,
+        tx,
+        |e| Change::Namespace(Box::new(e)),
+        "network policy",
+    );
 
     let mut cache = Cache::default();
     let mut applied = Ruleset::default();
@@ -223,35 +237,6 @@ pub async fn run(client: kube::Client, table: String, node: NodeContext, nft: Nf
             }
         }
     }
-}
-
-fn spawn_watch<K>(
-    client: kube::Client,
-    tx: mpsc::UnboundedSender<Change>,
-    wrap: fn(Event<K>) -> Change,
-) where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + 'static,
-{
-    tokio::spawn(async move {
-        let api: Api<K> = Api::all(client);
-        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(e) => {
-                    if tx.send(wrap(e)).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => tracing::debug!("network policy watch: {e}"),
-            }
-        }
-    });
 }
 
 #[cfg(test)]

@@ -8,13 +8,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::Api;
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::Event;
 use tokio::sync::mpsc;
+
+use crate::kube_watch::spawn_watch;
 
 use super::conntrack::{self, CleanupPlan};
 use super::model::{self, NodeContext};
@@ -201,8 +200,13 @@ fn backoff(failures: u32) -> Duration {
 /// Runs until the task is aborted.
 pub async fn run(client: kube::Client, skeleton: Skeleton, node: NodeContext, nft: Nft) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Change>();
-    spawn_watch::<Service>(client.clone(), tx.clone(), |e| Change::Service(Box::new(e)));
-    spawn_watch::<EndpointSlice>(client, tx, |e| Change::Slice(Box::new(e)));
+    spawn_watch::<Service, _>(
+        client.clone(),
+        tx.clone(),
+        |e| Change::Service(Box::new(e)),
+        "service proxy",
+    );
+    spawn_watch::<EndpointSlice, _>(client, tx, |e| Change::Slice(Box::new(e)), "service proxy");
 
     let table = skeleton.table.clone();
     let mut cache = Cache::default();
@@ -343,35 +347,6 @@ async fn clean_stale_flows(table: &str, plan: CleanupPlan) {
         ),
         Err(e) => tracing::warn!(table = %table, "service proxy: conntrack cleanup task: {e}"),
     }
-}
-
-fn spawn_watch<K>(
-    client: kube::Client,
-    tx: mpsc::UnboundedSender<Change>,
-    wrap: fn(Event<K>) -> Change,
-) where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + 'static,
-{
-    tokio::spawn(async move {
-        let api: Api<K> = Api::all(client);
-        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(e) => {
-                    if tx.send(wrap(e)).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => tracing::debug!("service proxy watch: {e}"),
-            }
-        }
-    });
 }
 
 #[cfg(test)]
