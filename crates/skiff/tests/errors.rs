@@ -118,6 +118,46 @@ fn invalid_service_port_and_pod_without_containers() {
 }
 
 #[test]
+fn a_malformed_network_policy_is_refused_and_not_stored() {
+    let s = testkit::server!();
+    let err = s.kubectl_stdin_err(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: ports}
+spec:
+  podSelector: {}
+  ingress:
+  - ports: [{port: 80, endPort: 70}]
+"#,
+    );
+    assert_contains(
+        &err,
+        "The NetworkPolicy \"ports\" is invalid: spec.ingress[0].ports[0].endPort: Invalid value: 70: must be greater than or equal to `port`",
+    );
+    let err = s.kubectl_stdin_err(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: block}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Egress]
+  egress:
+  - to: [{ipBlock: {cidr: 10.0.0.0/16, except: [10.1.0.0/24]}}]
+"#,
+    );
+    assert_contains(
+        &err,
+        "The NetworkPolicy \"block\" is invalid: spec.egress[0].to[0].ipBlock.except[0]: Invalid value: \"10.1.0.0/24\": must be a strict subset of `cidr`",
+    );
+    let listed = s.kubectl_ok(&["get", "networkpolicies", "-o", "name"]);
+    assert_eq!(listed.trim(), "", "nothing stored: {listed}");
+}
+
+#[test]
 fn several_invalid_fields_are_listed_one_per_line() {
     let s = testkit::server!();
     // targetPort defaults to port, so both are out of range.

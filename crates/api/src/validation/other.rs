@@ -241,12 +241,30 @@ fn validate_np_ports(e: &mut Errs, ports: &[Value], p: &str) {
 }
 
 fn is_valid_cidr(s: &str) -> bool {
-    s.split_once('/').is_some_and(|(ip, bits)| {
-        ip.parse::<std::net::IpAddr>().is_ok_and(|a| {
-            let max = if a.is_ipv4() { 32 } else { 128 };
-            bits.parse::<u8>().is_ok_and(|b| b <= max)
-        })
-    })
+    parse_cidr(s).is_some()
+}
+
+/// `addr/bits` as (the address's bits left-aligned in a u128, its family's width, bits).
+fn parse_cidr(s: &str) -> Option<(u128, u8, u8)> {
+    let (ip, bits) = s.split_once('/')?;
+    let (value, width) = match ip.parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(a) => ((u32::from(a) as u128) << 96, 32),
+        std::net::IpAddr::V6(a) => (u128::from(a), 128),
+    };
+    let bits = bits.parse::<u8>().ok().filter(|b| *b <= width)?;
+    Some((value, width, bits))
+}
+
+/// Upstream's check of an ipBlock's `except`: inside `cidr` and strictly smaller.
+fn is_strict_subset(except: (u128, u8, u8), cidr: (u128, u8, u8)) -> bool {
+    let mask = |bits: u8| {
+        if bits == 0 {
+            0
+        } else {
+            u128::MAX << (128 - bits as u32)
+        }
+    };
+    except.1 == cidr.1 && cidr.2 < except.2 && (except.0 & mask(cidr.2)) == (cidr.0 & mask(cidr.2))
 }
 
 fn validate_np_peers(e: &mut Errs, peers: &[Value], p: &str) {
@@ -280,12 +298,17 @@ fn validate_np_peers(e: &mut Errs, peers: &[Value], p: &str) {
             }
             for (j, ex) in get_arr(b, &["except"]).iter().enumerate() {
                 let ex = ex.as_str().unwrap_or("");
-                if !is_valid_cidr(ex) {
-                    e.invalid(
-                        &format!("{pp}.ipBlock.except[{j}]"),
+                let field = format!("{pp}.ipBlock.except[{j}]");
+                match (parse_cidr(ex), parse_cidr(cidr)) {
+                    (None, _) => e.invalid(
+                        &field,
                         ex,
                         "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
-                    );
+                    ),
+                    (Some(except), Some(block)) if !is_strict_subset(except, block) => {
+                        e.invalid(&field, ex, "must be a strict subset of `cidr`")
+                    }
+                    _ => {}
                 }
             }
         }
@@ -861,6 +884,14 @@ mod tests {
         assert_eq!(
             check("networking.k8s.io", "NetworkPolicy", json!({"spec": {"podSelector": {}, "ingress": [{"ports": [{"port": 80, "endPort": 70}]}]}})),
             vec!["spec.ingress[0].ports[0].endPort: Invalid value: 70: must be greater than or equal to `port`"]
+        );
+        assert_eq!(
+            check("networking.k8s.io", "NetworkPolicy", json!({"spec": {"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/16", "except": ["10.0.1.0/24", "10.1.0.0/24", "10.0.0.0/16", "10.0.0.0/8"]}}]}]}})),
+            vec![
+                "spec.egress[0].to[0].ipBlock.except[1]: Invalid value: \"10.1.0.0/24\": must be a strict subset of `cidr`",
+                "spec.egress[0].to[0].ipBlock.except[2]: Invalid value: \"10.0.0.0/16\": must be a strict subset of `cidr`",
+                "spec.egress[0].to[0].ipBlock.except[3]: Invalid value: \"10.0.0.0/8\": must be a strict subset of `cidr`",
+            ]
         );
     }
 }
