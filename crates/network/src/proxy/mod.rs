@@ -3,8 +3,9 @@
 //! the node's pod bridge so that several nodes sharing a network namespace (tests) never
 //! touch each other's rules.
 //!
-//! - [`model`] decides, purely, what each Service owns in the table (kube-proxy's
-//!   nftables layout: per-Service-port chains, per-endpoint chains, verdict maps);
+//! - [`model`] decides, purely, what each Service owns in the table: map elements (frontend
+//!   → shared `pick-<n>` chain, frontend and index → endpoint), and kube-proxy's
+//!   per-Service and per-endpoint chains only for session affinity;
 //! - [`ruleset`] holds the table skeleton and diffs fragments into `nft` commands;
 //! - [`nft`] applies a batch atomically; [`host`] routes the service CIDR to a portless
 //!   bridge and records what was made so that `skiff killall` can remove it;
@@ -136,9 +137,9 @@ pub async fn run(client: kube::Client, config: ProxyConfig) -> Result<(), ProxyE
         table,
         service_cidr: config.service_cidr,
         node_ips: config.node_ips.clone(),
+        cluster_cidr: config.cluster_cidr,
     };
     let node = model::NodeContext {
-        cluster_cidr: config.cluster_cidr,
         node_name: Some(config.node_name.clone()),
     };
     sync::run(client, skeleton, node, nft).await;

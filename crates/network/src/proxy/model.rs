@@ -1,19 +1,30 @@
 //! The decision, pure: from one Service and its EndpointSlices to the [`Fragment`] of the
-//! table it owns, following kube-proxy's nftables mode. Per Service port:
+//! table it owns. Per Service port and frontend (ClusterIP, each external or LoadBalancer
+//! IP, the NodePort):
 //!
-//! - chain `service-<hash>-<ns>/<name>/<proto>/<port name>`: session affinity lookups,
-//!   then `numgen random` across the endpoints;
-//! - chain `endpoint-<hash>-<ns>/<name>/<proto>/<port name>__<ip>/<port>`: hairpin
-//!   masquerade (a pod reaching itself), affinity recording, DNAT;
-//! - chain `external-<hash>-...` for NodePort, LoadBalancer ingress and external IPs:
-//!   with externalTrafficPolicy Cluster masquerade and pick any endpoint, with Local keep
-//!   the client's address and pick this node's endpoints (none here: drop);
-//! - map elements in `service-ips` and `service-nodeports` pointing at those chains, and
-//!   the port in `nodeports` (rejected when not translated).
+//! - an element in `service-ips` (address . protocol . port) or `service-nodeports`
+//!   (protocol . nodePort) whose verdict is `goto pick-<n>` (`pick-masq-<n>` for external
+//!   traffic with externalTrafficPolicy Cluster, `nodeport-pick[-masq]-<n>` for NodePorts),
+//!   n being the number of endpoints; `drop` for externalTrafficPolicy Local without an
+//!   endpoint on this node;
+//! - n elements in `service-endpoints` / `nodeport-endpoints` (the frontend key plus an
+//!   index `0..n`) holding the endpoints: the shared `pick-<n>` chain DNATs to the one
+//!   `numgen random mod n` draws. Every element carries a comment naming the Service port
+//!   (and the endpoint), so `nft list table` stays readable;
+//! - hairpin pairs `endpoint . endpoint` in `hairpin-endpoints` (shared, counted);
+//! - the port in `nodeports` (rejected when not translated).
+//!
+//! So a Service owns no chain and an update is a few element commands (nft's per-command
+//! cost grows with the number of chains in the kernel, see [`super::ruleset`]). Only
+//! ClientIP session affinity needs per-Service chains, as in kube-proxy's nftables mode:
+//! `service-<hash>-<ns>/<name>/<proto>/<port name>` (affinity lookups, then `numgen
+//! random`), `endpoint-<hash>-...__<ip>/<port>` (hairpin masquerade, affinity recording,
+//! DNAT) and `external-<hash>-...` for the external frontends.
 //!
 //! Endpoints: ready ones; only when none is ready, the serving terminating ones (upstream's
-//! rule); with internalTrafficPolicy Local, only this node's for ClusterIP traffic. A Service with no usable endpoint gets no map element, so its traffic meets the
-//! reject rules of the skeleton.
+//! rule); with internalTrafficPolicy Local, only this node's for ClusterIP traffic. A
+//! Service with no usable endpoint gets no map element, so its traffic meets the reject
+//! rules of the skeleton.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -22,7 +33,8 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::ruleset::{
-    Fragment, CHAIN_MARK_FOR_MASQUERADE, MAP_SERVICE_IPS, MAP_SERVICE_NODEPORTS, SET_NODEPORTS,
+    Fragment, CHAIN_MARK_FOR_MASQUERADE, MAP_NODEPORT_ENDPOINTS, MAP_SERVICE_ENDPOINTS,
+    MAP_SERVICE_IPS, MAP_SERVICE_NODEPORTS, SET_HAIRPIN, SET_NODEPORTS,
 };
 
 /// The label tying an EndpointSlice to its Service.
@@ -33,9 +45,6 @@ const DEFAULT_AFFINITY_SECONDS: i32 = 10_800;
 /// What the decision needs to know about the node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeContext {
-    /// Traffic to a ClusterIP from outside this range is masqueraded, so replies from an
-    /// endpoint on another node come back through this one (kube-proxy's `--cluster-cidr`).
-    pub cluster_cidr: Option<(Ipv4Addr, u8)>,
     /// This node's name, for internal/externalTrafficPolicy Local.
     pub node_name: Option<String>,
 }
@@ -105,7 +114,6 @@ pub fn fragment(service: &Service, slices: &[&EndpointSlice], node: &NodeContext
         };
         let port_name = port.name.as_deref().unwrap_or_default();
         let base = format!("{namespace}/{name}/{protocol}/{port_name}");
-        let service_chain = chain_name("service", &base);
         let all = backends(slices, port_name, &protocol, None);
         let local = |policy: Option<&String>| policy.is_some_and(|p| p == "Local");
         let node_only = node.node_name.as_deref();
@@ -143,9 +151,175 @@ pub fn fragment(service: &Service, slices: &[&EndpointSlice], node: &NodeContext
         if all.is_empty() {
             continue;
         }
+        let ports = PortFrontends {
+            base: &base,
+            protocol: &protocol,
+            cluster_ip: cluster_ip.filter(|_| !cluster_backends.is_empty()),
+            service_port,
+            node_port,
+            external_ips: &external_ips,
+            external_local,
+        };
+        match affinity_seconds {
+            Some(seconds) => {
+                ports.affinity_chains(&mut out, seconds, &cluster_backends, &external_backends)
+            }
+            None => ports.elements(&mut out, &cluster_backends, &external_backends),
+        }
+    }
+    out
+}
+
+/// The frontends of one Service port, and how traffic to them is handled.
+struct PortFrontends<'a> {
+    /// `<ns>/<name>/<protocol>/<port name>`.
+    base: &'a str,
+    protocol: &'a str,
+    /// The ClusterIP, when ClusterIP traffic has endpoints to go to.
+    cluster_ip: Option<Ipv4Addr>,
+    service_port: u16,
+    node_port: Option<u16>,
+    external_ips: &'a BTreeSet<Ipv4Addr>,
+    /// externalTrafficPolicy Local: no masquerade, this node's endpoints only.
+    external_local: bool,
+}
+
+/// Element comments are at most 128 bytes in nftables.
+const COMMENT_MAX: usize = 120;
+
+fn comment(text: &str) -> String {
+    let mut end = text.len().min(COMMENT_MAX);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("comment \"{}\"", &text[..end])
+}
+
+/// `pick-<n>` and its variants: DNAT to the endpoint `numgen random mod n` draws from the
+/// endpoint map, keyed as the frontend map is.
+fn pick_chain(nodeport: bool, masquerade: bool, n: usize) -> (String, Vec<String>) {
+    let (prefix, key, map) = if nodeport {
+        (
+            "nodeport-pick",
+            "meta l4proto . th dport",
+            MAP_NODEPORT_ENDPOINTS,
+        )
+    } else {
+        (
+            "pick",
+            "ip daddr . meta l4proto . th dport",
+            MAP_SERVICE_ENDPOINTS,
+        )
+    };
+    let mut rules = Vec::new();
+    let name = if masquerade {
+        rules.push(format!("jump {CHAIN_MARK_FOR_MASQUERADE}"));
+        format!("{prefix}-masq-{n}")
+    } else {
+        format!("{prefix}-{n}")
+    };
+    rules.push(format!(
+        "dnat ip to {key} . numgen random mod {n} map @{map}"
+    ));
+    (name, rules)
+}
+
+/// The `pick-<n>` chains every rebuild makes, for up to this many endpoints: an update
+/// needing a chain the table lacks costs a full rebuild.
+const COMMON_PICK_CHAINS: usize = 16;
+
+/// A fragment holding only the shared chains for 1 to [`COMMON_PICK_CHAINS`] endpoints.
+pub fn common_shared_chains() -> Fragment {
+    let mut out = Fragment::default();
+    for n in 1..=COMMON_PICK_CHAINS {
+        for (nodeport, masquerade) in [(false, false), (false, true), (true, false), (true, true)] {
+            let (name, rules) = pick_chain(nodeport, masquerade, n);
+            out.shared_chains.insert(name, rules);
+        }
+    }
+    out
+}
+
+impl PortFrontends<'_> {
+    /// Without session affinity: map elements only.
+    fn elements(&self, out: &mut Fragment, cluster: &[Backend], external: &[Backend]) {
+        let protocol = self.protocol;
+        let port = self.service_port;
+        let add = |out: &mut Fragment,
+                   frontend: (&'static str, String),
+                   endpoints: (&'static str, &[Backend]),
+                   masquerade: bool| {
+            let (map, key) = frontend;
+            let (endpoint_map, backends) = endpoints;
+            if backends.is_empty() {
+                // externalTrafficPolicy Local and no endpoint here: dropped, as kube-proxy does.
+                out.elements
+                    .insert((map, key), format!("{} : drop", comment(self.base)));
+                return;
+            }
+            let (chain, rules) =
+                pick_chain(map == MAP_SERVICE_NODEPORTS, masquerade, backends.len());
+            for (i, b) in backends.iter().enumerate() {
+                out.elements.insert(
+                    (endpoint_map, format!("{key} . {i}")),
+                    format!(
+                        "{} : {} . {}",
+                        comment(&format!("{}: dnat to {}:{}", self.base, b.ip, b.port)),
+                        b.ip,
+                        b.port
+                    ),
+                );
+                out.shared_elements
+                    .insert((SET_HAIRPIN, format!("{} . {}", b.ip, b.ip)));
+            }
+            out.elements
+                .insert((map, key), format!("{} : goto {chain}", comment(self.base)));
+            out.shared_chains.insert(chain, rules);
+        };
+        if let Some(ip) = self.cluster_ip {
+            add(
+                out,
+                (MAP_SERVICE_IPS, format!("{ip} . {protocol} . {port}")),
+                (MAP_SERVICE_ENDPOINTS, cluster),
+                false,
+            );
+        }
+        let masquerade = !self.external_local;
+        for ip in self.external_ips {
+            add(
+                out,
+                (MAP_SERVICE_IPS, format!("{ip} . {protocol} . {port}")),
+                (MAP_SERVICE_ENDPOINTS, external),
+                masquerade,
+            );
+        }
+        if let Some(np) = self.node_port {
+            add(
+                out,
+                (MAP_SERVICE_NODEPORTS, format!("{protocol} . {np}")),
+                (MAP_NODEPORT_ENDPOINTS, external),
+                masquerade,
+            );
+        }
+    }
+
+    /// With ClientIP session affinity: kube-proxy's chains, one per endpoint (recording
+    /// the client in the endpoint's affinity set) and the Service chains that look the
+    /// client up before picking at random.
+    fn affinity_chains(
+        &self,
+        out: &mut Fragment,
+        affinity_seconds: i32,
+        cluster_backends: &[Backend],
+        external_backends: &[Backend],
+    ) {
+        let base = self.base;
+        let protocol = self.protocol;
+        let service_port = self.service_port;
+        let service_chain = chain_name("service", base);
         // One chain per endpoint either path uses; the lookups that pick one.
         let mut chains_of: BTreeMap<&Backend, (String, Option<String>)> = BTreeMap::new();
-        for b in cluster_backends.iter().chain(&external_backends) {
+        for b in cluster_backends.iter().chain(external_backends) {
             if chains_of.contains_key(b) {
                 continue;
             }
@@ -155,15 +329,16 @@ pub fn fragment(service: &Service, slices: &[&EndpointSlice], node: &NodeContext
                 "ip saddr {} jump {CHAIN_MARK_FOR_MASQUERADE}",
                 b.ip
             )];
-            let set = affinity_seconds.map(|seconds| {
+            let set = {
+                let seconds = affinity_seconds;
                 let set = chain_name("affinity", &format!("{ep_base}/{seconds}"));
                 out.sets.insert(
                     set.clone(),
                     format!("type ipv4_addr; flags dynamic,timeout; timeout {seconds}s;"),
                 );
                 rules.push(format!("update @{set} {{ ip saddr }}"));
-                set
-            });
+                Some(set)
+            };
             rules.push(format!(
                 "meta l4proto {protocol} dnat to {}:{}",
                 b.ip, b.port
@@ -195,52 +370,45 @@ pub fn fragment(service: &Service, slices: &[&EndpointSlice], node: &NodeContext
             });
             rules
         };
-        if let (Some(ip), false) = (cluster_ip, cluster_backends.is_empty()) {
-            let mut service_rules = Vec::new();
-            if let Some((net, len)) = node.cluster_cidr {
-                service_rules.push(format!(
-                    "ip daddr {ip} ip saddr != {net}/{len} jump {CHAIN_MARK_FOR_MASQUERADE}"
-                ));
-            }
-            service_rules.extend(dispatch(&cluster_backends));
+        if let Some(ip) = self.cluster_ip {
+            let service_rules = dispatch(cluster_backends);
             out.chains.insert(service_chain.clone(), service_rules);
             out.elements.insert(
                 (
                     MAP_SERVICE_IPS,
                     format!("{ip} . {protocol} . {service_port}"),
                 ),
-                format!("goto {service_chain}"),
+                format!("{} : goto {service_chain}", comment(base)),
             );
         }
-        if node_port.is_some() || !external_ips.is_empty() {
+        if self.node_port.is_some() || !self.external_ips.is_empty() {
             // Cluster: masquerade (replies must come back through this node), any endpoint.
             // Local: the client's address is kept, this node's endpoints only, and with
             // none here the traffic is dropped, as kube-proxy does.
-            let external = chain_name("external", &base);
+            let external = chain_name("external", base);
             let mut rules = Vec::new();
-            if !external_local {
+            if !self.external_local {
                 rules.push(format!("jump {CHAIN_MARK_FOR_MASQUERADE}"));
             }
-            rules.extend(dispatch(&external_backends));
+            rules.extend(dispatch(external_backends));
             out.chains.insert(external.clone(), rules);
-            if let Some(np) = node_port {
+            if let Some(np) = self.node_port {
                 out.elements.insert(
                     (MAP_SERVICE_NODEPORTS, format!("{protocol} . {np}")),
-                    format!("goto {external}"),
+                    format!("{} : goto {external}", comment(base)),
                 );
             }
-            for ip in &external_ips {
+            for ip in self.external_ips {
                 out.elements.insert(
                     (
                         MAP_SERVICE_IPS,
                         format!("{ip} . {protocol} . {service_port}"),
                     ),
-                    format!("goto {external}"),
+                    format!("{} : goto {external}", comment(base)),
                 );
             }
         }
     }
-    out
 }
 
 /// The endpoints traffic to one Service port goes to (those on node `only_node`, when
@@ -534,8 +702,33 @@ mod tests {
         );
     }
 
+    /// The frontend elements of `f` (map, key → verdict), comments left out.
+    fn verdicts(f: &Fragment) -> Vec<(&'static str, String, String)> {
+        f.elements
+            .iter()
+            .filter(|((m, _), _)| [MAP_SERVICE_IPS, MAP_SERVICE_NODEPORTS].contains(m))
+            .map(|((m, k), v)| (*m, k.clone(), v.rsplit(" : ").next().unwrap().to_string()))
+            .collect()
+    }
+
+    /// The endpoint elements of `f` (map, key → endpoint).
+    fn endpoints(f: &Fragment) -> Vec<(&'static str, String, String)> {
+        f.elements
+            .iter()
+            .filter(|((m, _), _)| [MAP_SERVICE_ENDPOINTS, MAP_NODEPORT_ENDPOINTS].contains(m))
+            .map(|((m, k), v)| (*m, k.clone(), v.rsplit(" : ").next().unwrap().to_string()))
+            .collect()
+    }
+
+    fn owned(items: &[(&'static str, &str, &str)]) -> Vec<(&'static str, String, String)> {
+        items
+            .iter()
+            .map(|(m, k, v)| (*m, k.to_string(), v.to_string()))
+            .collect()
+    }
+
     #[test]
-    fn cluster_ip_with_two_endpoints() {
+    fn cluster_ip_with_two_endpoints_owns_elements_only() {
         let svc = service(json!({"clusterIP": "10.43.0.7",
             "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}));
         let s = slice(
@@ -546,36 +739,53 @@ mod tests {
             json!([{"name": "http", "port": 8080, "protocol": "TCP"}]),
         );
         let f = fragment(&svc, &[&s], &NodeContext::default());
-        let svc_chain = chain_name("service", "ns/web/tcp/http");
-        let ep2 = chain_name("endpoint", "ns/web/tcp/http__10.42.0.2/8080");
-        let ep3 = chain_name("endpoint", "ns/web/tcp/http__10.42.0.3/8080");
+        assert!(f.chains.is_empty() && f.sets.is_empty());
         assert_eq!(
-            f.chains[&svc_chain],
-            vec![format!(
-                "numgen random mod 2 vmap {{ 0 : goto {ep2}, 1 : goto {ep3} }}"
-            )]
+            verdicts(&f),
+            owned(&[("service-ips", "10.43.0.7 . tcp . 80", "goto pick-2")])
         );
         assert_eq!(
-            f.chains[&ep2],
+            endpoints(&f),
+            owned(&[
+                (
+                    "service-endpoints",
+                    "10.43.0.7 . tcp . 80 . 0",
+                    "10.42.0.2 . 8080"
+                ),
+                (
+                    "service-endpoints",
+                    "10.43.0.7 . tcp . 80 . 1",
+                    "10.42.0.3 . 8080"
+                ),
+            ])
+        );
+        assert_eq!(
+            f.elements[&(
+                MAP_SERVICE_ENDPOINTS,
+                "10.43.0.7 . tcp . 80 . 1".to_string()
+            )],
+            "comment \"ns/web/tcp/http: dnat to 10.42.0.3:8080\" : 10.42.0.3 . 8080"
+        );
+        assert_eq!(
+            f.shared_chains["pick-2"],
             vec![
-                "ip saddr 10.42.0.2 jump mark-for-masquerade".to_string(),
-                "meta l4proto tcp dnat to 10.42.0.2:8080".to_string()
+                "dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @service-endpoints"
+                    .to_string()
             ]
         );
         assert_eq!(
-            f.elements[&(MAP_SERVICE_IPS, "10.43.0.7 . tcp . 80".to_string())],
-            format!("goto {svc_chain}")
+            f.shared_elements,
+            [
+                (SET_HAIRPIN, "10.42.0.2 . 10.42.0.2".to_string()),
+                (SET_HAIRPIN, "10.42.0.3 . 10.42.0.3".to_string())
+            ]
+            .into()
         );
-        assert_eq!(f.chains.len(), 3);
-        assert_eq!(f.elements.len(), 1);
     }
 
     #[test]
     fn what_each_kind_of_service_owns() {
-        let node = NodeContext {
-            cluster_cidr: Some((Ipv4Addr::new(10, 42, 0, 0), 16)),
-            node_name: None,
-        };
+        let node = NodeContext { node_name: None };
         let one_ep = slice(
             json!([ep("10.42.0.2", true, true, false)]),
             json!([{"port": 8080, "protocol": "UDP"}]),
@@ -585,7 +795,6 @@ mod tests {
             what: &'static str,
             spec: serde_json::Value,
             slice: EndpointSlice,
-            chains: usize,
             elements: Vec<(&'static str, &'static str)>,
         }
         let cases = vec![
@@ -593,14 +802,12 @@ mod tests {
                 what: "headless",
                 spec: json!({"clusterIP": "None", "ports": [{"port": 53, "protocol": "UDP"}]}),
                 slice: one_ep.clone(),
-                chains: 0,
                 elements: vec![],
             },
             Case {
                 what: "ExternalName",
                 spec: json!({"type": "ExternalName", "externalName": "example.com"}),
                 slice: one_ep.clone(),
-                chains: 0,
                 elements: vec![],
             },
             Case {
@@ -608,9 +815,10 @@ mod tests {
                 spec: json!({"type": "NodePort", "clusterIP": "10.43.0.9",
                     "ports": [{"port": 53, "protocol": "UDP", "nodePort": 30053}]}),
                 slice: one_ep.clone(),
-                chains: 3,
                 elements: vec![
+                    ("nodeport-endpoints", "udp . 30053 . 0"),
                     ("nodeports", "udp . 30053"),
+                    ("service-endpoints", "10.43.0.9 . udp . 53 . 0"),
                     ("service-ips", "10.43.0.9 . udp . 53"),
                     ("service-nodeports", "udp . 30053"),
                 ],
@@ -620,13 +828,12 @@ mod tests {
                 spec: json!({"type": "NodePort", "clusterIP": "10.43.0.9",
                     "ports": [{"port": 53, "protocol": "UDP", "nodePort": 30053}]}),
                 slice: none,
-                chains: 0,
                 elements: vec![("nodeports", "udp . 30053")],
             },
         ];
         for c in cases {
             let f = fragment(&service(c.spec), &[&c.slice], &node);
-            assert_eq!(f.chains.len(), c.chains, "{}: {:?}", c.what, f.chains);
+            assert!(f.chains.is_empty(), "{}: {:?}", c.what, f.chains);
             let got: Vec<(&str, &str)> = f.elements.keys().map(|(m, k)| (*m, k.as_str())).collect();
             assert_eq!(got, c.elements, "{}", c.what);
         }
@@ -649,7 +856,7 @@ mod tests {
         let external = chain_name("external", "ns/web/tcp/");
         assert_eq!(
             f.elements[&(MAP_SERVICE_IPS, "192.0.2.2 . tcp . 80".to_string())],
-            format!("goto {external}")
+            format!("comment \"ns/web/tcp/\" : goto {external}")
         );
         let set = chain_name("affinity", "ns/web/tcp/__10.42.0.2/8080/60");
         assert_eq!(
@@ -661,7 +868,15 @@ mod tests {
             f.chains[&chain_name("service", "ns/web/tcp/")],
             vec![format!("ip saddr @{set} goto {ep}"), format!("goto {ep}")]
         );
-        assert_eq!(f.chains[&ep][1], format!("update @{set} {{ ip saddr }}"));
+        assert_eq!(
+            f.chains[&ep],
+            vec![
+                "ip saddr 10.42.0.2 jump mark-for-masquerade".to_string(),
+                format!("update @{set} {{ ip saddr }}"),
+                "meta l4proto tcp dnat to 10.42.0.2:8080".to_string()
+            ]
+        );
+        assert!(f.shared_chains.is_empty());
     }
 
     #[test]
@@ -672,81 +887,240 @@ mod tests {
             json!([{"port": 8080}]),
         );
         let node = NodeContext {
-            cluster_cidr: None,
             node_name: Some("here".into()),
         };
-        let here = chain_name("endpoint", "ns/web/tcp/__10.42.0.2/8080");
-        let there = chain_name("endpoint", "ns/web/tcp/__10.42.1.2/8080");
-        let svc_chain = chain_name("service", "ns/web/tcp/");
-        let external = chain_name("external", "ns/web/tcp/");
         let spec = |itp: &str, etp: &str| {
             service(json!({"type": "NodePort", "clusterIP": "10.43.0.9",
+                "externalIPs": ["203.0.113.7"],
                 "internalTrafficPolicy": itp, "externalTrafficPolicy": etp,
                 "ports": [{"port": 80, "nodePort": 30080}]}))
         };
-        let both = format!("numgen random mod 2 vmap {{ 0 : goto {here}, 1 : goto {there} }}");
         struct Case {
             what: &'static str,
             itp: &'static str,
             etp: &'static str,
-            service: Vec<String>,
-            external: Vec<String>,
+            verdicts: Vec<(&'static str, &'static str, &'static str)>,
+            endpoints: Vec<(&'static str, &'static str, &'static str)>,
         }
         let cases = vec![
             Case {
                 what: "Cluster/Cluster",
                 itp: "Cluster",
                 etp: "Cluster",
-                service: vec![both.clone()],
-                external: vec!["jump mark-for-masquerade".into(), both.clone()],
+                verdicts: vec![
+                    ("service-ips", "10.43.0.9 . tcp . 80", "goto pick-2"),
+                    ("service-ips", "203.0.113.7 . tcp . 80", "goto pick-masq-2"),
+                    (
+                        "service-nodeports",
+                        "tcp . 30080",
+                        "goto nodeport-pick-masq-2",
+                    ),
+                ],
+                endpoints: vec![
+                    ("nodeport-endpoints", "tcp . 30080 . 0", "10.42.0.2 . 8080"),
+                    ("nodeport-endpoints", "tcp . 30080 . 1", "10.42.1.2 . 8080"),
+                    (
+                        "service-endpoints",
+                        "10.43.0.9 . tcp . 80 . 0",
+                        "10.42.0.2 . 8080",
+                    ),
+                    (
+                        "service-endpoints",
+                        "10.43.0.9 . tcp . 80 . 1",
+                        "10.42.1.2 . 8080",
+                    ),
+                    (
+                        "service-endpoints",
+                        "203.0.113.7 . tcp . 80 . 0",
+                        "10.42.0.2 . 8080",
+                    ),
+                    (
+                        "service-endpoints",
+                        "203.0.113.7 . tcp . 80 . 1",
+                        "10.42.1.2 . 8080",
+                    ),
+                ],
             },
             Case {
                 what: "internal Local: ClusterIP to this node's endpoint only",
                 itp: "Local",
                 etp: "Cluster",
-                service: vec![format!("goto {here}")],
-                external: vec!["jump mark-for-masquerade".into(), both.clone()],
+                verdicts: vec![
+                    ("service-ips", "10.43.0.9 . tcp . 80", "goto pick-1"),
+                    ("service-ips", "203.0.113.7 . tcp . 80", "goto pick-masq-2"),
+                    (
+                        "service-nodeports",
+                        "tcp . 30080",
+                        "goto nodeport-pick-masq-2",
+                    ),
+                ],
+                endpoints: vec![
+                    ("nodeport-endpoints", "tcp . 30080 . 0", "10.42.0.2 . 8080"),
+                    ("nodeport-endpoints", "tcp . 30080 . 1", "10.42.1.2 . 8080"),
+                    (
+                        "service-endpoints",
+                        "10.43.0.9 . tcp . 80 . 0",
+                        "10.42.0.2 . 8080",
+                    ),
+                    (
+                        "service-endpoints",
+                        "203.0.113.7 . tcp . 80 . 0",
+                        "10.42.0.2 . 8080",
+                    ),
+                    (
+                        "service-endpoints",
+                        "203.0.113.7 . tcp . 80 . 1",
+                        "10.42.1.2 . 8080",
+                    ),
+                ],
             },
             Case {
                 what: "external Local: no masquerade, this node's endpoint",
                 itp: "Cluster",
                 etp: "Local",
-                service: vec![both.clone()],
-                external: vec![format!("goto {here}")],
+                verdicts: vec![
+                    ("service-ips", "10.43.0.9 . tcp . 80", "goto pick-2"),
+                    ("service-ips", "203.0.113.7 . tcp . 80", "goto pick-1"),
+                    ("service-nodeports", "tcp . 30080", "goto nodeport-pick-1"),
+                ],
+                endpoints: vec![
+                    ("nodeport-endpoints", "tcp . 30080 . 0", "10.42.0.2 . 8080"),
+                    (
+                        "service-endpoints",
+                        "10.43.0.9 . tcp . 80 . 0",
+                        "10.42.0.2 . 8080",
+                    ),
+                    (
+                        "service-endpoints",
+                        "10.43.0.9 . tcp . 80 . 1",
+                        "10.42.1.2 . 8080",
+                    ),
+                    (
+                        "service-endpoints",
+                        "203.0.113.7 . tcp . 80 . 0",
+                        "10.42.0.2 . 8080",
+                    ),
+                ],
             },
         ];
         for c in cases {
             let f = fragment(&spec(c.itp, c.etp), &[&s], &node);
-            assert_eq!(f.chains[&svc_chain], c.service, "{}", c.what);
-            assert_eq!(f.chains[&external], c.external, "{}", c.what);
+            assert_eq!(verdicts(&f), owned(&c.verdicts), "{}", c.what);
+            assert_eq!(endpoints(&f), owned(&c.endpoints), "{}", c.what);
         }
+        assert_eq!(
+            pick_chain(true, true, 2).1,
+            vec![
+                "jump mark-for-masquerade".to_string(),
+                "dnat ip to meta l4proto . th dport . numgen random mod 2 map @nodeport-endpoints"
+                    .to_string()
+            ]
+        );
         // No endpoint on this node: ClusterIP traffic is refused (no element), external
         // traffic dropped.
         let elsewhere = NodeContext {
-            cluster_cidr: None,
             node_name: Some("nowhere".into()),
         };
         let f = fragment(&spec("Local", "Local"), &[&s], &elsewhere);
-        assert!(!f.chains.contains_key(&svc_chain));
-        assert!(!f.elements.keys().any(|(m, _)| *m == MAP_SERVICE_IPS));
-        assert_eq!(f.chains[&external], vec!["drop".to_string()]);
+        assert_eq!(
+            verdicts(&f),
+            owned(&[
+                ("service-ips", "203.0.113.7 . tcp . 80", "drop"),
+                ("service-nodeports", "tcp . 30080", "drop"),
+            ])
+        );
+        assert!(endpoints(&f).is_empty());
     }
 
-    #[test]
-    fn off_cluster_sources_are_masqueraded_for_cluster_ips() {
-        let svc = service(json!({"clusterIP": "10.43.0.7", "ports": [{"port": 80}]}));
-        let s = slice(
-            json!([ep("10.42.0.2", true, true, false)]),
-            json!([{"port": 8080}]),
-        );
-        let node = NodeContext {
-            cluster_cidr: Some((Ipv4Addr::new(10, 42, 0, 0), 16)),
-            node_name: None,
+    /// What the decision produces is valid nft 1.0.6 input against a real table: a
+    /// rebuild, an endpoint move as an incremental batch, and a Service growing past the
+    /// common `pick-<n>` chains, which needs a rebuild (nft cannot add a rule reading an
+    /// endpoint map it loaded back from the kernel). Needs root and nft; skipped otherwise.
+    #[tokio::test]
+    async fn generated_batches_apply_with_nft() {
+        use crate::proxy::nft::Nft;
+        use crate::proxy::ruleset::{Batch, Shared, Skeleton};
+        // SAFETY: geteuid has no preconditions.
+        let (Some(nft), true) = (Nft::find(), unsafe { libc::geteuid() } == 0) else {
+            eprintln!("skipped: needs root and nft");
+            return;
         };
-        let f = fragment(&svc, &[&s], &node);
+        let table = format!("skiff-unit-model-{}", std::process::id());
+        // Addresses from the benchmarking range, which nothing on the host uses.
+        let skeleton = Skeleton {
+            table: table.clone(),
+            service_cidr: (Ipv4Addr::new(198, 18, 0, 0), 24),
+            node_ips: vec![Ipv4Addr::new(198, 18, 1, 1)],
+            cluster_cidr: Some((Ipv4Addr::new(198, 18, 2, 0), 24)),
+        };
+        let node = NodeContext::default();
+        let svc = service(json!({"type": "NodePort", "clusterIP": "198.18.0.7",
+            "externalIPs": ["198.18.3.1"],
+            "ports": [{"port": 53, "protocol": "UDP", "nodePort": 30053}]}));
+        let with = |ips: Vec<String>| {
+            let eps: Vec<serde_json::Value> =
+                ips.iter().map(|ip| ep(ip, true, true, false)).collect();
+            fragment(
+                &svc,
+                &[&slice(
+                    json!(eps),
+                    json!([{"port": 5353, "protocol": "UDP"}]),
+                )],
+                &node,
+            )
+        };
+        let one = with(vec!["198.18.2.5".into()]);
+        let moved = with(vec!["198.18.2.6".into()]);
+        let many = with((10..30).map(|i| format!("198.18.2.{i}")).collect());
+        let empty = Fragment::default();
+        let rebuild = |f: &Fragment| {
+            let mut batch = Batch::default();
+            batch.diff(&table, &empty, &common_shared_chains());
+            batch.diff(&table, &empty, f);
+            let mut shared = Shared::default();
+            let text = skeleton.rebuild_commands() + &batch.text(&table, &shared);
+            batch.apply_to(&mut shared);
+            (text, shared)
+        };
+
+        let (text, shared) = rebuild(&one);
+        let first = nft.apply(&text).await;
+        let mut batch = Batch::default();
+        batch.diff(&table, &one, &moved);
+        let no_new_chain = batch.new_shared_chains(&shared).next().is_none();
+        let move_text = batch.text(&table, &shared);
+        let move_result = nft.apply(&move_text).await;
+        let after_move = nft.run_blocking(&["list", "table", "ip", &table]);
+        let mut batch = Batch::default();
+        batch.diff(&table, &moved, &many);
+        let new_chains: Vec<String> = batch.new_shared_chains(&shared).map(String::from).collect();
+        let grown = nft.apply(&rebuild(&many).0).await;
+        let after_growth = nft.run_blocking(&["list", "table", "ip", &table]);
+        let _ = nft.run_blocking(&["delete", "table", "ip", &table]);
+
+        first.unwrap();
+        move_result.unwrap();
+        grown.unwrap();
+        assert!(no_new_chain);
+        assert!(!move_text.contains("chain"), "{move_text}");
+        let after_move = after_move.unwrap();
+        assert!(
+            after_move.contains("dnat to 198.18.2.6:5353"),
+            "{after_move}"
+        );
+        assert!(!after_move.contains("198.18.2.5"), "{after_move}");
         assert_eq!(
-            f.chains[&chain_name("service", "ns/web/tcp/")][0],
-            "ip daddr 10.43.0.7 ip saddr != 10.42.0.0/16 jump mark-for-masquerade"
+            new_chains,
+            ["nodeport-pick-masq-20", "pick-20", "pick-masq-20"]
+        );
+        let after_growth = after_growth.unwrap();
+        assert!(
+            after_growth.contains("chain pick-masq-20"),
+            "{after_growth}"
+        );
+        assert!(
+            after_growth.contains("198.18.2.29 . 5353"),
+            "{after_growth}"
         );
     }
 

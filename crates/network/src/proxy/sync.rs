@@ -18,7 +18,7 @@ use crate::kube_watch::spawn_watch;
 use super::conntrack::{self, CleanupPlan};
 use super::model::{self, NodeContext};
 use super::nft::Nft;
-use super::ruleset::{Batch, Fragment, Skeleton};
+use super::ruleset::{Batch, Fragment, Shared, Skeleton};
 
 /// One watch event, from either watch.
 enum Change {
@@ -211,6 +211,7 @@ pub async fn run(client: kube::Client, skeleton: Skeleton, node: NodeContext, nf
     let table = skeleton.table.clone();
     let mut cache = Cache::default();
     let mut applied: HashMap<String, Fragment> = HashMap::new();
+    let mut shared = Shared::default();
     let mut dirty: BTreeSet<String> = BTreeSet::new();
     let mut rebuild = true;
     let mut failures = 0u32;
@@ -247,10 +248,29 @@ pub async fn run(client: kube::Client, skeleton: Skeleton, node: NodeContext, nf
         let started = Instant::now();
         let mut batch = Batch::default();
         let mut next_applied: BTreeMap<String, Fragment> = BTreeMap::new();
+        if !rebuild {
+            for k in &dirty {
+                let new = cache.fragment(k, &node);
+                let old = applied.get(k).cloned().unwrap_or_default();
+                batch.diff(&table, &old, &new);
+                next_applied.insert(k.clone(), new);
+            }
+            // nft 1.0.6 cannot add a rule reading an endpoint map it loaded from the
+            // kernel (it misparses the map's stored `typeof`), so a `pick-<n>` chain for an
+            // endpoint count never seen before comes with a full rebuild.
+            let new_chain = batch.new_shared_chains(&shared).next().map(str::to_string);
+            if let Some(chain) = new_chain {
+                tracing::info!(table = %table, chain, "service proxy: a new shared chain: rebuilding the table");
+                rebuild = true;
+                batch = Batch::default();
+                next_applied.clear();
+            }
+        }
         let mut text = String::new();
         if rebuild {
             text.push_str(&skeleton.rebuild_commands());
             let empty = Fragment::default();
+            batch.diff(&table, &empty, &model::common_shared_chains());
             for k in cache.service_keys() {
                 let f = cache.fragment(k, &node);
                 if !f.is_empty() {
@@ -258,22 +278,23 @@ pub async fn run(client: kube::Client, skeleton: Skeleton, node: NodeContext, nf
                     next_applied.insert(k.clone(), f);
                 }
             }
-        } else {
-            for k in &dirty {
-                let new = cache.fragment(k, &node);
-                let old = applied.get(k).cloned().unwrap_or_default();
-                batch.diff(&table, &old, &new);
-                next_applied.insert(k.clone(), new);
-            }
         }
-        if !rebuild && batch.is_empty() {
+        // A rebuild starts from an empty table.
+        let base = if rebuild {
+            Shared::default()
+        } else {
+            shared.clone()
+        };
+        if !rebuild && batch.is_empty(&base) {
             dirty.clear();
             continue;
         }
-        text.push_str(&batch.text());
+        text.push_str(&batch.text(&table, &base));
         let touches_udp = rebuild || dirty.iter().any(|k| cache.has_udp_port(k));
         match nft.apply(&text).await {
             Ok(()) => {
+                shared = base;
+                batch.apply_to(&mut shared);
                 if touches_udp {
                     clean_stale_flows(&table, cache.cleanup_plan(&skeleton.node_ips)).await;
                 }
@@ -385,7 +406,7 @@ mod tests {
         dirty.clear();
         c.slice_event(Event::Apply(slice("a-1", "a", "10.42.0.5")), &mut dirty);
         assert_eq!(dirty.iter().collect::<Vec<_>>(), ["ns/a"]);
-        assert_eq!(c.fragment("ns/a", &node).chains.len(), 2);
+        assert_eq!(c.fragment("ns/a", &node).elements.len(), 2);
 
         // A slice relabelled to another Service dirties both.
         dirty.clear();
