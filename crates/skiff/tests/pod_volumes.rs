@@ -266,7 +266,8 @@ spec:
         "no mounts left under the agent's pods",
         || {
             let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-            !mountinfo.contains(&agent_pods.display().to_string())
+            // The pods directory itself is a mount of its own (see the agent's manager).
+            !mountinfo.contains(&format!("{}/", agent_pods.display()))
         },
     );
 }

@@ -56,5 +56,11 @@ pub fn kill_all(layout: &Layout) -> Report {
             Err(e) => report.errors.push(format!("pod {uid}: {e}")),
         }
     }
+    // The pods directory's own mount (see `manager`), and anything a failed removal left.
+    if let Err(e) = runtime::sandbox::mounts::unmount_all_under(&layout.pods_root()) {
+        report
+            .errors
+            .push(format!("{}: {e}", layout.pods_root().display()));
+    }
     report
 }

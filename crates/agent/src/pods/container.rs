@@ -37,6 +37,8 @@ pub enum StartError {
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub paths: AttemptPaths,
+    /// The pod's directory: the only pod whose mounts the container's shim sees.
+    pub pod_dir: PathBuf,
     pub record: AttemptRecord,
     pub config: ContainerConfig,
     pub lowerdir: String,
@@ -191,6 +193,7 @@ pub async fn prepare(
             .container_log(&record.namespace, &record.name, uid, &c.name, attempt),
         lowerdir: image.overlay_lowerdir(),
         user: user_spec,
+        pod_dir,
         paths,
         config,
         warnings,
@@ -240,7 +243,20 @@ pub fn launch(ctx: &NodeContext, p: &Prepared) -> Result<RunningContainer, Clien
             kind: runtime::shim::StartErrorKind::InvalidConfig,
             message: e.to_string(),
         })?;
-    ctx.shims.start(&config, &p.paths.shim_state(), &p.log_path)
+    // Other pods' mounts stay out of libcontainer's sight: it reads and copies the mount
+    // table several times per container, which otherwise grows with every pod.
+    // A hostPath volume reaching into the pods' directories sees them as they are.
+    let pods_root = ctx.layout.pods_root();
+    let reaches_other_pods = config.mounts.iter().any(|m| {
+        pods_root.starts_with(&m.source)
+            || (m.source.starts_with(&pods_root) && !m.source.starts_with(&p.pod_dir))
+    });
+    let hidden = (!reaches_other_pods).then(|| runtime::shim::HiddenMounts {
+        under: pods_root,
+        keep: p.pod_dir.clone(),
+    });
+    ctx.shims
+        .start_hiding(&config, &p.paths.shim_state(), &p.log_path, hidden.as_ref())
 }
 
 /// What a user sees when a container cannot start: for the common cases the wording of

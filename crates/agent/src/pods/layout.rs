@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! <agent-dir>/                                   (= <data-dir>/agent)
+//!   pods/                                        a private bind mount of itself, ext4 `+T`
 //!   pods/<pod-uid>/
 //!     pod.json                                   namespace, name, uid (for cleanup and logs)
 //!     netns                                      the pod's network namespace (bind mount)

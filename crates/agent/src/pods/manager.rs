@@ -45,6 +45,11 @@ impl Workers {
 
 /// Runs until the watch stream ends (never, normally).
 pub async fn run(ctx: Arc<NodeContext>) {
+    for dir in [ctx.layout.pods_root(), ctx.layout.logs_root()] {
+        let _ = std::fs::create_dir_all(&dir);
+        spread_subdirectories(&dir);
+    }
+    own_pods_mount(&ctx);
     import_images(&ctx).await;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut workers = Workers {
@@ -111,6 +116,54 @@ fn forget_missing(workers: &mut Workers, seen: &[String]) {
         if !seen.contains(&uid) {
             workers.update(&uid, None);
         }
+    }
+}
+
+/// Makes the pods directory a mount point of its own, so each container's shim can hide
+/// the other pods' mounts from libcontainer in one call (`runtime::shim::HiddenMounts`).
+/// When pods already run from an agent that did not do this, it waits for a `skiff
+/// killall`: a bind over the directory now would cover their mounts.
+fn own_pods_mount(ctx: &NodeContext) {
+    let root = ctx.layout.pods_root();
+    match runtime::sandbox::mounts::ensure_own_mount(&root) {
+        Ok(true) => {}
+        Ok(false) => tracing::info!(
+            "{} has mounts but is not a mount point: pods' containers see every pod's mounts until `skiff killall`",
+            root.display()
+        ),
+        Err(e) => tracing::warn!("making {} a mount point: {e}", root.display()),
+    }
+}
+
+/// Asks ext2/3/4 to put each subdirectory of `dir` (a pod's directory, its logs) in a block
+/// group of its own: the `T` attribute (`chattr +T`), meant for directories whose
+/// subdirectories are unrelated, such as /home. Without it every pod's files go to the
+/// group of the pods directory, where ext4 without a journal checks every recently freed
+/// inode on each allocation, so pod starts got slower the more pods had come and gone
+/// (BENCHMARKS.md, session 7). Other filesystems refuse or ignore the flag; nothing
+/// depends on it.
+fn spread_subdirectories(dir: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    const FS_TOPDIR_FL: libc::c_int = 0x0002_0000;
+    let Ok(file) = std::fs::File::open(dir) else {
+        return;
+    };
+    let mut flags: libc::c_int = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one int (the kernel's size, whatever the name says)
+    // through a pointer to a local; the descriptor is open for the call.
+    if unsafe { libc::ioctl(file.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) } != 0
+        || flags & FS_TOPDIR_FL != 0
+    {
+        return;
+    }
+    flags |= FS_TOPDIR_FL;
+    // SAFETY: FS_IOC_SETFLAGS reads one int from a local; the descriptor is open.
+    if unsafe { libc::ioctl(file.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags) } != 0 {
+        tracing::debug!(
+            "{}: no top-directory attribute: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        );
     }
 }
 

@@ -204,6 +204,45 @@ pub fn unmount_all_under(dir: &Path) -> Result<(), SandboxError> {
     }
 }
 
+/// Makes `dir` (created if missing) a mount point of its own, a private bind mount of
+/// itself, so that everything mounted below it can be detached at once in another mount
+/// namespace (the shims' `HiddenMounts`). Private, so mounts made below it never propagate
+/// to the parent's peers. `Ok(true)` when `dir` is such a mount point (now or already);
+/// `Ok(false)` when something is mounted below it already, which a bind would cover.
+pub fn ensure_own_mount(dir: &Path) -> Result<bool, SandboxError> {
+    std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    let Some(dir) = canonical(dir)? else {
+        return Ok(false);
+    };
+    let table = read_mountinfo()?;
+    if table.iter().any(|m| m.mount_point == dir) {
+        return Ok(true);
+    }
+    if !select_under(&table, &dir).is_empty() {
+        return Ok(false);
+    }
+    nix::mount::mount(
+        Some(&dir),
+        &dir,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(io_err("bind mount onto", &dir))?;
+    nix::mount::mount(
+        None::<&str>,
+        &dir,
+        None::<&str>,
+        MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(io_err("make private", &dir))
+    .inspect_err(|_| {
+        let _ = detach(&dir);
+    })?;
+    Ok(true)
+}
+
 /// Removes `dir` and everything in it after unmounting everything at or under it. Never
 /// follows symlinks and never deletes inside another mount: an entry on one (that could not be
 /// unmounted, or appeared meanwhile) is a `StillMounted` error. Ok when `dir` does not exist;

@@ -17,8 +17,8 @@ use super::pidfd::{poll_readable, PidFd};
 use super::process::SHIM_SUBCOMMAND;
 use super::spec::{ContainerConfig, SpecError};
 use super::state::{
-    process_start_time, read_json, write_json_atomic, ExitRecord, Handshake, RecordError,
-    ShimRequest, StartErrorKind, StartedRecord, StateDir,
+    process_start_time, read_json, write_json_atomic, ExitRecord, Handshake, HiddenMounts,
+    RecordError, ShimRequest, StartErrorKind, StartedRecord, StateDir,
 };
 
 /// How long `start` waits for the shim's handshake by default.
@@ -110,6 +110,18 @@ impl ShimClient {
         state_dir: &Path,
         log_path: &Path,
     ) -> Result<RunningContainer, ClientError> {
+        self.start_hiding(config, state_dir, log_path, None)
+    }
+
+    /// [`ShimClient::start`], with `hidden` mounts out of libcontainer's sight while it
+    /// creates the container (see [`HiddenMounts`]).
+    pub fn start_hiding(
+        &self,
+        config: &ContainerConfig,
+        state_dir: &Path,
+        log_path: &Path,
+        hidden: Option<&HiddenMounts>,
+    ) -> Result<RunningContainer, ClientError> {
         config.validate()?;
         let state = StateDir::new(state_dir);
         let io = |what, path: &Path| {
@@ -133,6 +145,7 @@ impl ShimClient {
                 config: config.clone(),
                 log_path,
                 log_max_bytes: self.log_max_bytes,
+                hidden_mounts: hidden.cloned(),
             },
         )?;
         let shim_log = OpenOptions::new()

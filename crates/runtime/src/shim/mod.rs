@@ -28,6 +28,7 @@ pub use spec::{
     DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS,
 };
 pub use state::{
-    process_start_time, read_json, write_json_atomic, ExitRecord, StartErrorKind, StartedRecord,
+    process_start_time, read_json, write_json_atomic, ExitRecord, HiddenMounts, StartErrorKind,
+    StartedRecord,
 };
 pub use streams::STDIN_NOT_OPEN;

@@ -4,7 +4,8 @@
 //! container's output into the CRI log and to attach clients (streams.rs), feeds their input
 //! to the container's stdin when it is kept open, waits for the exit, cleans up the cgroup
 //! and libcontainer state, writes the exit record and exits. The only place libcontainer
-//! runs.
+//! runs. While libcontainer creates the container the shim can sit in a private mount
+//! namespace without the other pods' mounts ([`HiddenMounts`]), then it goes back.
 //!
 //! stdio: stdin is /dev/null, or with `stdin` a pipe whose write end the shim holds;
 //! stdout and stderr are pipes. With `tty` libcontainer makes a terminal inside the
@@ -32,7 +33,7 @@ use super::executor::ShimExecutor;
 use super::pidfd::PidFd;
 use super::state::{
     self, classify_start_error, exit_code_of, read_json, rfc3339_nano, write_json_atomic,
-    ExitRecord, Handshake, ShimRequest, StartErrorKind, StartedRecord, StateDir,
+    ExitRecord, Handshake, HiddenMounts, ShimRequest, StartErrorKind, StartedRecord, StateDir,
     CONSOLE_SOCKET_NAME,
 };
 use super::streams::{self, Hub};
@@ -234,6 +235,101 @@ enum Slot {
     Attach(streams::Token),
 }
 
+/// Moves the shim into a private copy of its mount namespace without the mounts `hidden`
+/// names (see [`HiddenMounts`]) and returns the namespace it left. `hidden.under` must be a
+/// mount point of its own (the agent makes its pods directory one): then three calls do it
+/// whatever the number of pods, a recursive clone of `keep`, one lazy unmount of `under`
+/// (everything below goes with it) and the clone put back at `keep`, where unmounting the
+/// other pods' mounts one by one would cost an RCU grace period each. The copy is made
+/// private first, so nothing done in it reaches the node. Best effort: on any failure the
+/// shim goes back to the node's namespace and libcontainer sees every mount.
+fn hide_mounts(hidden: &HiddenMounts) -> Option<File> {
+    use std::os::unix::ffi::OsStrExt;
+    // Not in the libc crate yet (linux/mount.h).
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    let under = std::fs::canonicalize(&hidden.under).ok()?;
+    let keep = std::fs::canonicalize(&hidden.keep).ok()?;
+    if keep == under || !keep.starts_with(&under) {
+        return None;
+    }
+    let keep_c = std::ffi::CString::new(keep.as_os_str().as_bytes()).ok()?;
+    let original = File::open("/proc/self/ns/mnt")
+        .map_err(|e| eprintln!("skiff shim: opening the mount namespace: {e}"))
+        .ok()?;
+    if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS) {
+        eprintln!("skiff shim: a mount namespace of its own: {e}");
+        return None;
+    }
+    let give_up = |what: &str, e: std::io::Error| {
+        eprintln!("skiff shim: hiding other pods' mounts: {what}: {e}");
+        return_to(&original);
+        None
+    };
+    let private = nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    );
+    if let Err(e) = private {
+        return give_up("making the mounts private", e.into());
+    }
+    // SAFETY: open_tree with a valid C string; the returned descriptor is owned below.
+    let tree = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            keep_c.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint,
+        )
+    };
+    if tree < 0 {
+        return give_up("cloning the pod's mounts", std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
+    let flags = nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::UMOUNT_NOFOLLOW;
+    match nix::mount::umount2(&under, flags) {
+        Ok(()) => {}
+        // Not a mount point (pods started by an agent that did not make it one).
+        Err(nix::errno::Errno::EINVAL) => {
+            return_to(&original);
+            return None;
+        }
+        Err(e) => return give_up("detaching the pods directory", e.into()),
+    }
+    // SAFETY: move_mount with a descriptor we own, an empty path and a valid C string.
+    let moved = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            keep_c.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if moved != 0 {
+        // The pod's own mounts are gone from this namespace: back to the node's.
+        return give_up(
+            "putting the pod's mounts back",
+            std::io::Error::last_os_error(),
+        );
+    }
+    Some(original)
+}
+
+/// Back to the node's mount namespace once the container exists, so the shim does not pin
+/// a copy of the node's mounts for the container's whole life.
+fn return_to(original: &File) {
+    use std::os::fd::AsFd;
+    if let Err(e) = nix::sched::setns(original.as_fd(), nix::sched::CloneFlags::CLONE_NEWNS) {
+        eprintln!("skiff shim: back to the node's mount namespace: {e}");
+    }
+}
+
 /// Accepts libcontainer's connection on the console socket and takes the terminal master
 /// it sends (SCM_RIGHTS), waiting at most `timeout`.
 fn receive_master(
@@ -348,6 +444,8 @@ fn start(state: &StateDir) -> Result<(Running, StartedRecord), ShimError> {
             message: chain(&e),
         }
     };
+    // From here to the container's creation the shim may be in a mount namespace of its own.
+    let node_mounts = request.hidden_mounts.as_ref().and_then(hide_mounts);
     let mut builder = ContainerBuilder::new(id.clone(), SyscallType::default())
         .with_executor(ShimExecutor)
         .with_root_path(&lc_root)
@@ -387,6 +485,9 @@ fn start(state: &StateDir) -> Result<(Running, StartedRecord), ShimError> {
         .with_systemd(false)
         .with_detach(true)
         .build();
+    if let Some(original) = node_mounts {
+        return_to(&original);
+    }
     // The container's ends of the pipes went into the builder and were closed with it: EOF
     // on the read ends now means every process of the container has closed its output.
     let mut container = match built {

@@ -71,6 +71,20 @@ pub struct ShimRequest {
     /// Rotate the log once it is this large (kubelet's containerLogMaxSize, 10Mi).
     #[serde(default = "default_log_max_bytes")]
     pub log_max_bytes: u64,
+    /// Mounts to hide from libcontainer while it creates the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden_mounts: Option<HiddenMounts>,
+}
+
+/// Mounts a container never needs, hidden while libcontainer creates it: every mount
+/// strictly under `under` except those at or under `keep` (on a node: the other pods'
+/// root filesystems, volumes and network namespaces). libcontainer reads the whole mount
+/// table several times per container and copies it into the container's namespace, so
+/// without this a container start costs more with every pod the node runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HiddenMounts {
+    pub under: PathBuf,
+    pub keep: PathBuf,
 }
 
 pub fn default_log_max_bytes() -> u64 {
