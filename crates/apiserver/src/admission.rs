@@ -50,8 +50,7 @@ pub async fn check_namespace_for_create(
     let Some(kv) = kv else {
         return Err(ApiError::namespace_not_found(namespace));
     };
-    let ns = objects::decode(namespaces(), &kv)?;
-    let terminating = objects::is_deleting(&ns) || ns["status"]["phase"] == "Terminating";
+    let terminating = namespace_terminating(&kv)?;
     // Upstream lets events be written into a terminating namespace, so controllers can
     // report what the deletion is doing.
     if terminating && info.kind != "Event" {
@@ -66,6 +65,36 @@ pub async fn check_namespace_for_create(
         })));
     }
     Ok(())
+}
+
+/// Whether a stored Namespace is being deleted (a deletionTimestamp) or in phase
+/// Terminating. Reads only those two fields, not the whole object: this runs for every
+/// namespaced create.
+fn namespace_terminating(kv: &store::KeyValue) -> ApiResult<bool> {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default)]
+    struct Lifecycle {
+        metadata: LifecycleMeta,
+        status: LifecycleStatus,
+    }
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default, rename_all = "camelCase")]
+    struct LifecycleMeta {
+        deletion_timestamp: Value,
+    }
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default)]
+    struct LifecycleStatus {
+        phase: Value,
+    }
+    match serde_json::from_slice::<Lifecycle>(&kv.value) {
+        Ok(ns) => Ok(!ns.metadata.deletion_timestamp.is_null() || ns.status.phase == "Terminating"),
+        // An odd shape (say, `"status": null`): read it the general way.
+        Err(_) => {
+            let ns = objects::decode(namespaces(), kv)?;
+            Ok(objects::is_deleting(&ns) || ns["status"]["phase"] == "Terminating")
+        }
+    }
 }
 
 pub fn check_namespace_delete(name: &str) -> ApiResult<()> {

@@ -37,6 +37,46 @@ pub fn encode(info: &ResourceInfo, obj: &Value) -> ApiResult<Bytes> {
         .map_err(|e| ApiError::internal(format!("encoding object: {e}")))
 }
 
+/// An object encoded for a write: the bytes for the store and, where the served form is
+/// the stored form, the object itself, so the answer need not parse the bytes back.
+pub struct Encoded {
+    pub bytes: Bytes,
+    served: Option<Value>,
+}
+
+/// `encode` for an object the caller gives up: no copy of it, and it is kept for
+/// `Encoded::into_stored`.
+pub fn encode_owned(info: &ResourceInfo, obj: Value) -> ApiResult<Encoded> {
+    let unconverted = api::conversion::storage_version(info) == (info.group, info.version);
+    let mut stored = api::conversion::to_storage(info, obj);
+    if let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+    }
+    let bytes = serde_json::to_vec(&stored)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::internal(format!("encoding object: {e}")))?;
+    Ok(Encoded {
+        bytes,
+        served: unconverted.then_some(stored),
+    })
+}
+
+impl Encoded {
+    /// The object exactly as `decode(info, kv)` returns it, for the `kv` the store wrote
+    /// these bytes as (a JSON round trip of a `Value` gives the same `Value`).
+    pub fn into_stored(self, info: &ResourceInfo, kv: &KeyValue) -> ApiResult<Value> {
+        let Some(mut obj) = self.served else {
+            return decode(info, kv);
+        };
+        if let Some(m) = obj.as_object_mut() {
+            m.insert("apiVersion".into(), json!(info.api_version()));
+            m.insert("kind".into(), json!(info.kind));
+        }
+        set_resource_version(&mut obj, kv.mod_revision);
+        Ok(obj)
+    }
+}
+
 pub fn set_resource_version(obj: &mut Value, rev: i64) {
     if let Some(meta) = metadata_mut(obj) {
         meta.insert("resourceVersion".into(), json!(rev.to_string()));

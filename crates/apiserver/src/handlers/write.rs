@@ -109,12 +109,13 @@ pub async fn create_object(
         }
         return Ok(render::with_type_meta(info, obj));
     }
+    let encoded = objects::encode_owned(info, obj)?;
     let kv = server
         .store
-        .create(&key, objects::encode(info, &obj)?)
+        .create(&key, encoded.bytes.clone())
         .await
         .map_err(|e| store_error(info, &name, e))?;
-    objects::decode(info, &kv)
+    encoded.into_stored(info, &kv)
 }
 
 pub async fn update(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
@@ -311,12 +312,13 @@ async fn write_update(
             Err(e) => return Err(store_error(info, &name, e).into()),
         }
     }
+    let encoded = objects::encode_owned(info, new)?;
     match server
         .store
-        .update(key, objects::encode(info, &new)?, revision)
+        .update(key, encoded.bytes.clone(), revision)
         .await
     {
-        Ok(kv) => Ok(objects::decode(info, &kv)?),
+        Ok(kv) => Ok(encoded.into_stored(info, &kv)?),
         Err(StoreError::Conflict { .. }) => Err(WriteError::Moved),
         Err(StoreError::NotFound { .. }) => Err(ApiError::not_found(info, &name).into()),
         Err(e) => Err(store_error(info, &name, e).into()),

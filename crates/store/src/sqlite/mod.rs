@@ -236,7 +236,7 @@ impl Store for SqliteStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let key = key.to_owned();
         self.reads
-            .run(move |conn| read::get_latest(conn, &key))
+            .run_point(move |conn| read::get_latest(conn, &key))
             .await
     }
 

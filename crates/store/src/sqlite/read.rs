@@ -1,4 +1,5 @@
-//! The read side: a small pool of read-only connections used from `spawn_blocking`, and
+//! The read side: a small pool of read-only connections used from `spawn_blocking` (point
+//! reads on the caller's thread when a connection is free), and
 //! the queries for get, list (latest and at an older revision), count and the history
 //! pages a watch catches up from. Every multi-statement read runs in one read transaction,
 //! so it sees one committed snapshot, and WAL readers never wait for the writer.
@@ -61,6 +62,33 @@ impl ReadPool {
         })
         .await
         .map_err(|e| StoreError::Backend(format!("sqlite read task failed: {e}")))?
+    }
+}
+
+impl ReadPool {
+    /// Run a point read (`f` is one indexed lookup, tens of microseconds) on the calling
+    /// thread when an opened connection is idle: handing it to the blocking pool cost
+    /// more CPU (two thread wake-ups) than the read itself. Anything else, or a busy
+    /// pool, goes through `run`.
+    pub(crate) async fn run_point<T, F>(self: &Arc<Self>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
+            return self.run(f).await;
+        };
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let Some(mut conn) = pooled else {
+            drop(_permit);
+            return self.run(f).await;
+        };
+        let result = f(&mut conn);
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+        result
     }
 }
 

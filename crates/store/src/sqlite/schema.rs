@@ -37,9 +37,6 @@ CREATE TABLE IF NOT EXISTS meta (
 INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0), ('compacted', 0);
 ";
 
-/// WAL size (in pages) at which the writer checkpoints itself; 2,000 pages is 8 MiB.
-const WRITER_AUTOCHECKPOINT_PAGES: i64 = 2000;
-
 /// Readers wait this long for a checkpoint or recovery instead of failing at once.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -91,15 +88,10 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection> {
         .map_err(db_err(format!("setting journal_size_limit on {ctx}")))?;
     conn.pragma_update(None, "cache_size", -16 * 1024)
         .map_err(db_err(format!("setting cache_size on {ctx}")))?;
-    // Checkpoints copy the WAL into the database and fsync it. The checkpointer thread
-    // does the bulk of that on its own connection, off the commit path; but only a
-    // checkpoint that finishes while no new frame is appended lets the next transaction
-    // restart the WAL from its beginning, and under a steady write load only the writer
-    // itself can find such a moment. So the writer still checkpoints once the WAL holds
-    // this many pages; by then most frames are already copied and it costs little more
-    // than the database fsync. Without it the WAL grows without bound.
-    conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
-        .map_err(db_err(format!("setting wal_autocheckpoint on {ctx}")))?;
+    // No checkpoint inside COMMIT: the writer checkpoints between batches, once the
+    // callers of the batch have their answers (`writer::Writer::checkpoint_if_due`).
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(db_err(format!("disabling wal_autocheckpoint on {ctx}")))?;
     conn.execute_batch(SCHEMA)
         .map_err(db_err(format!("creating schema in {ctx}")))?;
     let version: Option<i64> = conn

@@ -270,6 +270,38 @@ async fn file_size_stays_bounded_under_constant_updates() {
     );
 }
 
+/// The writer checkpoints between batches (no auto-checkpoint inside COMMIT): under a
+/// steady stream of writes the WAL must still be restarted, so the file stops growing
+/// near the writer's checkpoint size instead of holding every frame ever written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_is_restarted_under_steady_writes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(&dir, no_auto());
+    // 16 KiB values: ~6 WAL frames per write, 3,000 writes = ~18,000 frames (~74 MiB)
+    // if nothing restarted the WAL.
+    let value = Bytes::from(vec![b'w'; 16 * 1024]);
+    let mut rev = store
+        .create("/wal/steady", value.clone())
+        .await
+        .expect("create")
+        .mod_revision;
+    let wal = dir.path().join("state.db-wal");
+    let mut largest = 0;
+    for _ in 0..3_000 {
+        rev = store
+            .update("/wal/steady", value.clone(), rev)
+            .await
+            .expect("update")
+            .mod_revision;
+        largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+    }
+    let bound = (super::writer::WRITER_CHECKPOINT_PAGES as u64 + 1_000) * (4096 + 24);
+    assert!(
+        largest < bound,
+        "the WAL grew to {largest} bytes (bound {bound}): it was never restarted"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_share_commits() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -7,14 +7,19 @@
 //! compare-and-swap fails consumes no revision and leaves the rest of the batch alone;
 //! an SQLite (I/O-level) error fails the whole batch, which is rolled back.
 //! WAL checkpoints mostly run on a separate thread and connection, so a commit usually
-//! waits only for its own WAL fsync (see `schema::open_writer` for the exception that
-//! keeps the WAL bounded).
+//! waits only for its own WAL fsync. Only a checkpoint that finishes while no frame is
+//! appended lets the next transaction restart the WAL from its beginning, and under a
+//! steady write load only the writer can find such a moment: so once the WAL holds
+//! `WRITER_CHECKPOINT_PAGES`, the writer checkpoints itself, after answering the batch
+//! that crossed the mark (SQLite's auto-checkpoint would run inside that batch's COMMIT,
+//! before anyone is answered). By then the checkpointer has copied most frames, so it
+//! costs little more than the database fsync. Without it the WAL grows without bound.
 //!
 //! Compaction runs on the same thread in chunks of `COMPACT_CHUNK` revisions, each its
 //! own short transaction, interleaved with write batches so it never stalls writers.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -31,6 +36,12 @@ use crate::{Event, KeyValue, Result, Revision, StoreError};
 
 /// Revisions handled per compaction transaction.
 const COMPACT_CHUNK: Revision = 10_000;
+
+/// WAL size (in pages) at which the writer checkpoints itself; 8,000 pages is 32 MiB.
+/// Each such checkpoint briefly holds up the writes queued behind it (the database
+/// fsync), so fewer, larger WAL generations mean fewer such pauses: at 1,000 updates/s
+/// one every ~3 s instead of every ~0.7 s with 2,000 pages.
+pub(crate) const WRITER_CHECKPOINT_PAGES: i64 = 8_000;
 
 pub(crate) enum WriteKind {
     Create {
@@ -95,10 +106,15 @@ struct Writer {
     compaction: Option<Compaction>,
     /// The revision current at the previous automatic-compaction tick.
     last_tick: Option<Revision>,
+    /// Pages in the WAL after the last commit, as SQLite's WAL hook reports them.
+    wal_pages: Arc<AtomicI64>,
+    /// WAL size at the writer's last checkpoint that could not restart the WAL (a reader
+    /// held it), so a busy WAL is retried every few hundred pages, not after every batch.
+    checkpointed_at: i64,
 }
 
 pub(crate) fn spawn(
-    conn: Connection,
+    mut conn: Connection,
     path: PathBuf,
     rx: mpsc::Receiver<Job>,
     events: Arc<broadcast::Sender<Arc<EventBatch>>>,
@@ -106,7 +122,19 @@ pub(crate) fn spawn(
     max_batch: usize,
     commit_delay: Duration,
 ) -> Result<JoinHandle<()>> {
+    let wal_pages = Arc::new(AtomicI64::new(0));
+    let reported = wal_pages.clone();
+    conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
+        reported.store(i64::from(pages), Ordering::Relaxed);
+        Ok(())
+    }))
+    .map_err(db_err(format!(
+        "installing the WAL hook on {}",
+        path.display()
+    )))?;
     let writer = Writer {
+        wal_pages,
+        checkpointed_at: 0,
         conn,
         revision: counters.revision.load(Ordering::Acquire),
         compacted: counters.compacted.load(Ordering::Acquire),
@@ -239,6 +267,7 @@ impl Writer {
             if self.compaction.is_some() && !shutdown {
                 self.compaction_step();
             }
+            self.checkpoint_if_due();
         }
         // A compaction cut short resumes nowhere; the persisted compacted revision is
         // always consistent with what was deleted, so the next run simply starts later.
@@ -248,6 +277,27 @@ impl Writer {
                     "sqlite store closed during compaction".into(),
                 )));
             }
+        }
+    }
+
+    /// Checkpoint on the write connection once the WAL holds `WRITER_CHECKPOINT_PAGES`
+    /// (see the module header). PASSIVE: a reader still using old frames only means the
+    /// WAL is restarted at a later attempt.
+    fn checkpoint_if_due(&mut self) {
+        let pages = self.wal_pages.load(Ordering::Relaxed);
+        if pages < WRITER_CHECKPOINT_PAGES {
+            self.checkpointed_at = 0;
+            return;
+        }
+        if self.checkpointed_at > 0 && pages < self.checkpointed_at + WRITER_CHECKPOINT_PAGES / 16 {
+            return;
+        }
+        self.checkpointed_at = pages;
+        if let Err(e) = self
+            .conn
+            .wal_checkpoint_v2(None::<&str>, rusqlite::wal::CheckpointMode::PASSIVE)
+        {
+            tracing::warn!(error = %e, path = %self.path.display(), "sqlite writer checkpoint failed");
         }
     }
 
