@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::Client;
 
@@ -191,6 +191,7 @@ impl Recorder {
         }
         let object_name = regarding.name.clone().unwrap_or_else(|| "unknown".into());
         let nanos = now.as_nanosecond();
+        let event_namespace = namespace.clone();
         let event = CoreEvent {
             metadata: ObjectMeta {
                 name: Some(format!("{object_name}.{:x}", nanos as u64)),
@@ -215,12 +216,12 @@ impl Recorder {
             related: ev.secondary.clone(),
             series: None,
         };
-        let created = api.create(&PostParams::default(), &event).await?;
+        let created = crate::requests::create_named(&self.client, &event_namespace, &event).await?;
         let mut seen = self.lock();
         if seen.len() >= REMEMBERED {
             seen.clear();
         }
-        seen.insert(key, (created.metadata.name.unwrap_or_default(), 1));
+        seen.insert(key, (created, 1));
         Ok(())
     }
 

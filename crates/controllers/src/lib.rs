@@ -31,6 +31,7 @@ pub mod node_lifecycle;
 pub mod persistentvolume;
 pub mod podgc;
 pub mod replicaset;
+pub mod requests;
 pub mod revisions;
 pub mod root_ca_publisher;
 pub mod service_lb;

@@ -13,6 +13,8 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 
+use crate::lean::Lean;
+
 /// Where an object lives: `(namespace, name)`, ordered so one namespace is a range.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey {
@@ -320,6 +322,8 @@ impl<K: Resource + Clone + Send + Sync + 'static> Informer<K> {
         K: DeserializeOwned + fmt::Debug,
         K::DynamicType: Default,
     {
+        // Listed and watched as `Lean<K>`: decoded without managedFields (see `lean`).
+        let api: Api<Lean<K>> = Api::all_with(api.into_client(), &Default::default());
         let mut events = watcher(api, watcher::Config::default())
             .default_backoff()
             .boxed();
@@ -327,7 +331,7 @@ impl<K: Resource + Clone + Send + Sync + 'static> Informer<K> {
         while let Some(event) = events.next().await {
             match event {
                 Ok(watcher::Event::Init) => relist = Some(BTreeMap::new()),
-                Ok(watcher::Event::InitApply(obj)) => {
+                Ok(watcher::Event::InitApply(Lean(obj))) => {
                     if let Some(fresh) = relist.as_mut() {
                         fresh.insert(ObjectKey::of(&obj), Arc::new(trimmed(obj)));
                     }
@@ -337,8 +341,8 @@ impl<K: Resource + Clone + Send + Sync + 'static> Informer<K> {
                     tracing::debug!(kind, objects = fresh.len(), "informer listed");
                     self.replace(fresh);
                 }
-                Ok(watcher::Event::Apply(obj)) => self.apply(obj),
-                Ok(watcher::Event::Delete(obj)) => self.delete(obj),
+                Ok(watcher::Event::Apply(Lean(obj))) => self.apply(obj),
+                Ok(watcher::Event::Delete(Lean(obj))) => self.delete(obj),
                 Err(e) => tracing::warn!(kind, "informer watch failed, will relist: {e}"),
             }
         }

@@ -12,6 +12,7 @@
 //! object, so this crate keeps its own small cache instead.
 
 mod informer;
+mod lean;
 mod workqueue;
 
 pub use informer::{key_of, Change, Factory, Informer, ObjectKey, Subscription};

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{
     Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, PodCondition, Service,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource};
@@ -668,6 +668,9 @@ impl Scheduler {
                 return;
             };
             let outcome = bind(&client, &pod, &node).await;
+            // The permit bounds binds in flight; the Scheduled event that follows a bind
+            // must not hold back the next one.
+            drop(_permit);
             let bound = matches!(outcome, BindOutcome::Bound);
             let _ = outcomes.send(outcome);
             if bound {
@@ -828,8 +831,9 @@ async fn bind(client: &Client, pod: &Arc<Pod>, node: &str) -> BindOutcome {
         "metadata": {"name": name, "namespace": ns, "uid": pod.metadata.uid},
         "target": {"apiVersion": "v1", "kind": "Node", "name": node},
     });
+    // The answer is a Status; only success or the error matters.
     match api
-        .create_subresource::<_, serde_json::Value>(
+        .create_subresource::<_, serde::de::IgnoredAny>(
             "binding",
             &name,
             &PostParams::default(),
@@ -850,20 +854,43 @@ async fn bind(client: &Client, pod: &Arc<Pod>, node: &str) -> BindOutcome {
     }
 }
 
+/// The `Scheduled` event (events.k8s.io/v1), the Event kube-runtime's recorder would
+/// create for a first occurrence, written without decoding the Event the API answers
+/// with. Scheduled never repeats for a pod, so there is no series to fold into.
 async fn record_scheduled(client: &Client, pod: &Pod, node: &str) {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("");
     let name = pod.metadata.name.as_deref().unwrap_or("");
-    // A fresh recorder: Scheduled never repeats for a pod, and a shared recorder's
-    // de-duplication cache would grow with every pod scheduled.
-    let recorder = Recorder::new(client.clone(), reporter());
-    let ev = Event {
-        type_: EventType::Normal,
-        reason: "Scheduled".into(),
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let event = k8s_openapi::api::events::v1::Event {
+        action: Some("Binding".into()),
+        reason: Some("Scheduled".into()),
+        event_time: Some(MicroTime(now)),
+        regarding: Some(pod.object_ref(&())),
         note: Some(format!("Successfully assigned {ns}/{name} to {node}")),
-        action: "Binding".into(),
-        secondary: None,
+        metadata: ObjectMeta {
+            namespace: pod.metadata.namespace.clone(),
+            name: Some(format!("{name}.{:x}", now.as_nanosecond())),
+            ..Default::default()
+        },
+        reporting_controller: Some(SCHEDULER_NAME.to_string()),
+        reporting_instance: Some(SCHEDULER_NAME.to_string()),
+        type_: Some("Normal".into()),
+        ..Default::default()
     };
-    if let Err(e) = recorder.publish(&ev, &pod.object_ref(&())).await {
+    let namespace = if ns.is_empty() { "default" } else { ns };
+    let result = async {
+        let body = serde_json::to_vec(&event).map_err(kube::Error::SerdeError)?;
+        let mut req = kube::core::Request::new(k8s_openapi::api::events::v1::Event::url_path(
+            &(),
+            Some(namespace),
+        ))
+        .create(&PostParams::default(), body)
+        .map_err(kube::Error::BuildRequest)?;
+        req.extensions_mut().insert("create");
+        client.request::<serde::de::IgnoredAny>(req).await
+    }
+    .await;
+    if let Err(e) = result {
         tracing::debug!("scheduler: recording Scheduled for {ns}/{name}: {e}");
     }
 }

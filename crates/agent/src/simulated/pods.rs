@@ -113,6 +113,29 @@ fn release_or_adopt(sim: &Sim, pod: &Pod) {
     }
 }
 
+/// Merge-patch a pod's status, as `Api::patch_status` does, without decoding the pod the
+/// API server answers with (nothing here reads it; the informer brings the new state).
+async fn patch_status(
+    client: &kube::Client,
+    key: &ObjectKey,
+    patch: &serde_json::Value,
+) -> Result<(), kube::Error> {
+    use kube::Resource;
+    let mut req = kube::core::Request::new(Pod::url_path(&(), Some(&key.namespace)))
+        .patch_subresource(
+            "status",
+            &key.name,
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .map_err(kube::Error::BuildRequest)?;
+    req.extensions_mut().insert("patch_status");
+    client
+        .request::<serde::de::IgnoredAny>(req)
+        .await
+        .map(|_| ())
+}
+
 /// One pass over one pod: decide, then act.
 async fn sync(sim: &Sim, key: &ObjectKey) -> Result<Option<Duration>, SimError> {
     let Some(pod) = sim.pods.get_key(key) else {
@@ -154,13 +177,7 @@ async fn sync(sim: &Sim, key: &ObjectKey) -> Result<Option<Duration>, SimError> 
                 status.get("phase").and_then(|p| p.as_str()),
                 Some("Succeeded" | "Failed")
             );
-            let result = api
-                .patch_status(
-                    &key.name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&json!({"status": status})),
-                )
-                .await;
+            let result = patch_status(&sim.client, key, &json!({"status": status})).await;
             match result {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),

@@ -331,19 +331,17 @@ impl Controller {
         key: &ObjectKey,
         count: usize,
     ) -> Option<ManageFailure> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &key.namespace);
         let template = self.pod_from_template(rs);
         for batch in decide::slow_start_batches(count) {
-            let results = futures::future::join_all((0..batch).map(|_| {
-                let (api, template) = (api.clone(), template.clone());
-                async move { api.create(&PostParams::default(), &template).await }
-            }))
-            .await;
+            let results =
+                futures::future::join_all((0..batch).map(|_| {
+                    crate::requests::create_named(&self.client, &key.namespace, &template)
+                }))
+                .await;
             let mut first_error = None;
             for result in results {
                 match result {
-                    Ok(pod) => {
-                        let name = pod.metadata.name.unwrap_or_default();
+                    Ok(name) => {
                         self.expectations.created(key, &name);
                         self.event(
                             rs,
