@@ -312,7 +312,7 @@ fn main() -> std::process::ExitCode {
     {
         runtime::exec::run_exec(std::env::args_os().skip(2));
     }
-    lazy_commit_for_the_node_agent();
+    lazy_arena_commit_for_daemons();
     let cli = Cli::parse();
     match cli.command {
         Command::Server(args) => {
@@ -409,18 +409,20 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// `skiff agent` (a real node, not `--simulate`) re-executes itself once with mimalloc's
-/// lazy arena commit, which is read only at process start: the agent's RSS with 100 pods
-/// goes from 70 to 46 MiB (BENCHMARKS.md session 6), under kubelet's own 50 MB. The server
-/// keeps the eager default, which its throughput was measured with.
-fn lazy_commit_for_the_node_agent() {
+/// `skiff server` and `skiff agent` (a real node, not `--simulate`) re-execute themselves
+/// once with mimalloc's lazy arena commit, which is read only at process start. Eager
+/// commit (mimalloc's default) backs whole arenas at once and, with transparent huge pages,
+/// in 2 MiB pages: the idle server held 50 MiB of anonymous memory instead of 24 and the
+/// agent with 100 pods 70 MiB instead of 46 (BENCHMARKS.md sessions 6 and 10); lazy commit
+/// measured no slower (durable creates/s with 32 clients within noise, session 10).
+fn lazy_arena_commit_for_daemons() {
     const VAR: &str = "MIMALLOC_ARENA_EAGER_COMMIT";
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let is_real_agent = args.get(1).is_some_and(|a| a == "agent")
+    let is_daemon = args.get(1).is_some_and(|a| a == "server" || a == "agent")
         && !args
             .iter()
             .any(|a| a.to_string_lossy().starts_with("--simulate"));
-    if !is_real_agent || std::env::var_os(VAR).is_some() {
+    if !is_daemon || std::env::var_os(VAR).is_some() {
         return;
     }
     use std::os::unix::process::CommandExt;
@@ -429,8 +431,8 @@ fn lazy_commit_for_the_node_agent() {
         .args(&args[1..])
         .env(VAR, "0")
         .exec();
-    // Not fatal: the agent runs with the default, using a little more memory.
-    eprintln!("skiff agent: re-executing with {VAR}=0 failed ({err}); continuing");
+    // Not fatal: it runs with the default, using more memory.
+    eprintln!("skiff: re-executing with {VAR}=0 failed ({err}); continuing");
 }
 
 /// Run a command's future on a multi-threaded runtime; errors are printed with context.
