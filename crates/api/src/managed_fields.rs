@@ -1142,23 +1142,83 @@ impl Comparison {
     }
 }
 
-fn compare_objects(info: &ResourceInfo, old: Option<&Value>, new: &Value) -> Comparison {
+/// `skip`: fields left out of the comparison (ones `Comparison::strip` would remove from
+/// the result anyway, so comparing them is wasted work).
+fn compare_objects(
+    info: &ResourceInfo,
+    old: Option<&Value>,
+    new: &Value,
+    skip: Skip<'_>,
+) -> Comparison {
     let mut out = Comparison::default();
     // A create compares against the kind's zero object, as upstream does.
     let old = old.or(Some(empty_object()));
-    compare_node(old, Some(new), Ty::root(info), None, Some(true), &mut out);
+    compare_node(
+        old,
+        Some(new),
+        Ty::root(info),
+        None,
+        Some(true),
+        skip,
+        &mut out,
+    );
     out
+}
+
+/// Fields of a node a comparison leaves out, and fields of its `metadata` child.
+#[derive(Clone, Copy, Default)]
+struct Skip<'a> {
+    fields: &'a [&'a str],
+    metadata: &'a [&'a str],
+}
+
+impl<'a> Skip<'a> {
+    /// What `Comparison::strip` removes for a write through `subresource`.
+    fn stripped(info: &ResourceInfo, subresource: Option<&str>) -> Skip<'static> {
+        Skip {
+            fields: match reset_field(info, subresource) {
+                Some("status") => &["status"],
+                Some("spec") => &["spec"],
+                _ => &[],
+            },
+            metadata: UNTRACKED_METADATA,
+        }
+    }
+
+    /// What to leave out below the field `key`.
+    fn below(self, key: &str) -> Skip<'a> {
+        if key == "metadata" && !self.metadata.is_empty() {
+            Skip {
+                fields: self.metadata,
+                metadata: &[],
+            }
+        } else {
+            Skip::default()
+        }
+    }
+}
+
+/// The top-level field `strip_reset` removes from a write's comparison.
+fn reset_field(info: &ResourceInfo, subresource: Option<&str>) -> Option<&'static str> {
+    match subresource {
+        None if info.has_subresource(Subresource::Status) => Some("status"),
+        Some("status") => Some("spec"),
+        _ => None,
+    }
 }
 
 /// Compares one node; fills `out` with the differences below it and returns the node's
 /// own change. `zero` is `Some(at_root)` where Go's zero value of the parent type is
-/// meaningful (not inside list items or map types).
+/// meaningful (not inside list items or map types). `skip` names a field of this node
+/// not to compare.
+#[allow(clippy::too_many_arguments)]
 fn compare_node(
     l: Option<&Value>,
     r: Option<&Value>,
     ty: Ty,
     rule: Option<Rule>,
     zero: Option<bool>,
+    skip: Skip<'_>,
     out: &mut Comparison,
 ) -> Option<Change> {
     let probe = match (l, r) {
@@ -1197,6 +1257,9 @@ fn compare_node(
             }
             let at_root = zero == Some(true);
             let mut visit = |k: &String, lv: Option<&Value>, rv: Option<&Value>| {
+                if skip.fields.contains(&k.as_str()) {
+                    return;
+                }
                 let (cty, is_field, crule) = ty.field(k);
                 let mut lv = lv;
                 if lv.is_none() && zero.is_some() && is_field {
@@ -1208,7 +1271,7 @@ fn compare_node(
                     None
                 };
                 let mut sub = Comparison::default();
-                let change = compare_node(lv, rv, cty, crule, czero, &mut sub);
+                let change = compare_node(lv, rv, cty, crule, czero, skip.below(k), &mut sub);
                 attach(out, PathElement::Field(k.clone()), change, sub);
             };
             if let Some(rm) = rm {
@@ -1236,13 +1299,22 @@ fn compare_node(
             let ri = index_items(rule, ra);
             for (pe, rv) in &ri {
                 let mut sub = Comparison::default();
-                let change = compare_node(li.get(pe).copied(), Some(rv), ity, None, None, &mut sub);
+                let change = compare_node(
+                    li.get(pe).copied(),
+                    Some(rv),
+                    ity,
+                    None,
+                    None,
+                    Skip::default(),
+                    &mut sub,
+                );
                 attach(out, pe.clone(), change, sub);
             }
             for (pe, lv) in &li {
                 if !ri.contains_key(pe) {
                     let mut sub = Comparison::default();
-                    let change = compare_node(Some(lv), None, ity, None, None, &mut sub);
+                    let change =
+                        compare_node(Some(lv), None, ity, None, None, Skip::default(), &mut sub);
                     attach(out, pe.clone(), change, sub);
                 }
             }
@@ -1348,21 +1420,21 @@ impl Entry {
         s
     }
 
-    fn to_json(&self) -> Value {
-        if let Some(raw) = &self.raw {
-            return raw.clone();
+    fn into_json(self) -> Value {
+        if let Some(raw) = self.raw {
+            return raw;
         }
         let mut m = Map::new();
-        m.insert("manager".into(), self.manager.clone().into());
-        m.insert("operation".into(), self.operation.clone().into());
-        m.insert("apiVersion".into(), self.api_version.clone().into());
-        if let Some(t) = &self.time {
-            m.insert("time".into(), t.clone().into());
+        m.insert("manager".into(), self.manager.into());
+        m.insert("operation".into(), self.operation.into());
+        m.insert("apiVersion".into(), self.api_version.into());
+        if let Some(t) = self.time {
+            m.insert("time".into(), t.into());
         }
         m.insert("fieldsType".into(), "FieldsV1".into());
         m.insert("fieldsV1".into(), to_fields_v1(&self.fields));
-        if let Some(s) = &self.subresource {
-            m.insert("subresource".into(), s.clone().into());
+        if let Some(s) = self.subresource {
+            m.insert("subresource".into(), s.into());
         }
         Value::Object(m)
     }
@@ -1509,7 +1581,7 @@ fn encode_entries(obj: &mut Value, mut entries: Vec<Entry>) {
     } else {
         meta.insert(
             "managedFields".into(),
-            Value::Array(entries.iter().map(Entry::to_json).collect()),
+            Value::Array(entries.into_iter().map(Entry::into_json).collect()),
         );
     }
 }
@@ -1564,7 +1636,7 @@ pub fn record_update(
         None => None,
     };
 
-    let mut cmp = compare_objects(info, old, new);
+    let mut cmp = compare_objects(info, old, new, Skip::stripped(info, subresource));
     cmp.strip(info, subresource);
     let live_list = old.and_then(managed_fields_of);
     if cmp.is_empty() && (subresource.is_some() || sent.is_none() || sent.as_ref() == live_list) {
@@ -1834,7 +1906,7 @@ pub fn apply(
         }
     }
 
-    let mut cmp = compare_objects(info, Some(&live_obj), &merged);
+    let mut cmp = compare_objects(info, Some(&live_obj), &merged, Skip::default());
     cmp.strip(info, None);
     let changed = cmp.changed();
     let mut conflicts: Vec<(usize, FieldSet)> = Vec::new();

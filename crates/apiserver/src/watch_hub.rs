@@ -424,6 +424,12 @@ impl View {
     pub fn info(&self) -> &'static ResourceInfo {
         self.info
     }
+
+    /// The only view of a resource, for tests of what watchers make of events.
+    #[cfg(test)]
+    pub(crate) fn only(info: &'static ResourceInfo) -> View {
+        View { index: 0, info }
+    }
 }
 
 /// The shapes a watch-event line is shared in (a Table is rendered per watcher: its cells
@@ -505,6 +511,18 @@ impl SharedEvent {
         }
     }
 
+    /// An event outside any hub, with one view, for tests.
+    #[cfg(test)]
+    pub(crate) fn single(event: Event) -> SharedEvent {
+        SharedEvent::new(event, 1)
+    }
+
+    /// The new object if something decoded it already, for tests.
+    #[cfg(test)]
+    pub(crate) fn new_object_if_decoded(&self, view: View) -> Option<&Value> {
+        self.cache(view).new.get().and_then(Option::as_ref)
+    }
+
     pub fn revision(&self) -> Revision {
         self.event.revision()
     }
@@ -577,6 +595,46 @@ impl SharedEvent {
         self.cache(view).lines[line_slot(shape, change)]
             .get_or_init(encode)
             .clone()
+    }
+
+    /// The `Shape::Object` line for `change`, spliced from the stored bytes when `view`
+    /// serves them as stored (`objects::served_json_into`), so the object is never decoded;
+    /// otherwise `encode` makes it from the decoded object. None when there is no such
+    /// object or it cannot be decoded. Either way the bytes are the same, and shared.
+    pub fn object_line(
+        &self,
+        view: View,
+        change: Change,
+        encode: impl FnOnce(&Value) -> Bytes,
+    ) -> Option<Bytes> {
+        let slot = &self.cache(view).lines[line_slot(Shape::Object, change)];
+        if let Some(line) = slot.get() {
+            return Some(line.clone());
+        }
+        let (kv, rev) = match (&self.event, change) {
+            (Event::Put { kv, .. }, Change::Added | Change::Modified) => (kv, kv.mod_revision),
+            (
+                Event::Put {
+                    prev: Some(prev), ..
+                },
+                Change::Deleted,
+            ) => (prev, self.revision()),
+            (Event::Delete { prev, revision }, Change::Deleted) => (prev, *revision),
+            _ => return None,
+        };
+        let mut line = Vec::with_capacity(kv.value.len() + 64);
+        line.extend_from_slice(b"{\"type\":\"");
+        line.extend_from_slice(change.event_type().as_bytes());
+        line.extend_from_slice(b"\",\"object\":");
+        if objects::served_json_into(view.info, &kv.value, rev, &mut line).is_some() {
+            line.extend_from_slice(b"}\n");
+            return Some(slot.get_or_init(|| Bytes::from(line)).clone());
+        }
+        let object = match change {
+            Change::Added | Change::Modified => self.new_object(view)?,
+            Change::Deleted => self.deleted_object(view)?,
+        };
+        Some(slot.get_or_init(|| encode(object)).clone())
     }
 }
 

@@ -9,6 +9,7 @@
 //! round-tripped JSON keeps explicit nulls and defaulted empties from being mistaken for
 //! unknown fields, and gives the Go-style type error a path.
 
+use std::fmt::Write as _;
 use std::sync::OnceLock;
 
 use k8s_openapi::api::{
@@ -210,7 +211,9 @@ fn decode_typed<T: DeserializeOwned + Serialize>(
     if let Some(e) = walker.type_error {
         return Err(cannot(e));
     }
-    let typed: T = serde_json::from_value(obj.clone()).map_err(|e| cannot(e.to_string()))?;
+    // Deserialized from the borrowed tree: the same visitor calls as from an owned
+    // `Value`, without copying the object first.
+    let typed = T::deserialize(obj).map_err(|e| cannot(e.to_string()))?;
     let mut object = serde_json::to_value(&typed)
         .map_err(|e| DecodeError::BadRequest(format!("cannot encode {kind}: {e}")))?;
     // Upstream re-encodes every quantity in canonical form (`0.5` → `500m`).
@@ -256,8 +259,15 @@ struct Walker<'a> {
 
 /// A JSON pointer from a strict-decoding path is awkward to rebuild, so the walker keeps
 /// the pointer alongside: this escapes one token.
-fn pointer_token(key: &str) -> String {
-    key.replace('~', "~0").replace('/', "~1")
+fn push_pointer_token(ptr: &mut String, key: &str) {
+    ptr.push('/');
+    for c in key.chars() {
+        match c {
+            '~' => ptr.push_str("~0"),
+            '/' => ptr.push_str("~1"),
+            c => ptr.push(c),
+        }
+    }
 }
 
 impl<'a> Walker<'a> {
@@ -320,10 +330,11 @@ impl<'a> Walker<'a> {
             // Go leaves the zero value for null; never an error, never unknown.
             return;
         }
-        let go_type = self.go_type(schema);
         let (s, name) = self.resolve(schema);
         let mismatch = |this: &mut Self, what: String| {
             if this.type_error.is_none() {
+                // Named only when there is an error: naming costs a string per node.
+                let go_type = this.go_type(schema);
                 let field = if go_path.is_empty() {
                     format!("Go value of type {go_type}")
                 } else {
@@ -390,9 +401,9 @@ impl<'a> Walker<'a> {
                 };
                 for (i, item) in items.iter().enumerate() {
                     let before = path.len();
-                    path.push_str(&format!("[{i}]"));
+                    let _ = write!(path, "[{i}]");
                     let pb = self.ptr.len();
-                    self.ptr.push_str(&format!("/{i}"));
+                    let _ = write!(self.ptr, "/{i}");
                     self.walk(item_schema, item, path, go_path, go_struct);
                     self.ptr.truncate(pb);
                     path.truncate(before);
@@ -403,9 +414,9 @@ impl<'a> Walker<'a> {
                     mismatch(self, json_kind(value));
                     return;
                 };
-                let inner_struct = name
-                    .map(|n| n.rsplit('.').next().unwrap_or(n).to_string())
-                    .unwrap_or_else(|| go_struct.to_string());
+                let inner_struct: &str = name
+                    .map(|n| n.rsplit('.').next().unwrap_or(n))
+                    .unwrap_or(go_struct);
                 if let Some(props) = s.get("properties").and_then(Value::as_object) {
                     for (key, v) in map {
                         let (pb, gb) = (path.len(), go_path.len());
@@ -420,9 +431,8 @@ impl<'a> Walker<'a> {
                                 }
                                 go_path.push_str(key);
                                 let qb = self.ptr.len();
-                                self.ptr.push('/');
-                                self.ptr.push_str(&pointer_token(key));
-                                self.walk(child, v, path, go_path, &inner_struct);
+                                push_pointer_token(&mut self.ptr, key);
+                                self.walk(child, v, path, go_path, inner_struct);
                                 self.ptr.truncate(qb);
                             }
                             None => self.unknown.push(path.clone()),
@@ -438,8 +448,7 @@ impl<'a> Walker<'a> {
                         }
                         path.push_str(key);
                         let qb = self.ptr.len();
-                        self.ptr.push('/');
-                        self.ptr.push_str(&pointer_token(key));
+                        push_pointer_token(&mut self.ptr, key);
                         self.walk(ap, v, path, go_path, go_struct);
                         self.ptr.truncate(qb);
                         path.truncate(pb);

@@ -257,6 +257,18 @@ async fn binding(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
             .await
             .map_err(|e| store_error(info, &name, e))?
             .ok_or_else(|| ApiError::not_found(info, &name))?;
+        // A dry run (or a dryRun the decoding path refuses) is decided there.
+        let fast = match ctx.query.dry_run() {
+            Ok(false) => bind_stored(info, &kv.value, &node),
+            _ => None,
+        };
+        if let Some(bytes) = fast {
+            match ctx.server.store.update(&key, bytes, kv.mod_revision).await {
+                Ok(_) => return Ok(http::object(201, &success_status(info, 201), ctx.rendering)),
+                Err(store::StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(store_error(info, &name, e)),
+            }
+        }
         let mut pod = objects::decode(info, &kv)?;
         if objects::is_deleting(&pod) {
             return Err(ApiError::conflict_message(
@@ -280,7 +292,11 @@ async fn binding(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
         match ctx
             .server
             .store
-            .update(&key, objects::encode(info, &pod)?, kv.mod_revision)
+            .update(
+                &key,
+                objects::encode_owned(info, pod)?.bytes,
+                kv.mod_revision,
+            )
             .await
         {
             Ok(_) => return Ok(http::object(201, &success_status(info, 201), ctx.rendering)),
@@ -290,9 +306,46 @@ async fn binding(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     }
 }
 
+/// The stored bytes of `stored` (a pod) bound to `node`, without decoding the whole pod:
+/// only `spec` and `status` are decoded, changed as the decoding path changes them, and
+/// put back among the other members' stored bytes, which gives the bytes that path
+/// writes. None when the pod is not in the plain case (being deleted, already assigned,
+/// no spec object, or bytes not in the server's own form): the decoding path decides those.
+fn bind_stored(info: &ResourceInfo, stored: &[u8], node: &str) -> Option<bytes::Bytes> {
+    let members = objects::StoredMembers::of(info, stored)?;
+    if members.has_inner("metadata", "deletionTimestamp")? {
+        return None;
+    }
+    let mut spec: Value = serde_json::from_slice(members.get("spec")?).ok()?;
+    let spec_map = spec.as_object_mut()?;
+    if spec_map
+        .get("nodeName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty())
+    {
+        return None;
+    }
+    spec_map.insert("nodeName".into(), json!(node));
+    let mut status = match members.get("status") {
+        Some(bytes) => serde_json::from_slice::<Value>(bytes)
+            .ok()
+            .filter(Value::is_object)?,
+        None => Value::Null,
+    };
+    set_condition(&mut status, "PodScheduled", "True");
+    let spec = serde_json::to_vec(&spec).ok()?;
+    let status = serde_json::to_vec(&status).ok()?;
+    Some(members.with(&[("spec", &spec), ("status", &status)]).into())
+}
+
 fn set_pod_condition(pod: &mut Value, kind: &str, status: &str) {
+    set_condition(&mut pod["status"], kind, status);
+}
+
+/// Replace (or add, last) the condition `kind` of a pod status (Null: none yet).
+fn set_condition(pod_status: &mut Value, kind: &str, status: &str) {
     let now = objects::now_rfc3339();
-    let conditions = pod["status"]["conditions"]
+    let conditions = pod_status["conditions"]
         .as_array()
         .cloned()
         .unwrap_or_default();
@@ -303,7 +356,7 @@ fn set_pod_condition(pod: &mut Value, kind: &str, status: &str) {
     next.push(
         json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": now}),
     );
-    pod["status"]["conditions"] = Value::Array(next);
+    pod_status["conditions"] = Value::Array(next);
 }
 
 async fn eviction(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
@@ -547,6 +600,62 @@ async fn finalize(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
             }
             Err(store::StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(store_error(info, &name, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The binding as the decoding path writes it: decode, assign, condition, encode.
+    fn bound_by_decoding(info: &ResourceInfo, stored: &[u8], node: &str) -> Vec<u8> {
+        let kv = store::KeyValue {
+            key: "/registry/pods/d/p".into(),
+            value: bytes::Bytes::copy_from_slice(stored),
+            create_revision: 2,
+            mod_revision: 9,
+        };
+        let mut pod = objects::decode(info, &kv).unwrap();
+        pod["spec"]["nodeName"] = json!(node);
+        set_pod_condition(&mut pod, "PodScheduled", "True");
+        objects::encode_owned(info, pod).unwrap().bytes.to_vec()
+    }
+
+    #[test]
+    fn bindings_without_decoding_write_what_decoding_writes() {
+        let pods = api::registry::lookup("", "v1", "pods").unwrap();
+        let meta = json!({"name": "p", "namespace": "d", "uid": "u", "labels": {"app": "w\"é"},
+            "managedFields": [{"manager": "m", "operation": "Update", "fieldsV1": {"f:spec": {}}}]});
+        let spec = json!({"containers": [{"name": "c", "image": "i"}], "schedulerName": "default-scheduler"});
+        let pods_stored = [
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec,
+                "status": {"phase": "Pending", "qosClass": "BestEffort"}}),
+            json!({"kind": "Pod", "status": {"conditions": [
+                    {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"},
+                    {"type": "Other", "status": "True"}]},
+                "spec": {"nodeName": "", "containers": []}, "metadata": meta, "apiVersion": "v1"}),
+        ];
+        for pod in pods_stored {
+            let stored = serde_json::to_vec(&pod).unwrap();
+            let same = (0..3).any(|_| {
+                let fast = bind_stored(pods, &stored, "n1").expect("the plain case");
+                fast == bound_by_decoding(pods, &stored, "n1")
+            });
+            assert!(same, "{pod}");
+        }
+        // Not the plain case: left to the decoding path.
+        let declined = [
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "deletionTimestamp": "2026-01-01T00:00:00Z"}, "spec": spec}),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"nodeName": "n2"}}),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": spec, "status": null}),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "resourceVersion": "3"}, "spec": spec}),
+        ];
+        for pod in declined {
+            let stored = serde_json::to_vec(&pod).unwrap();
+            assert!(bind_stored(pods, &stored, "n1").is_none(), "{pod}");
         }
     }
 }

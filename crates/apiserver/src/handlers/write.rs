@@ -527,7 +527,8 @@ pub async fn patch_object(
         }
         pipeline::check_type_meta(info, &mut patched)?;
         check_name_matches(&patched, name)?;
-        let (decoded, warnings) = pipeline::decode(info, &patched, validation)?;
+        let (decoded, warnings) =
+            pipeline::decode_update(info, patched, &current, scope, validation)?;
         // Apply recorded ownership itself; other patches are Update operations.
         let owner = if patch_type == PatchType::Apply {
             None
