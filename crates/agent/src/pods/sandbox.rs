@@ -153,7 +153,7 @@ pub fn create(
         path: dir.clone(),
         source,
     })?;
-    runtime::shim::write_json_atomic(&layout.pod_record(&record.uid), record).map_err(|e| {
+    runtime::shim::write_json_replace(&layout.pod_record(&record.uid), record).map_err(|e| {
         SandboxError::Io {
             what: "writing",
             path: layout.pod_record(&record.uid),

@@ -59,6 +59,11 @@ struct Worker {
     /// Exited attempts whose root filesystem has been released.
     released: HashSet<(String, u32)>,
     sandbox_retry_at: Option<Timestamp>,
+    /// The previous turn made the sandbox: this turn's status (the pod's address, still
+    /// ContainerCreating) is not written when the turn goes on to start a container, as
+    /// kubelet makes the sandbox and starts the containers in one sync and reports the pod
+    /// once after it. Saves a status write, and its round trip, per pod start.
+    sandbox_just_made: bool,
     /// Container names whose CrashLoopBackOff event was recorded for the current attempt.
     backoff_reported: HashSet<(String, u32)>,
     /// When the pod's API-backed volumes were last re-written.
@@ -100,6 +105,7 @@ pub async fn run(ctx: Arc<NodeContext>, uid: String, mut updates: PodUpdates) {
         stopping: HashSet::new(),
         released: HashSet::new(),
         sandbox_retry_at: None,
+        sandbox_just_made: false,
         backoff_reported: HashSet::new(),
         volumes_refreshed: Instant::now(),
         last_written: None,
@@ -163,7 +169,13 @@ impl Worker {
             probes: &self.board.lock().map(|b| b.clone()).unwrap_or_default(),
         });
         self.report_backoffs(pod, &decision.status);
-        self.write_status(pod, &decision.status).await;
+        let starts_now = decision
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Start { .. }));
+        if !(std::mem::take(&mut self.sandbox_just_made) && starts_now) {
+            self.write_status(pod, &decision.status).await;
+        }
 
         let mut wake_at = decision.wake_at;
         for t in self.pull_flip.values().chain(self.sandbox_retry_at.iter()) {
@@ -184,7 +196,9 @@ impl Worker {
                     if self.sandbox_retry_at.is_some_and(|t| t > now) {
                         continue;
                     }
-                    again |= self.create_sandbox(pod).await;
+                    let made = self.create_sandbox(pod).await;
+                    self.sandbox_just_made = made;
+                    again |= made;
                 }
                 Action::Start {
                     container,

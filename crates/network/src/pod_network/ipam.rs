@@ -80,8 +80,9 @@ impl Ipam {
                 .open(&path)
             {
                 Ok(mut file) => {
+                    // No fsync, as CNI's host-local store: after a power loss the pod's
+                    // namespace is gone too, and an empty file still holds the address.
                     file.write_all(uid.as_bytes())
-                        .and_then(|()| file.sync_all())
                         .map_err(io_err("writing", &path))?;
                     let last = self.dir.join(LAST_RESERVED);
                     std::fs::write(&last, ip.to_string()).map_err(io_err("writing", &last))?;

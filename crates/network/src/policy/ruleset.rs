@@ -5,9 +5,9 @@
 //!
 //! - base chains `ingress` and `egress`, both `filter hook forward priority 0`: replies
 //!   (`ct state established,related`) and a pod's traffic to itself (set `pod-to-itself`
-//!   of `ip . ip`) are accepted, then one verdict-map lookup each: `ip daddr vmap
-//!   @ingress-isolated` / `ip saddr vmap @egress-isolated` (isolated local pod → `goto` its
-//!   group chain); pods in neither map pass untouched. Two base chains because an accept
+//!   of `ip . ip`, isolated pods only) are accepted, then one verdict-map lookup each:
+//!   `ip daddr vmap @ingress-isolated` / `ip saddr vmap @egress-isolated` (isolated local
+//!   pod → `goto` its group chain); pods in neither map pass untouched. Two base chains because an accept
 //!   ends only its own chain: a packet between two isolated pods must pass both;
 //! - `ingress-group-<hash>` / `egress-group-<hash>`: one per distinct list of selecting
 //!   policies, `jump` to each policy's chain, then `drop`. Pods sharing their policies share
@@ -31,7 +31,7 @@ use super::model::{Desired, Ports, Protocol, Rule};
 pub const MAP_INGRESS: &str = "ingress-isolated";
 /// Map: egress-isolated local pod → `goto` its group chain.
 pub const MAP_EGRESS: &str = "egress-isolated";
-/// Set: `ip . ip` of every local pod (a pod may always reach itself).
+/// Set: `ip . ip` of every isolated local pod (a pod may always reach itself).
 pub const SET_SELF: &str = "pod-to-itself";
 
 /// Everything the policies own in the table (the skeleton's sets and maps are not listed
@@ -144,7 +144,13 @@ pub fn render(desired: &Desired) -> Ruleset {
                 .insert(ip.to_string(), format!("goto {group}"));
         }
     }
-    for ip in &desired.local {
+    // Only isolated pods need the exception: any other pod passes both chains anyway, and
+    // leaving it out keeps pod churn without policies from touching nftables at all (a
+    // burst of pod starts ran `nft` once per pod, BENCHMARKS.md session 11).
+    let isolated = |ip: &std::net::Ipv4Addr| {
+        desired.ingress.contains_key(ip) || desired.egress.contains_key(ip)
+    };
+    for ip in desired.local.iter().filter(|ip| isolated(ip)) {
         out.elements
             .entry(SET_SELF.to_string())
             .or_default()

@@ -1,14 +1,15 @@
-//! The agent's side of the shim: spawn one (`<binary> container-shim <state_dir>`, a plain
-//! child process, never libcontainer in the caller), read its handshake, signal the
-//! container, wait for or read its exit record, and adopt shims started by an earlier agent.
-//! Calls block (at most for the start timeout or the wait asked for): from async code run
-//! them with `spawn_blocking`.
+//! The agent's side of the shim: start one (forked by the launcher, [`super::zygote`], or
+//! spawned as `<binary> container-shim <state_dir>`; never libcontainer in the caller), read
+//! its handshake, signal the container, wait for or read its exit record, and adopt shims
+//! started by an earlier agent. Calls block (at most for the start timeout or the wait
+//! asked for): from async code run them with `spawn_blocking`.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use nix::sys::signal::Signal;
@@ -17,9 +18,10 @@ use super::pidfd::{poll_readable, PidFd};
 use super::process::SHIM_SUBCOMMAND;
 use super::spec::{ContainerConfig, SpecError};
 use super::state::{
-    process_start_time, read_json, write_json_atomic, ExitRecord, Handshake, HiddenMounts,
+    process_start_time, read_json, write_json_replace, ExitRecord, Handshake, HiddenMounts,
     RecordError, ShimRequest, StartErrorKind, StartedRecord, StateDir,
 };
+use super::zygote::Zygote;
 
 /// How long `start` waits for the shim's handshake by default.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -66,6 +68,9 @@ pub struct ShimClient {
     binary: PathBuf,
     start_timeout: Duration,
     log_max_bytes: u64,
+    /// The shim launcher ([`super::zygote`]), started at the first container; None: every
+    /// shim is spawned directly.
+    launcher: Option<Arc<Mutex<Option<Zygote>>>>,
 }
 
 /// What `kill` found.
@@ -82,7 +87,15 @@ impl ShimClient {
             binary: binary.into(),
             start_timeout: DEFAULT_START_TIMEOUT,
             log_max_bytes: super::cri_log::DEFAULT_MAX_BYTES,
+            launcher: Some(Arc::default()),
         }
+    }
+
+    /// Spawn every shim directly (`<binary> container-shim <state_dir>`) instead of forking
+    /// it from the launcher.
+    pub fn without_launcher(mut self) -> Self {
+        self.launcher = None;
+        self
     }
 
     /// Shims run from the running binary itself (it must dispatch `container-shim`).
@@ -139,7 +152,7 @@ impl ShimClient {
                 .map_err(io("resolving", log_path))?
                 .join(log_path)
         };
-        write_json_atomic(
+        write_json_replace(
             &state.request(),
             &ShimRequest {
                 config: config.clone(),
@@ -154,6 +167,22 @@ impl ShimClient {
             .open(state.shim_log())
             .map_err(io("opening", &state.shim_log()))?;
         let state_dir_abs = std::fs::canonicalize(state_dir).map_err(io("resolving", state_dir))?;
+
+        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| io("making a handshake pipe for", state_dir)(e.into()))?;
+        // The launcher is named after the directory the shims' state is kept under: the
+        // agent's pods directory (the one hidden from them), else this one's parent.
+        let shims_under = hidden
+            .map(|h| h.under.clone())
+            .or_else(|| state_dir_abs.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| state_dir_abs.clone());
+        if self.launch(&state_dir_abs, &shims_under, &write_end, &shim_log) {
+            // Only the shim holds the write end now: end of file means it is gone.
+            drop(write_end);
+            let mut pipe = File::from(read_end);
+            return self.handshake(config, state_dir, &state, &mut pipe);
+        }
+        drop((read_end, write_end));
 
         let mut child = Command::new(&self.binary)
             .arg(SHIM_SUBCOMMAND)
@@ -181,7 +210,58 @@ impl ShimClient {
                 log_tail: "no handshake pipe".into(),
             });
         };
-        let line = read_line(&mut pipe, self.start_timeout)
+        self.handshake(config, state_dir, &state, &mut pipe)
+    }
+
+    /// Asks the launcher for a shim; false when it cannot be reached (then the caller spawns
+    /// the shim itself). A launcher that died is replaced once.
+    fn launch(
+        &self,
+        state_dir: &Path,
+        shims_under: &Path,
+        handshake: &OwnedFd,
+        log: &File,
+    ) -> bool {
+        let Some(launcher) = &self.launcher else {
+            return false;
+        };
+        let mut launcher = launcher.lock().unwrap_or_else(|p| p.into_inner());
+        for _ in 0..2 {
+            if launcher.is_none() {
+                match Zygote::spawn(&self.binary, shims_under) {
+                    Ok(z) => *launcher = Some(z),
+                    Err(e) => {
+                        tracing::warn!("starting the shim launcher: {e}; spawning shims directly");
+                        return false;
+                    }
+                }
+            }
+            match launcher
+                .as_ref()
+                .map(|z| z.launch(state_dir, handshake, log))
+            {
+                Some(Ok(())) => return true,
+                Some(Err(e)) => tracing::debug!("shim launcher: {e}; starting a new one"),
+                None => {}
+            }
+            *launcher = None;
+        }
+        false
+    }
+
+    /// Reads the shim's handshake: the container started, or why not.
+    fn handshake(
+        &self,
+        config: &ContainerConfig,
+        state_dir: &Path,
+        state: &StateDir,
+        pipe: &mut (impl Read + AsRawFd),
+    ) -> Result<RunningContainer, ClientError> {
+        let io = |what, path: &Path| {
+            let path = path.to_owned();
+            move |source| ClientError::Io { what, path, source }
+        };
+        let line = read_line(pipe, self.start_timeout)
             .map_err(io("reading handshake from shim for", state_dir))?;
         match line {
             Line::Timeout => Err(ClientError::StartTimeout(state_dir.to_owned())),
@@ -190,7 +270,10 @@ impl ShimClient {
                 log_tail: log_tail(&state.shim_log()),
             }),
             Line::Text(text) => match serde_json::from_str::<Handshake>(&text) {
-                Ok(Handshake::Started(started)) => Ok(RunningContainer { state, started }),
+                Ok(Handshake::Started(started)) => Ok(RunningContainer {
+                    state: state.clone(),
+                    started,
+                }),
                 Ok(Handshake::Failed { kind, message }) => Err(ClientError::StartFailed {
                     id: config.id.clone(),
                     kind,
@@ -212,7 +295,7 @@ enum Line {
 }
 
 /// Reads one line from the handshake pipe, giving up after `timeout`.
-fn read_line(pipe: &mut std::process::ChildStdout, timeout: Duration) -> std::io::Result<Line> {
+fn read_line(pipe: &mut (impl Read + AsRawFd), timeout: Duration) -> std::io::Result<Line> {
     let deadline = Instant::now() + timeout;
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];

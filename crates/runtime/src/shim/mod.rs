@@ -19,6 +19,7 @@ mod process;
 mod spec;
 mod state;
 mod streams;
+mod zygote;
 
 pub use client::{ClientError, KillOutcome, RunningContainer, ShimClient, Signal};
 pub use pidfd::PidFd;
@@ -28,7 +29,7 @@ pub use spec::{
     DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS,
 };
 pub use state::{
-    process_start_time, read_json, write_json_atomic, ExitRecord, HiddenMounts, StartErrorKind,
-    StartedRecord,
+    process_start_time, read_json, write_json_atomic, write_json_replace, ExitRecord, HiddenMounts,
+    StartErrorKind, StartedRecord,
 };
 pub use streams::STDIN_NOT_OPEN;

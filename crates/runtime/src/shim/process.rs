@@ -33,8 +33,8 @@ use super::executor::ShimExecutor;
 use super::pidfd::PidFd;
 use super::state::{
     self, classify_start_error, exit_code_of, read_json, rfc3339_nano, write_json_atomic,
-    ExitRecord, Handshake, HiddenMounts, ShimRequest, StartErrorKind, StartedRecord, StateDir,
-    CONSOLE_SOCKET_NAME,
+    write_json_replace, ExitRecord, Handshake, HiddenMounts, ShimRequest, StartErrorKind,
+    StartedRecord, StateDir, CONSOLE_SOCKET_NAME,
 };
 use super::streams::{self, Hub};
 
@@ -97,8 +97,13 @@ impl ShimError {
 /// libcontainer forks and changes the working directory.
 pub fn run_shim(args: impl IntoIterator<Item = OsString>) -> ! {
     let mut args = args.into_iter();
-    let state_dir = match (args.next(), args.next()) {
-        (Some(dir), None) => PathBuf::from(dir),
+    let state_dir = match (args.next(), args.next(), args.next()) {
+        // `--zygote <dir>`: the launcher of the shims under <dir> (see zygote.rs).
+        (Some(arg), Some(_), None) if arg == super::zygote::ZYGOTE_ARG => {
+            close_inherited_fds();
+            super::zygote::run_zygote(shim_main)
+        }
+        (Some(dir), None, None) => PathBuf::from(dir),
         _ => {
             eprintln!("{}", ShimError::Usage);
             std::process::exit(2);
@@ -123,14 +128,18 @@ pub fn run_shim(args: impl IntoIterator<Item = OsString>) -> ! {
     }
     let _ = nix::unistd::setsid();
     close_inherited_fds();
-    let code = match run(&StateDir::new(state_dir)) {
+    std::process::exit(shim_main(state_dir))
+}
+
+/// The shim's life once detached, with stdio set up; returns the exit code.
+fn shim_main(state_dir: PathBuf) -> i32 {
+    match run(&StateDir::new(state_dir)) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("skiff shim: {e}");
             1
         }
-    };
-    std::process::exit(code)
+    }
 }
 
 /// Closes every descriptor above stdio that the spawner let through (a listening socket
@@ -410,7 +419,7 @@ fn start(state: &StateDir) -> Result<(Running, StartedRecord), ShimError> {
 
     let bundle = state.bundle();
     std::fs::create_dir_all(&bundle).map_err(io_err("creating bundle", &bundle))?;
-    write_json_atomic(&bundle.join("config.json"), &spec)?;
+    write_json_replace(&bundle.join("config.json"), &spec)?;
 
     if let Some(parent) = request.log_path.parent() {
         std::fs::create_dir_all(parent).map_err(io_err("creating log directory", parent))?;
@@ -589,7 +598,7 @@ fn start(state: &StateDir) -> Result<(Running, StartedRecord), ShimError> {
         log_max_bytes: request.log_max_bytes,
         libcontainer_root: lc_root,
     };
-    if let Err(e) = write_json_atomic(&state.started(), &record) {
+    if let Err(e) = write_json_replace(&state.started(), &record) {
         // Without started.json nobody could adopt or signal it: do not leave it running.
         let mut running = running;
         let _ = running

@@ -196,6 +196,18 @@ pub enum RecordError {
 /// Writes `value` as JSON to `path` atomically (temp file, fsync, rename), so a reader never
 /// sees half a record, even across a crash.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), RecordError> {
+    write_json(path, value, true)
+}
+
+/// Like [`write_json_atomic`] without the fsync: readers never see half a record, but a
+/// power loss may leave the file empty or missing. For records of what a reboot ends anyway
+/// (a request, a running process, a sandbox): each fsync is a synchronous device write on
+/// the pod start path, and their readers treat an unreadable record as absent.
+pub fn write_json_replace<T: Serialize>(path: &Path, value: &T) -> Result<(), RecordError> {
+    write_json(path, value, false)
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T, durable: bool) -> Result<(), RecordError> {
     let err = |source| RecordError::Write {
         path: path.to_owned(),
         source,
@@ -206,7 +218,9 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), Rec
     let tmp = PathBuf::from(tmp_name);
     let mut file = std::fs::File::create(&tmp).map_err(err)?;
     file.write_all(&data).map_err(err)?;
-    file.sync_all().map_err(err)?;
+    if durable {
+        file.sync_all().map_err(err)?;
+    }
     std::fs::rename(&tmp, path).map_err(err)?;
     Ok(())
 }
