@@ -526,7 +526,7 @@ fn status_of(
             ip: ip.to_string(),
         }]);
     }
-    status.start_time = old.start_time.clone().or(Some(Time(inp.now)));
+    status.start_time = old.start_time.clone().or(Some(api_time(inp.now)));
     status.container_statuses = Some(app_statuses);
     status.init_container_statuses = (!inits.is_empty()).then_some(init_statuses);
     status
@@ -605,9 +605,17 @@ fn container_status(
     }
 }
 
+/// A time as the API stores it: whole seconds (RFC 3339 without a fraction). The status is
+/// compared with the stored one to decide whether to write it, so a time with a fraction
+/// would never compare equal and every turn would write it again (kubelet's status manager
+/// truncates for the same reason).
+fn api_time(t: Timestamp) -> Time {
+    Time(Timestamp::from_second(t.as_second()).unwrap_or(t))
+}
+
 fn running_state(a: &Attempt) -> ContainerState {
     let started_at = match a.state {
-        AttemptState::Running { started_at } => Some(Time(started_at)),
+        AttemptState::Running { started_at } => Some(api_time(started_at)),
         _ => None,
     };
     ContainerState {
@@ -630,8 +638,8 @@ fn terminated_state(a: &Attempt) -> ContainerState {
                 exit_code: *exit_code,
                 reason: Some(reason.to_string()),
                 message: message.clone(),
-                started_at: started_at.map(Time),
-                finished_at: Some(Time(*finished_at)),
+                started_at: started_at.map(api_time),
+                finished_at: Some(api_time(*finished_at)),
                 signal: None,
             }),
             ..Default::default()
@@ -656,7 +664,7 @@ fn condition(
         .and_then(|cs| cs.iter().find(|c| c.type_ == type_));
     let at = match previous {
         Some(p) if p.status == status => p.last_transition_time.clone(),
-        _ => Some(Time(now)),
+        _ => Some(api_time(now)),
     };
     PodCondition {
         type_: type_.to_string(),
@@ -838,6 +846,37 @@ mod tests {
         assert!(s.ready);
         assert_eq!(s.container_id.as_deref(), Some("skiff://id0"));
         assert_eq!(s.image_id, "docker.io/library/busybox@sha256:ab");
+    }
+
+    #[test]
+    fn a_written_status_read_back_is_not_written_again() {
+        // Times with a fraction of a second, as the shim records them and as `now` is.
+        let frac = |secs: i64| t(secs).checked_add(Duration::from_millis(437)).unwrap();
+        let mut p = pod("Always", json!([]));
+        let started = attempt(
+            0,
+            AttemptState::Running {
+                started_at: frac(1),
+            },
+        );
+        let seen = observed(true, vec![("app", vec![started])]);
+        let decide_at = |p: &Pod| {
+            decide(&Inputs {
+                pod: p,
+                observed: &seen,
+                waiting: &BTreeMap::new(),
+                host_ip: "192.168.1.10",
+                pod_ip: Some("10.42.0.7"),
+                now: frac(2),
+                probes: &Default::default(),
+            })
+        };
+        let written = decide_at(&p).status;
+        // The API server keeps whole seconds: the status as the watch brings it back.
+        let stored: PodStatus =
+            serde_json::from_value(serde_json::to_value(&written).unwrap()).unwrap();
+        p.status = Some(stored.clone());
+        assert_eq!(decide_at(&p).status, stored);
     }
 
     #[test]
