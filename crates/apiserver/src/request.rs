@@ -190,7 +190,9 @@ impl ListOptions {
             send_initial_events: q.bool("sendInitialEvents")?,
             include_object,
         };
-        if let Some(m) = &opts.resource_version_match {
+        if opts.watch {
+            validate_watch_options(&opts, q.non_empty("sendInitialEvents").is_some())?;
+        } else if let Some(m) = &opts.resource_version_match {
             if !matches!(m.as_str(), "Exact" | "NotOlderThan") {
                 return Err(ApiError::bad_request(format!(
                     "resourceVersionMatch: Unsupported value: {m:?}: supported values: \"Exact\", \"NotOlderThan\""
@@ -221,9 +223,63 @@ impl ListOptions {
     }
 }
 
+/// Upstream's `validateWatchOptions` (WatchList enabled): a watch needs no
+/// `resourceVersion` for `resourceVersionMatch`, which is only allowed, as NotOlderThan,
+/// together with `sendInitialEvents` (a streaming list: `sendInitialEvents=true`,
+/// `resourceVersionMatch=NotOlderThan` and no `resourceVersion` is the usual form).
+fn validate_watch_options(opts: &ListOptions, send_initial_given: bool) -> Result<(), ApiError> {
+    let matched = opts.resource_version_match.as_deref();
+    if send_initial_given && matched != Some("NotOlderThan") {
+        return Err(ApiError::bad_request(
+            "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+        ));
+    }
+    if let Some(m) = matched {
+        if !send_initial_given {
+            return Err(ApiError::bad_request(
+                "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+            ));
+        }
+        if m != "NotOlderThan" {
+            return Err(ApiError::bad_request(format!(
+                "resourceVersionMatch: Unsupported value: {m:?}: supported values: \"NotOlderThan\""
+            )));
+        }
+        if opts.continue_token.is_some() {
+            return Err(ApiError::bad_request(
+                "resourceVersionMatch is forbidden when continue is provided",
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streaming_list_watches_need_no_resource_version() {
+        let ok = |query: &str| ListOptions::from_query(&Query::parse(Some(query))).is_ok();
+        assert!(ok(
+            "watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan"
+        ));
+        assert!(ok(
+            "watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&resourceVersion=5"
+        ));
+        assert!(ok(
+            "watch=true&sendInitialEvents=false&resourceVersionMatch=NotOlderThan"
+        ));
+        assert!(ok("watch=true"));
+        assert!(!ok("watch=true&resourceVersionMatch=NotOlderThan"));
+        assert!(!ok("watch=true&sendInitialEvents=true"));
+        assert!(!ok(
+            "watch=true&sendInitialEvents=true&resourceVersionMatch=Exact"
+        ));
+        // Lists keep their rules.
+        assert!(!ok("resourceVersionMatch=NotOlderThan"));
+        assert!(ok("resourceVersionMatch=NotOlderThan&resourceVersion=0"));
+    }
 
     #[test]
     fn kubectl_get_asks_for_tables() {
