@@ -24,6 +24,7 @@ pub mod endpointslice;
 pub mod events;
 pub mod feed;
 pub mod garbage_collector;
+pub mod in_flight;
 pub mod job;
 pub mod namespace;
 pub mod node_ipam;
@@ -93,7 +94,7 @@ impl Context {
         options: ControllerOptions,
     ) -> Arc<Self> {
         Arc::new(Context {
-            client,
+            client: in_flight::limit(client, in_flight::DEFAULT_MAX_IN_FLIGHT),
             informers,
             options,
         })

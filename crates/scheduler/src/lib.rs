@@ -36,6 +36,11 @@ pub const SCHEDULER_NAME: &str = "default-scheduler";
 
 /// Subscribe to the informers the scheduler reads (synchronously, so that a later
 /// `Factory::start` delivers their first list to it) and return the scheduling loop.
+/// Its requests go through a bounded number of slots (`controllers::in_flight`): the
+/// binds in flight (bounded by the scheduler itself) plus as many again for their Scheduled
+/// events and status writes, so events never hold back binds but cannot grow the
+/// connection pool without bound either.
 pub fn start(client: kube::Client, informers: &Arc<informers::Factory>) -> BoxFuture<'static, ()> {
+    let client = controllers::in_flight::limit(client, 2 * run::MAX_BINDS_IN_FLIGHT);
     run::Scheduler::new(client, informers).run().boxed()
 }

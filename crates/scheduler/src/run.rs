@@ -29,7 +29,7 @@ use crate::queue::{ClusterEvent, SchedulingQueue};
 use crate::SCHEDULER_NAME;
 
 /// Bindings in flight at once.
-const MAX_BINDS_IN_FLIGHT: usize = 256;
+pub(crate) const MAX_BINDS_IN_FLIGHT: usize = 256;
 /// Pods decided between two looks at the informers and a yield to other tasks.
 const BATCH: usize = 64;
 /// The same FailedScheduling message for the same pod is recorded at most this often.
