@@ -6,6 +6,13 @@
 //!
 //! Like host-local, the next search starts after the last address handed out
 //! (`last_reserved_ip.0`), so a released address is not reused at once by the next pod.
+//!
+//! Unlike host-local, a pod's own address is found through an index, `by-pod/<uid>` (the
+//! address), not by reading every allocation: that scan made each of a node's pod starts
+//! cost more with every pod already there (100 pods at once: ~6,300 file reads). The
+//! allocation files stay the truth: an index entry counts only when the address file it
+//! names still holds the uid. An address allocated before the index existed is not found
+//! through it; the pod then gets a second address and both go when it is released.
 
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
@@ -14,6 +21,8 @@ use std::path::{Path, PathBuf};
 use super::cidr::Ipv4Cidr;
 
 const LAST_RESERVED: &str = "last_reserved_ip.0";
+/// The per-pod index: `<dir>/by-pod/<uid>` holds the pod's address.
+const BY_POD: &str = "by-pod";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IpamError {
@@ -57,14 +66,28 @@ impl Ipam {
 
     /// The pod's address: the one it already holds, else the next free one.
     pub fn allocate(&self, uid: &str) -> Result<Ipv4Addr, IpamError> {
-        std::fs::create_dir_all(&self.dir).map_err(io_err("creating", &self.dir))?;
-        if let Some(ip) = self
-            .allocations()?
-            .into_iter()
-            .find(|(ip, owner)| owner == uid && self.range.contains(*ip))
-            .map(|(ip, _)| ip)
-        {
-            return Ok(ip);
+        let index = self.index_entry(uid);
+        match &index {
+            Some(entry) => {
+                if let Some(ip) = self.indexed(entry, uid) {
+                    return Ok(ip);
+                }
+                let by_pod = self.dir.join(BY_POD);
+                std::fs::create_dir_all(&by_pod).map_err(io_err("creating", &by_pod))?;
+            }
+            // A uid that cannot name a file (never one the API server made): look through
+            // every allocation as host-local does.
+            None => {
+                std::fs::create_dir_all(&self.dir).map_err(io_err("creating", &self.dir))?;
+                if let Some(ip) = self
+                    .allocations()?
+                    .into_iter()
+                    .find(|(ip, owner)| owner == uid && self.range.contains(*ip))
+                    .map(|(ip, _)| ip)
+                {
+                    return Ok(ip);
+                }
+            }
         }
         let candidates: Vec<Ipv4Addr> = self.range.pod_addresses().collect();
         let start = self
@@ -86,6 +109,9 @@ impl Ipam {
                         .map_err(io_err("writing", &path))?;
                     let last = self.dir.join(LAST_RESERVED);
                     std::fs::write(&last, ip.to_string()).map_err(io_err("writing", &last))?;
+                    if let Some(entry) = &index {
+                        std::fs::write(entry, ip.to_string()).map_err(io_err("writing", entry))?;
+                    }
                     return Ok(ip);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -107,7 +133,9 @@ impl Ipam {
     /// Releases the addresses of pods for which `alive` is false (and files left empty by
     /// an interrupted allocation). Returns what was released.
     pub fn retain(&self, alive: impl Fn(&str) -> bool) -> Result<Vec<Ipv4Addr>, IpamError> {
-        self.release_where(|owner| owner.is_empty() || !alive(owner))
+        let released = self.release_where(|owner| owner.is_empty() || !alive(owner))?;
+        self.sweep_index()?;
+        Ok(released)
     }
 
     fn release_where(&self, release: impl Fn(&str) -> bool) -> Result<Vec<Ipv4Addr>, IpamError> {
@@ -120,9 +148,30 @@ impl Ipam {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(io_err("removing", &path)(e)),
                 }
+                if let Some(entry) = self.index_entry(&owner) {
+                    remove_if_present(&entry)?;
+                }
             }
         }
         Ok(released)
+    }
+
+    /// Removes index entries whose allocation is gone (an agent stopped between the two).
+    fn sweep_index(&self) -> Result<(), IpamError> {
+        let by_pod = self.dir.join(BY_POD);
+        let entries = match std::fs::read_dir(&by_pod) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("reading", &by_pod)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io_err("reading", &by_pod))?;
+            let uid = entry.file_name().to_string_lossy().into_owned();
+            if self.indexed(&entry.path(), &uid).is_none() {
+                remove_if_present(&entry.path())?;
+            }
+        }
+        Ok(())
     }
 
     /// Every allocated address and the uid of the pod holding it, by address.
@@ -154,12 +203,37 @@ impl Ipam {
         Ok(out)
     }
 
+    /// Where the index keeps `uid`'s address; None for a uid that cannot be a file name.
+    fn index_entry(&self, uid: &str) -> Option<PathBuf> {
+        let plain = !uid.is_empty()
+            && uid != "."
+            && uid != ".."
+            && uid.len() <= 200
+            && !uid.contains(['/', '\0']);
+        plain.then(|| self.dir.join(BY_POD).join(uid))
+    }
+
+    /// The address the index names for `uid`, if its allocation file still holds `uid`.
+    fn indexed(&self, entry: &Path, uid: &str) -> Option<Ipv4Addr> {
+        let ip: Ipv4Addr = std::fs::read_to_string(entry).ok()?.trim().parse().ok()?;
+        let owner = std::fs::read_to_string(self.dir.join(ip.to_string())).ok()?;
+        (owner.trim() == uid && self.range.contains(ip)).then_some(ip)
+    }
+
     fn last_reserved(&self) -> Option<Ipv4Addr> {
         std::fs::read_to_string(self.dir.join(LAST_RESERVED))
             .ok()?
             .trim()
             .parse()
             .ok()
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<(), IpamError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("removing", path)(e)),
     }
 }
 
@@ -192,6 +266,39 @@ mod tests {
             std::fs::read_to_string(ipam.dir().join("10.42.0.2")).unwrap(),
             "uid-a"
         );
+    }
+
+    #[test]
+    fn a_pods_address_is_found_without_reading_the_others() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ipam = ipam(tmp.path(), "10.42.0.0/24");
+        let a = ipam.allocate("uid-a").unwrap();
+        ipam.allocate("uid-b").unwrap();
+        // Another pod's allocation file made unreadable as a text file: a scan would fail.
+        std::fs::write(ipam.dir().join("10.42.0.3"), [0xff, 0xfe]).unwrap();
+        assert_eq!(ipam.allocate("uid-a").unwrap(), a);
+        assert_eq!(
+            std::fs::read_to_string(ipam.dir().join("by-pod/uid-a")).unwrap(),
+            "10.42.0.2"
+        );
+        // An index entry whose address went to someone else does not count.
+        std::fs::write(ipam.dir().join("10.42.0.2"), "uid-z").unwrap();
+        assert_eq!(ipam.allocate("uid-a").unwrap(), Ipv4Addr::new(10, 42, 0, 4));
+    }
+
+    #[test]
+    fn releasing_removes_the_index_entry_and_start_up_sweeps_stale_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ipam = ipam(tmp.path(), "10.42.0.0/24");
+        ipam.allocate("a").unwrap();
+        ipam.allocate("b").unwrap();
+        ipam.release("a").unwrap();
+        assert!(!ipam.dir().join("by-pod/a").exists());
+        assert!(ipam.dir().join("by-pod/b").exists());
+        // An agent stopped between removing b's address and its index entry.
+        std::fs::remove_file(ipam.dir().join("10.42.0.3")).unwrap();
+        assert!(ipam.retain(|_| true).unwrap().is_empty());
+        assert!(!ipam.dir().join("by-pod/b").exists());
     }
 
     #[test]
