@@ -91,6 +91,43 @@ pub struct Recorder {
     spam: Arc<Mutex<SpamFilter>>,
     /// The background writer's queue, started by the first `record`.
     queue: Arc<OnceLock<tokio::sync::mpsc::Sender<(Event, ObjectReference)>>>,
+    /// Writes per second and burst of the background writer (None: as fast as the API
+    /// answers). See [`Recorder::with_write_limit`].
+    write_limit: Option<(f64, f64)>,
+}
+
+/// A token bucket pacing the background writer (client-go's rate limiter on the client
+/// that writes events).
+struct WritePacer {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl WritePacer {
+    fn new((per_second, burst): (f64, f64)) -> Self {
+        WritePacer {
+            per_second,
+            burst,
+            tokens: burst,
+            at: Instant::now(),
+        }
+    }
+
+    /// How long to wait before the next write at `now` (zero if a token is there); takes
+    /// the token.
+    fn take(&mut self, now: Instant) -> Duration {
+        let refill = now.duration_since(self.at).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.at = now;
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.per_second)
+        }
+    }
 }
 
 impl Recorder {
@@ -101,7 +138,17 @@ impl Recorder {
             seen: Arc::new(Mutex::new(HashMap::new())),
             spam: Arc::new(Mutex::new(SpamFilter::default())),
             queue: Arc::new(OnceLock::new()),
+            write_limit: None,
         }
+    }
+
+    /// Paces the background writer to `per_second` writes after a burst of `burst`, as
+    /// kubelet's event client is (`--event-qps=50 --event-burst=100` by default). Events
+    /// wait in the queue meanwhile, so a node starting 100 pods at once spends its first
+    /// seconds on the pods and writes the rest of their events after. `record` never waits.
+    pub fn with_write_limit(mut self, per_second: f64, burst: u32) -> Self {
+        self.write_limit = Some((per_second.max(0.001), f64::from(burst.max(1))));
+        self
     }
 
     /// Record `ev` about `regarding` without waiting: spam-filtered, then written in the
@@ -124,8 +171,15 @@ impl Recorder {
         let queue = self.queue.get_or_init(|| {
             let (tx, mut rx) = tokio::sync::mpsc::channel::<(Event, ObjectReference)>(QUEUE);
             let writer = self.clone();
+            let mut pacer = self.write_limit.map(WritePacer::new);
             tokio::spawn(async move {
                 while let Some((ev, regarding)) = rx.recv().await {
+                    if let Some(pacer) = pacer.as_mut() {
+                        let wait = pacer.take(Instant::now());
+                        if !wait.is_zero() {
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
                     if let Err(e) = writer.publish(&ev, &regarding).await {
                         tracing::warn!(
                             "{}: recording {} for {}/{}: {e}",
@@ -259,5 +313,31 @@ mod tests {
         assert!(!f.allow(&object("web"), "Normal", t0 + Duration::from_secs(299)));
         assert!(f.allow(&object("web"), "Normal", t0 + Duration::from_secs(300)));
         assert!(!f.allow(&object("web"), "Normal", t0 + Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn the_write_pacer_allows_a_burst_then_the_steady_rate() {
+        let mut pacer = WritePacer::new((50.0, 100.0));
+        let t0 = Instant::now();
+        let at_once = (0..150)
+            .filter(|_| pacer.take(t0) == Duration::ZERO)
+            .count();
+        assert_eq!(at_once, 100);
+        // The 50 over the burst were told to wait their turn: the last one a second.
+        let mut pacer = WritePacer::new((50.0, 100.0));
+        let waits: Vec<Duration> = (0..150).map(|_| pacer.take(t0)).collect();
+        let about =
+            |d: Duration, ms: u64| d.abs_diff(Duration::from_millis(ms)) < Duration::from_micros(1);
+        assert!(about(waits[100], 20), "{:?}", waits[100]);
+        assert!(about(waits[149], 1000), "{:?}", waits[149]);
+        // A writer that waited as told finds its token there.
+        let mut pacer = WritePacer::new((50.0, 1.0));
+        assert_eq!(pacer.take(t0), Duration::ZERO);
+        let wait = pacer.take(t0);
+        assert!(about(wait, 20), "{wait:?}");
+        assert_eq!(
+            pacer.take(t0 + wait + Duration::from_millis(21)),
+            Duration::ZERO
+        );
     }
 }

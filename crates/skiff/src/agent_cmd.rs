@@ -657,7 +657,9 @@ fn pod_context(
             .unwrap_or(0)
     };
     Ok(std::sync::Arc::new(agent::pods::context::NodeContext {
-        recorder: controllers::events::Recorder::new(client.clone(), "kubelet"),
+        // kubelet's defaults: --event-qps=50 --event-burst=100.
+        recorder: controllers::events::Recorder::new(client.clone(), "kubelet")
+            .with_write_limit(50.0, 100),
         services: agent::pods::services::ServiceCache::start(client.clone()),
         client,
         node_name: config.name.clone(),
