@@ -138,13 +138,21 @@ fn pods_on_one_bridge_reach_each_other_and_everything_is_removed() {
     ])
     .status
     .success());
-    assert_eq!(
-        std::fs::read_dir(net.ipam_dir())
+    // Only uid-a's address is still allocated: one allocation file, one index entry.
+    let names_in = |dir: std::path::PathBuf| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name() != "last_reserved_ip.0")
-            .count(),
-        1
-    );
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let allocated: Vec<String> = names_in(net.ipam_dir())
+        .into_iter()
+        .filter(|name| name != "last_reserved_ip.0" && name != "by-pod")
+        .collect();
+    assert_eq!(allocated.len(), 1, "{allocated:?}");
+    assert_eq!(names_in(net.ipam_dir().join("by-pod")), vec!["uid-a"]);
 
     remove_host(state.path()).unwrap();
     assert!(
