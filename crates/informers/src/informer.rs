@@ -11,8 +11,8 @@ use kube::runtime::watcher::{self, watcher};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
-use tokio::sync::broadcast;
 
+use crate::fanout::{Fanout, Subscription};
 use crate::lean::Lean;
 
 /// Where an object lives: `(namespace, name)`, ordered so one namespace is a range.
@@ -60,9 +60,6 @@ pub enum Change<K> {
     /// from the cache (level-triggered, so nothing is lost).
     Resync,
 }
-
-/// How many changes a slow subscriber may fall behind before it gets [`Change::Resync`].
-const FAN_OUT_BUFFER: usize = 16 * 1024;
 
 /// The cached objects, and an index of them by controller (upstream's controller-UID pod
 /// indexer): a ReplicaSet finds its own pods and the orphans it may adopt without scanning
@@ -157,7 +154,7 @@ impl<K: Resource> Cache<K> {
 
 struct Shared<K> {
     cache: RwLock<Cache<K>>,
-    changes: broadcast::Sender<Change<K>>,
+    changes: Fanout<K>,
     synced: tokio::sync::watch::Sender<bool>,
 }
 
@@ -174,30 +171,13 @@ impl<K> Clone for Informer<K> {
     }
 }
 
-/// Receives changes; a lag becomes one [`Change::Resync`].
-pub struct Subscription<K> {
-    rx: broadcast::Receiver<Change<K>>,
-}
-
-impl<K: Clone> Subscription<K> {
-    /// The next change; `None` once the informer is gone.
-    pub async fn recv(&mut self) -> Option<Change<K>> {
-        match self.rx.recv().await {
-            Ok(change) => Some(change),
-            Err(broadcast::error::RecvError::Lagged(_)) => Some(Change::Resync),
-            Err(broadcast::error::RecvError::Closed) => None,
-        }
-    }
-}
-
 impl<K: Resource + Clone + Send + Sync + 'static> Informer<K> {
     fn new() -> Self {
-        let (changes, _) = broadcast::channel(FAN_OUT_BUFFER);
         let (synced, _) = tokio::sync::watch::channel(false);
         Informer {
             shared: Arc::new(Shared {
                 cache: RwLock::new(Cache::new()),
-                changes,
+                changes: Fanout::new(),
                 synced,
             }),
         }
@@ -207,9 +187,7 @@ impl<K: Resource + Clone + Send + Sync + 'static> Informer<K> {
     /// list as `Applied`; a later subscriber should read [`Informer::list`] after
     /// subscribing.
     pub fn subscribe(&self) -> Subscription<K> {
-        Subscription {
-            rx: self.shared.changes.subscribe(),
-        }
+        self.shared.changes.subscribe()
     }
 
     /// Wait until the first complete list is in the cache.
@@ -277,7 +255,7 @@ impl<K: Resource + Clone + Send + Sync + 'static> Informer<K> {
 
     fn publish(&self, change: Change<K>) {
         // No subscribers is fine: the cache alone is still useful.
-        let _ = self.shared.changes.send(change);
+        self.shared.changes.publish(change);
     }
 
     /// Replace the whole cache after a (re)list, telling subscribers what differs.

@@ -11,9 +11,11 @@
 //! kube-runtime's shared reflector streams drop deletions and can stall on a missing
 //! object, so this crate keeps its own small cache instead.
 
+mod fanout;
 mod informer;
 mod lean;
 mod workqueue;
 
-pub use informer::{key_of, Change, Factory, Informer, ObjectKey, Subscription};
+pub use fanout::Subscription;
+pub use informer::{key_of, Change, Factory, Informer, ObjectKey};
 pub use workqueue::WorkQueue;
