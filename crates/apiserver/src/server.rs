@@ -74,6 +74,9 @@ pub async fn serve(
     }
 }
 
+/// Concurrent HTTP/2 streams a client may open on one connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 1000;
+
 async fn serve_connection(
     server: Arc<ApiServer>,
     acceptor: TlsAcceptor,
@@ -92,7 +95,14 @@ async fn serve_connection(
         let cert_identity = cert_identity.clone();
         async move { Ok::<_, std::convert::Infallible>(handle(server, cert_identity, peer, req).await) }
     });
-    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // hyper's default of 200 streams is below what the in-process control loops keep in
+    // flight on their one HTTP/2 connection (a watch per informer plus up to 64 requests
+    // of the controllers and 512 of the scheduler); past the limit, requests wait.
+    builder
+        .http2()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+    builder
         .serve_connection_with_upgrades(TokioIo::new(tls), service)
         .await?;
     Ok(())

@@ -104,7 +104,7 @@ async fn join_client(args: &AgentArgs) -> Result<(kube::Client, Option<Vec<u8>>)
                 .with_context(|| format!("--server {server:?} is not a URL"))?;
         }
         return Ok((
-            kube::Client::try_from(config).context("building the API client")?,
+            crate::api_client::http2(config).context("building the API client")?,
             None,
         ));
     }
@@ -160,7 +160,7 @@ async fn join_client(args: &AgentArgs) -> Result<(kube::Client, Option<Vec<u8>>)
         .context("the token holds characters not allowed in an HTTP header")?;
     bearer.set_sensitive(true);
     config.headers.push((http::header::AUTHORIZATION, bearer));
-    let client = kube::Client::try_from(config).context("building the API client")?;
+    let client = crate::api_client::http2(config).context("building the API client")?;
     Ok((client, Some(ca_pem)))
 }
 
@@ -890,7 +890,7 @@ async fn node_client(args: &AgentArgs, agent_dir: &Path, name: &str) -> Result<k
         kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
             .await
             .with_context(|| format!("loading {}", kubeconfig_path.display()))?;
-    kube::Client::try_from(config).context("building the node's API client")
+    crate::api_client::http2(config).context("building the node's API client")
 }
 
 /// The local address the kernel would use to reach the server: the node's InternalIP

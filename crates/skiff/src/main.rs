@@ -4,6 +4,7 @@
 //! concept exists, so someone who knows k3s guesses them right.
 
 mod agent_cmd;
+mod api_client;
 mod certs;
 mod failover;
 mod image_cmd;

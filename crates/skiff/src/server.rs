@@ -473,5 +473,5 @@ async fn client_from(path: &std::path::Path) -> Result<kube::Client> {
         kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
             .await
             .context("loading controller kubeconfig")?;
-    kube::Client::try_from(config).context("building controller client")
+    crate::api_client::http2(config).context("building controller client")
 }
