@@ -1,8 +1,8 @@
 //! Decoding an object without its `metadata.managedFields`: the informers drop them from
 //! the cache anyway (no component reads them), so they are skipped unread while the JSON
 //! is parsed instead of being built (a `FieldsV1` tree of maps per entry) and then thrown
-//! away. [`Lean<K>`] is the kind the informers list and watch; it is `K` in every other
-//! respect (same API path, same fields).
+//! away. [`Lean<K>`] is the kind the informers (and the node agent's pod watch) list and
+//! watch; it is `K` in every other respect (same API path, same fields).
 //!
 //! The skipping is a thin serde adapter: the object's map and its `metadata` map are read
 //! through a [`MapAccess`] that passes every key on except `managedFields`, whose value is
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 /// `K`, decoded without `metadata.managedFields` (see the module header).
 #[derive(Clone, Debug, Serialize)]
 #[serde(transparent)]
-pub(crate) struct Lean<K>(pub K);
+pub struct Lean<K>(pub K);
 
 impl<K: Resource> Resource for Lean<K> {
     type DynamicType = K::DynamicType;

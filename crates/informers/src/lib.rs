@@ -18,4 +18,5 @@ mod workqueue;
 
 pub use fanout::Subscription;
 pub use informer::{key_of, Change, Factory, Informer, ObjectKey};
+pub use lean::Lean;
 pub use workqueue::WorkQueue;

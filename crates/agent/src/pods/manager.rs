@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use informers::Lean;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::{self, Event};
 use kube::Api;
@@ -57,7 +58,9 @@ pub async fn run(ctx: Arc<NodeContext>) {
         senders: HashMap::new(),
         done_tx,
     };
-    let api: Api<Pod> = Api::all(ctx.client.clone());
+    // Decoded without managedFields (`informers::Lean`): the agent never reads them, and a
+    // pod's FieldsV1 trees were most of what each worker's copy of its pod held.
+    let api: Api<Lean<Pod>> = Api::all(ctx.client.clone());
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node_name));
     let mut stream = watcher::watcher(api, config).boxed();
     // Uids seen during an initial listing, to find what disappeared meanwhile.
@@ -68,7 +71,7 @@ pub async fn run(ctx: Arc<NodeContext>) {
                 let Some(event) = event else { return };
                 match event {
                     Ok(Event::Init) => listing = Some(Vec::new()),
-                    Ok(Event::InitApply(pod)) => {
+                    Ok(Event::InitApply(Lean(pod))) => {
                         let uid = pod.metadata.uid.clone().unwrap_or_default();
                         if let Some(l) = listing.as_mut() {
                             l.push(uid.clone());
@@ -79,11 +82,11 @@ pub async fn run(ctx: Arc<NodeContext>) {
                         let seen = listing.take().unwrap_or_default();
                         forget_missing(&mut workers, &seen);
                     }
-                    Ok(Event::Apply(pod)) => {
+                    Ok(Event::Apply(Lean(pod))) => {
                         let uid = pod.metadata.uid.clone().unwrap_or_default();
                         workers.update(&uid, Some(Arc::new(pod)));
                     }
-                    Ok(Event::Delete(pod)) => {
+                    Ok(Event::Delete(Lean(pod))) => {
                         let uid = pod.metadata.uid.clone().unwrap_or_default();
                         workers.update(&uid, None);
                     }
