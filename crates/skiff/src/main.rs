@@ -4,6 +4,7 @@
 //! concept exists, so someone who knows k3s guesses them right.
 
 mod agent_cmd;
+mod allocator;
 mod api_client;
 mod certs;
 mod failover;
@@ -318,12 +319,18 @@ fn main() -> std::process::ExitCode {
     match cli.command {
         Command::Server(args) => {
             init_logging(args.debug);
-            run_to_completion("skiff server", server::run(args))
+            run_to_completion("skiff server", async {
+                allocator::spawn_collector();
+                server::run(args).await
+            })
         }
         Command::Agent(args) => {
             // Logs go to stderr: stdout is the simulated fleet's control channel.
             init_logging(args.debug);
-            run_to_completion("skiff agent", agent_cmd::run(args))
+            run_to_completion("skiff agent", async {
+                allocator::spawn_collector();
+                agent_cmd::run(args).await
+            })
         }
         Command::Token(args) => {
             let data_dir = args.data_dir.unwrap_or_else(server::default_data_dir);
