@@ -28,8 +28,14 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// in flight at once, so one slow reader does not hold back the others.
 const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 
-/// A client for `config`'s cluster over HTTP/2 (TLS with ALPN `h2`).
+/// A client for `config`'s cluster over HTTP/2 (TLS with ALPN `h2`). A kubeconfig that
+/// names a proxy or a plain-HTTP server gets kube's own client instead: tunnelling through
+/// a proxy is kube's code, and an `http://` server would need HTTP/2 without TLS, which
+/// kube-apiserver does not serve.
 pub fn http2(config: kube::Config) -> Result<kube::Client> {
+    if config.proxy_url.is_some() || config.cluster_url.scheme_str() != Some("https") {
+        return kube::Client::try_from(config).context("building the API client");
+    }
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
@@ -37,11 +43,17 @@ pub fn http2(config: kube::Config) -> Result<kube::Client> {
     let tls = config
         .rustls_client_config()
         .context("building the client's TLS settings")?;
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+    let mut builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
-        .https_or_http()
-        .enable_http2()
-        .wrap_connector(tcp);
+        .https_only();
+    // The kubeconfig's `tls-server-name`, as kube's own connector honours it.
+    if let Some(name) = &config.tls_server_name {
+        let name = rustls::pki_types::ServerName::try_from(name.clone())
+            .with_context(|| format!("tls-server-name {name:?} is not a valid server name"))?;
+        builder =
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
+    }
+    let connector = builder.enable_http2().wrap_connector(tcp);
     let transport = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .http2_only(true)
