@@ -4,13 +4,13 @@
 //! concept exists, so someone who knows k3s guesses them right.
 
 mod agent_cmd;
-mod allocator;
 mod api_client;
 mod certs;
 mod failover;
 mod image_cmd;
 mod kubeconfig;
 mod local_cluster;
+mod memory;
 mod server;
 
 use std::net::IpAddr;
@@ -320,7 +320,7 @@ fn main() -> std::process::ExitCode {
         Command::Server(args) => {
             init_logging(args.debug);
             run_to_completion("skiff server", async {
-                allocator::spawn_collector();
+                memory::spawn_housekeeping();
                 server::run(args).await
             })
         }
@@ -328,7 +328,7 @@ fn main() -> std::process::ExitCode {
             // Logs go to stderr: stdout is the simulated fleet's control channel.
             init_logging(args.debug);
             run_to_completion("skiff agent", async {
-                allocator::spawn_collector();
+                memory::spawn_housekeeping();
                 agent_cmd::run(args).await
             })
         }
