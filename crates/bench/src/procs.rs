@@ -385,6 +385,26 @@ pub fn cpu_time(pid: &str) -> Result<Duration> {
     Ok(Duration::from_micros(ticks * 1_000_000 / hz))
 }
 
+/// Busy CPU time of the whole machine since boot, all cores (`/proc/stat`: user, nice,
+/// system, irq, softirq and steal; not idle or iowait).
+pub fn machine_busy() -> Result<Duration> {
+    let text = fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .context("/proc/stat: no cpu line")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    let ticks = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_micros(ticks * 1_000_000 / hz))
+}
+
 /// CPU used by the server and by this benchmark over a measured interval.
 pub struct CpuMeter {
     pid: u32,

@@ -112,6 +112,16 @@ fn pods_on_one_bridge_reach_each_other_and_everything_is_removed() {
     .to_string();
     assert!(link.contains(&format!("master {bridge}")), "{link}");
     assert!(link.contains("hairpin on"), "{link}");
+    // IPv4 only: no IPv6 address on either veth end (no DAD or MLD traffic on the
+    // bridge); the pod's loopback keeps ::1.
+    let host_veth = network::pod_network::plan::host_veth_name("uid-a");
+    let host_v6 =
+        String::from_utf8_lossy(&ip(&["-6", "addr", "show", "dev", &host_veth]).stdout).to_string();
+    assert!(!host_v6.contains("inet6"), "{host_v6}");
+    let pod_v6 =
+        String::from_utf8_lossy(&in_ns(&names.0[0], &["ip", "-6", "addr"]).stdout).to_string();
+    assert!(pod_v6.contains("inet6 ::1"), "{pod_v6}");
+    assert!(!pod_v6.contains("eth0"), "{pod_v6}");
     let host_routes =
         String::from_utf8_lossy(&ip(&["route", "show", "10.251.0.0/16"]).stdout).to_string();
     assert!(
