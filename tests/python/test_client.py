@@ -160,6 +160,50 @@ def test_watch_from_resource_version(api, ns):
     assert seen[0][1] == "1" and seen[1][1] == "2"
 
 
+def test_watch_without_initial_events_starts_now(api, ns):
+    """sendInitialEvents=false without a resourceVersion: no ADDED for what exists."""
+    core = client.CoreV1Api(api)
+    core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="before")))
+
+    def later():
+        time.sleep(0.5)
+        core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="after")))
+
+    t = threading.Thread(target=later)
+    t.start()
+    seen = []
+    w = watch.Watch()
+    for ev in w.stream(core.list_namespaced_config_map, ns, send_initial_events=False,
+                       resource_version_match="NotOlderThan", timeout_seconds=10):
+        seen.append((ev["type"], ev["object"].metadata.name))
+        if ev["object"].metadata.name == "after":
+            w.stop()
+    t.join()
+    assert seen == [("ADDED", "after")]
+
+
+def test_bad_list_and_watch_options_are_invalid_list_options(api, ns):
+    core = client.CoreV1Api(api)
+    with pytest.raises(ApiException) as e:
+        core.list_namespaced_config_map(ns, watch=True, resource_version_match="NotOlderThan",
+                                        _preload_content=False)
+    assert e.value.status == 422
+    st = json.loads(e.value.body)
+    assert st["reason"] == "Invalid"
+    assert st["details"]["kind"] == "ListOptions" and st["details"]["group"] == "meta.k8s.io"
+    assert st["details"]["causes"] == [{
+        "reason": "FieldValueForbidden",
+        "field": "resourceVersionMatch",
+        "message": "Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+    }]
+    with pytest.raises(ApiException) as e:
+        core.list_namespaced_config_map(ns, send_initial_events=False)
+    assert e.value.status == 422
+    assert json.loads(e.value.body)["message"] == (
+        'ListOptions.meta.k8s.io "" is invalid: sendInitialEvents: Forbidden: '
+        "sendInitialEvents is forbidden for list")
+
+
 def test_watch_deployments_sees_modifications(api, ns):
     apps = client.AppsV1Api(api)
     apps.create_namespaced_deployment(ns, deployment("watched"))

@@ -149,15 +149,25 @@ impl ApiError {
 
     /// 422 Invalid with one cause per field.
     pub fn invalid(info: &ResourceInfo, name: &str, causes: &[Cause]) -> Self {
-        let message = api::validation::status_message(&kind_qualified(info), name, causes);
+        Self::invalid_kind(info.group, info.kind, name, causes)
+    }
+
+    /// 422 Invalid for a kind that is not a resource (`ListOptions` of `meta.k8s.io`).
+    pub fn invalid_kind(group: &str, kind: &str, name: &str, causes: &[Cause]) -> Self {
+        let qualified = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
+        let message = api::validation::status_message(&qualified, name, causes);
         let causes_json: Vec<Value> = causes
             .iter()
             .map(|c| json!({"reason": c.reason.as_str(), "message": c.message, "field": c.field}))
             .collect();
         // Unlike NotFound and friends, Invalid names the kind, not the resource.
-        let mut d = json!({"name": name, "kind": info.kind});
-        if !info.group.is_empty() {
-            d["group"] = json!(info.group);
+        let mut d = json!({"name": name, "kind": kind});
+        if !group.is_empty() {
+            d["group"] = json!(group);
         }
         d["causes"] = Value::Array(causes_json);
         Self::new(422, "Invalid", message).with_details(d)

@@ -4,6 +4,9 @@
 
 use std::collections::HashMap;
 
+use api::selectors::go_quote;
+use api::validation::{Cause, CauseType};
+
 use crate::errors::{ApiError, ApiResult};
 
 /// Query parameters, last value wins (as Go's url.Values.Get does for the first; clients
@@ -149,7 +152,9 @@ pub struct ListOptions {
     pub watch: bool,
     pub allow_bookmarks: bool,
     pub timeout_seconds: Option<i64>,
-    pub send_initial_events: bool,
+    /// `sendInitialEvents`, when given: `Some(false)` differs from absent for a watch
+    /// without a resourceVersion (start at the current revision, no initial events).
+    pub send_initial_events: Option<bool>,
     pub include_object: IncludeObject,
 }
 
@@ -177,6 +182,10 @@ impl ListOptions {
                 )))
             }
         };
+        let send_initial_events = match q.non_empty("sendInitialEvents") {
+            Some(_) => Some(q.bool("sendInitialEvents")?),
+            None => None,
+        };
         let opts = ListOptions {
             label_selector: q.non_empty("labelSelector").map(String::from),
             field_selector: q.non_empty("fieldSelector").map(String::from),
@@ -187,27 +196,22 @@ impl ListOptions {
             watch: q.bool("watch")?,
             allow_bookmarks: q.bool("allowWatchBookmarks")?,
             timeout_seconds: q.i64("timeoutSeconds")?,
-            send_initial_events: q.bool("sendInitialEvents")?,
+            send_initial_events,
             include_object,
         };
-        if opts.watch {
-            validate_watch_options(&opts, q.non_empty("sendInitialEvents").is_some())?;
-        } else if let Some(m) = &opts.resource_version_match {
-            if !matches!(m.as_str(), "Exact" | "NotOlderThan") {
-                return Err(ApiError::bad_request(format!(
-                    "resourceVersionMatch: Unsupported value: {m:?}: supported values: \"Exact\", \"NotOlderThan\""
-                )));
-            }
-            if opts.resource_version.is_none() {
-                return Err(ApiError::bad_request(
-                    "resourceVersionMatch is forbidden unless resourceVersion is provided",
-                ));
-            }
-            if opts.continue_token.is_some() {
-                return Err(ApiError::bad_request(
-                    "resourceVersionMatch is forbidden when continue is provided",
-                ));
-            }
+        let causes = if opts.watch {
+            watch_option_errors(&opts)
+        } else {
+            list_option_errors(&opts)
+        };
+        if !causes.is_empty() {
+            // Upstream: `NewInvalid(meta.k8s.io ListOptions, "", errs)`.
+            return Err(ApiError::invalid_kind(
+                "meta.k8s.io",
+                "ListOptions",
+                "",
+                &causes,
+            ));
         }
         if opts.continue_token.is_some()
             && opts
@@ -215,6 +219,7 @@ impl ListOptions {
                 .as_deref()
                 .map_or(false, |rv| rv != "0")
         {
+            // The storage layer's answer upstream: 400, not 422.
             return Err(ApiError::bad_request(
                 "specifying resource version is not allowed when using continue",
             ));
@@ -223,35 +228,95 @@ impl ListOptions {
     }
 }
 
-/// Upstream's `validateWatchOptions` (WatchList enabled): a watch needs no
-/// `resourceVersion` for `resourceVersionMatch`, which is only allowed, as NotOlderThan,
-/// together with `sendInitialEvents` (a streaming list: `sendInitialEvents=true`,
-/// `resourceVersionMatch=NotOlderThan` and no `resourceVersion` is the usual form).
-fn validate_watch_options(opts: &ListOptions, send_initial_given: bool) -> Result<(), ApiError> {
+fn forbidden(field: &str, detail: &str) -> Cause {
+    Cause {
+        reason: CauseType::Forbidden,
+        field: field.to_string(),
+        message: format!("Forbidden: {detail}"),
+    }
+}
+
+fn not_supported(field: &str, value: &str, supported: &[&str]) -> Cause {
+    let quoted: Vec<String> = supported.iter().map(|s| go_quote(s)).collect();
+    Cause {
+        reason: CauseType::NotSupported,
+        field: field.to_string(),
+        message: format!(
+            "Unsupported value: {}: supported values: {}",
+            go_quote(value),
+            quoted.join(", ")
+        ),
+    }
+}
+
+const RV_MATCH: &str = "resourceVersionMatch";
+
+/// Upstream's `ValidateListOptions` for a list, in its order.
+fn list_option_errors(opts: &ListOptions) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    if let Some(m) = opts.resource_version_match.as_deref() {
+        if opts.resource_version.is_none() {
+            causes.push(forbidden(
+                RV_MATCH,
+                "resourceVersionMatch is forbidden unless resourceVersion is provided",
+            ));
+        }
+        if opts.continue_token.is_some() {
+            causes.push(forbidden(
+                RV_MATCH,
+                "resourceVersionMatch is forbidden when continue is provided",
+            ));
+        }
+        if m != "Exact" && m != "NotOlderThan" {
+            causes.push(not_supported(RV_MATCH, m, &["Exact", "NotOlderThan", ""]));
+        }
+        if m == "Exact" && opts.resource_version.as_deref() == Some("0") {
+            causes.push(forbidden(
+                RV_MATCH,
+                "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+            ));
+        }
+    }
+    if opts.send_initial_events.is_some() {
+        causes.push(forbidden(
+            "sendInitialEvents",
+            "sendInitialEvents is forbidden for list",
+        ));
+    }
+    causes
+}
+
+/// Upstream's `validateWatchOptions` (WatchList enabled, as in 1.32): `resourceVersionMatch`
+/// is only allowed, as NotOlderThan, together with `sendInitialEvents` (a streaming list:
+/// `sendInitialEvents=true`, `resourceVersionMatch=NotOlderThan` and no `resourceVersion`
+/// is the usual form).
+fn watch_option_errors(opts: &ListOptions) -> Vec<Cause> {
+    let mut causes = Vec::new();
     let matched = opts.resource_version_match.as_deref();
-    if send_initial_given && matched != Some("NotOlderThan") {
-        return Err(ApiError::bad_request(
+    if opts.send_initial_events.is_some() && matched != Some("NotOlderThan") {
+        causes.push(forbidden(
+            RV_MATCH,
             "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
         ));
     }
     if let Some(m) = matched {
-        if !send_initial_given {
-            return Err(ApiError::bad_request(
+        if opts.send_initial_events.is_none() {
+            causes.push(forbidden(
+                RV_MATCH,
                 "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
             ));
         }
         if m != "NotOlderThan" {
-            return Err(ApiError::bad_request(format!(
-                "resourceVersionMatch: Unsupported value: {m:?}: supported values: \"NotOlderThan\""
-            )));
+            causes.push(not_supported(RV_MATCH, m, &["NotOlderThan"]));
         }
         if opts.continue_token.is_some() {
-            return Err(ApiError::bad_request(
+            causes.push(forbidden(
+                RV_MATCH,
                 "resourceVersionMatch is forbidden when continue is provided",
             ));
         }
     }
-    Ok(())
+    causes
 }
 
 #[cfg(test)]
@@ -279,6 +344,61 @@ mod tests {
         // Lists keep their rules.
         assert!(!ok("resourceVersionMatch=NotOlderThan"));
         assert!(ok("resourceVersionMatch=NotOlderThan&resourceVersion=0"));
+    }
+
+    #[test]
+    fn bad_options_are_upstreams_invalid_list_options() {
+        let status = |query: &str| {
+            ListOptions::from_query(&Query::parse(Some(query)))
+                .unwrap_err()
+                .to_status()
+        };
+        let s = status("watch=true&resourceVersionMatch=Exact");
+        assert_eq!(s["code"], 422);
+        assert_eq!(s["reason"], "Invalid");
+        assert_eq!(s["details"]["kind"], "ListOptions");
+        assert_eq!(s["details"]["group"], "meta.k8s.io");
+        let causes: Vec<(&str, &str)> = s["details"]["causes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["field"].as_str().unwrap(), c["reason"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            causes,
+            vec![
+                ("resourceVersionMatch", "FieldValueForbidden"),
+                ("resourceVersionMatch", "FieldValueNotSupported"),
+            ]
+        );
+        assert_eq!(
+            s["details"]["causes"][1]["message"],
+            "Unsupported value: \"Exact\": supported values: \"NotOlderThan\""
+        );
+        let s = status("resourceVersionMatch=Exact&resourceVersion=0");
+        assert_eq!(
+            s["message"],
+            "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: \
+             resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\""
+        );
+        assert_eq!(status("sendInitialEvents=true")["code"], 422);
+        // The storage layer's check stays a 400, as upstream.
+        let s = status("continue=abc&resourceVersion=5");
+        assert_eq!(
+            (s["code"].as_i64(), s["reason"].as_str()),
+            (Some(400), Some("BadRequest"))
+        );
+    }
+
+    #[test]
+    fn send_initial_events_false_is_not_absent() {
+        let opts = |query: &str| ListOptions::from_query(&Query::parse(Some(query))).unwrap();
+        assert_eq!(opts("watch=true").send_initial_events, None);
+        assert_eq!(
+            opts("watch=true&sendInitialEvents=false&resourceVersionMatch=NotOlderThan")
+                .send_initial_events,
+            Some(false)
+        );
     }
 
     #[test]

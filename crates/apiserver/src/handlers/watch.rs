@@ -50,9 +50,17 @@ pub async fn watch(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
         None | Some("0") => None,
         Some(rv) => Some(objects::parse_resource_version(rv)?),
     };
+    // Upstream's start points: a resourceVersion other than "0" without initial events
+    // starts there; `sendInitialEvents=false` without one starts at the current revision
+    // (or any, for "0"); otherwise the current state comes first as ADDED events.
     let mut initial = Vec::new();
-    let from = match start_rv {
-        Some(rv) if !opts.send_initial_events => rv,
+    let from = match (start_rv, opts.send_initial_events) {
+        (Some(rv), None | Some(false)) => rv,
+        (None, Some(false)) => server
+            .store
+            .current_revision()
+            .await
+            .map_err(|e| ApiError::internal(format!("reading the current revision: {e}")))?,
         _ => {
             let all = ListOptions {
                 limit: None,
@@ -92,7 +100,7 @@ pub async fn watch(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     // of a 200 response, as upstream does.
     let subscription = server.watch_hubs.subscribe(&server.store, info, from).await;
     let bookmarks = opts.allow_bookmarks;
-    let send_initial_end = opts.send_initial_events;
+    let send_initial_end = opts.send_initial_events == Some(true);
     let watches = server.metrics.watches.clone();
     tokio::spawn(async move {
         watches.inc();
