@@ -10,6 +10,7 @@
 pub mod admission;
 pub mod auth;
 pub mod bootstrap;
+pub mod coalesced_writes;
 pub mod discovery;
 pub mod errors;
 pub mod handlers;

@@ -15,6 +15,8 @@ use rustls::server::WebPkiClientVerifier;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::coalesced_writes::CoalescedWrites;
+
 use crate::auth::{self, Identity};
 use crate::errors::ApiError;
 use crate::http::{self, Body};
@@ -83,7 +85,7 @@ async fn serve_connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let tls = acceptor.accept(tcp).await?;
+    let tls = acceptor.accept(CoalescedWrites::new(tcp)).await?;
     let cert_identity = tls
         .get_ref()
         .1

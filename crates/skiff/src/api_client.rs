@@ -8,14 +8,18 @@
 //! one per concurrent request in an agent after a burst of pod starts, each with its read
 //! and write buffers and TLS state on both ends. kubelet and the controller manager talk
 //! HTTP/2 to kube-apiserver: every request and watch is a stream of one connection.
+//! Its socket gathers writes until a flush (`apiserver::coalesced_writes`), so the
+//! requests of many tasks leave in one syscall.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use apiserver::coalesced_writes::CoalescedWrites;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use kube::client::retry::RetryPolicy;
 use kube::client::ConfigExt;
+use tokio::net::TcpStream;
 use tower::retry::RetryLayer;
 use tower::{BoxError, ServiceBuilder};
 
@@ -53,6 +57,9 @@ pub fn http2(config: kube::Config) -> Result<kube::Client> {
         builder =
             builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
     }
+    let tcp = ServiceBuilder::new()
+        .map_response(|io: TokioIo<TcpStream>| TokioIo::new(CoalescedWrites::new(io.into_inner())))
+        .service(tcp);
     let connector = builder.enable_http2().wrap_connector(tcp);
     let transport = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())

@@ -9,6 +9,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::{header, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+use tokio::io::AsyncWriteExt;
 
 use super::read;
 use super::Ctx;
@@ -23,6 +24,9 @@ use crate::ApiServer;
 pub const DEFAULT_KUBELET_PORT: u16 = 10250;
 
 /// The log options kubelet reads; anything else in the query stays with the API server.
+/// How long an ended exec/attach/port-forward stream may take to write its last bytes.
+const FINAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+
 const LOG_PARAMS: &[&str] = &[
     "follow",
     "previous",
@@ -126,6 +130,10 @@ pub async fn upgrade(
         if let Err(e) = tokio::io::copy_bidirectional(&mut client_io, &mut kubelet_io).await {
             tracing::debug!("{path_and_query} stream ended: {e}");
         }
+        // The last bytes from the node (a WebSocket close frame, an error status) may
+        // still be held by the connection's coalesced writes when one side ended with an
+        // error: write them and close the stream, as a socket that wrote at once would have.
+        let _ = tokio::time::timeout(FINAL_FLUSH, client_io.shutdown()).await;
     });
     let mut answer = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
     for (key, value) in resp.headers() {
