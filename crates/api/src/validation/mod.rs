@@ -417,6 +417,23 @@ pub fn validate_update(info: &ResourceInfo, new: &Value, old: &Value) -> Vec<Cau
     e.0
 }
 
+/// Validate a write through the `status` subresource: `new` is `old` with only its status
+/// replaced (the status strategy has copied everything else back), so what was valid of
+/// the rest when `old` was written still is. A Pod's checks are all of its spec and
+/// metadata (none look at its status), so they are not run again: a kubelet's status
+/// write would otherwise re-validate every container of the spec. Other kinds, whose
+/// checks may read their status, are validated whole.
+pub fn validate_status_update(info: &ResourceInfo, new: &Value, old: &Value) -> Vec<Cause> {
+    match (info.group, info.kind) {
+        ("", "Pod") => {
+            let mut e = Errs::default();
+            meta::validate_object_meta_update(&mut e, new, old);
+            e.0
+        }
+        _ => validate_update(info, new, old),
+    }
+}
+
 fn validate_kind(e: &mut Errs, info: &ResourceInfo, obj: &Value, old: Option<&Value>) {
     match (info.group, info.kind) {
         ("", "Pod") => pod::validate_pod(e, obj, old),

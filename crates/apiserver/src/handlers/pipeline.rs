@@ -141,6 +141,17 @@ fn same_but_status(a: &Value, b: &Value) -> bool {
             .all(|(k, v)| b.get(k) == Some(v))
 }
 
+/// Whether `a` and `b` have the same members in the same order, equal except `status`.
+fn same_members_but_status(a: &Value, b: &Value) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return false;
+    };
+    a.len() == b.len()
+        && a.iter()
+            .zip(b.iter())
+            .all(|((ka, va), (kb, vb))| ka == kb && (ka == "status" || va == vb))
+}
+
 /// System metadata of a new object: name from generateName, uid, timestamps, generation.
 pub fn prepare_for_create(
     info: &ResourceInfo,
@@ -236,6 +247,11 @@ pub fn prepare_for_update(
         }
     }
     if scope == UpdateScope::Status {
+        // Usually `new` is already `old` with another status (a status patch): nothing
+        // to copy back. The order of members must match too, as it shapes the bytes stored.
+        if same_members_but_status(new, old) {
+            return Ok(());
+        }
         let status = new.get("status").cloned();
         let mut next = old.clone();
         match status {
@@ -307,8 +323,16 @@ pub fn validate_create(info: &ResourceInfo, obj: &Value) -> ApiResult<()> {
     }
 }
 
-pub fn validate_update(info: &ResourceInfo, new: &Value, old: &Value) -> ApiResult<()> {
-    let causes = api::validation::validate_update(info, new, old);
+pub fn validate_update(
+    info: &ResourceInfo,
+    new: &Value,
+    old: &Value,
+    scope: UpdateScope,
+) -> ApiResult<()> {
+    let causes = match scope {
+        UpdateScope::Main => api::validation::validate_update(info, new, old),
+        UpdateScope::Status => api::validation::validate_status_update(info, new, old),
+    };
     if causes.is_empty() {
         Ok(())
     } else {
@@ -359,6 +383,68 @@ mod tests {
                     (w, p) => panic!("{status}: whole {:?} part {:?}", w.is_ok(), p.is_ok()),
                 }
             }
+        }
+    }
+
+    /// A status write keeps everything but the status of the stored object, in its order,
+    /// whether or not the written object already matches it (the in-place shortcut).
+    #[test]
+    fn status_writes_keep_the_rest_of_the_stored_object() {
+        let pods = api::registry::lookup("", "v1", "pods").unwrap();
+        let old = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "d", "uid": "u", "labels": {"a": "1"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Pending"}});
+        let mut without_status = old.clone();
+        without_status.as_object_mut().unwrap().remove("status");
+        let running = json!({"phase": "Running"});
+        let with = |base: &Value, f: &dyn Fn(&mut Value)| {
+            let mut v = base.clone();
+            f(&mut v);
+            v
+        };
+        // (stored, written, expected)
+        let cases = [
+            (
+                old.clone(),
+                with(&old, &|v| v["status"] = running.clone()),
+                with(&old, &|v| v["status"] = running.clone()),
+            ),
+            (
+                old.clone(),
+                with(&old, &|v| {
+                    v["status"] = running.clone();
+                    v["metadata"]["labels"]["a"] = json!("2");
+                    v["spec"]["x"] = json!(1);
+                }),
+                with(&old, &|v| v["status"] = running.clone()),
+            ),
+            (
+                old.clone(),
+                with(&old, &|v| {
+                    v.as_object_mut().unwrap().remove("status");
+                }),
+                without_status.clone(),
+            ),
+            (
+                without_status.clone(),
+                with(&without_status, &|v| v["status"] = running.clone()),
+                with(&without_status, &|v| v["status"] = running.clone()),
+            ),
+            // The same members in another order: the stored order wins.
+            (
+                old.clone(),
+                json!({"kind": "Pod", "apiVersion": "v1", "metadata": old["metadata"].clone(),
+                "spec": old["spec"].clone(), "status": running.clone()}),
+                with(&old, &|v| v["status"] = running.clone()),
+            ),
+        ];
+        for (stored, written, expected) in cases {
+            let mut new = written.clone();
+            prepare_for_update(pods, &mut new, &stored, UpdateScope::Status).unwrap();
+            assert_eq!(new, expected, "{written}");
+            let order = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+            assert_eq!(order(&new), order(&expected), "{written}");
         }
     }
 }

@@ -265,7 +265,7 @@ async fn write_update(
         // Keeps what the server allocated (a Service's cluster IP and node ports).
         api::defaults::apply_update_defaults(info, &mut new, old);
     }
-    pipeline::validate_update(info, &new, old)?;
+    pipeline::validate_update(info, &new, old, scope)?;
     if let Some(manager) = manager {
         let subresource = match scope {
             UpdateScope::Main => None,
