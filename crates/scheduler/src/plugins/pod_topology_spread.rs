@@ -8,7 +8,11 @@
 //! Matching pods are counted through [`Snapshot::matching`]: from the snapshot's selector
 //! index for the [`counted_selectors`] the scheduler has it track, else pod by pod.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+// foldhash: these maps are built for every pod scheduled (node names and label values as
+// keys), where std's SipHash was most of PodTopologySpread's pre-score.
+use foldhash::{HashMap, HashSet};
 
 use api::selectors::LabelSelector;
 use k8s_openapi::api::core::v1::{Pod, TopologySpreadConstraint};
@@ -195,7 +199,7 @@ impl FilterPlugin for PodTopologySpread {
             .iter()
             .map(|c| snap.matching(pod.namespace(), &c.selector))
             .collect();
-        let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); cs.len()];
+        let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::default(); cs.len()];
         for node in snap.nodes.iter().filter(|n| eligible(pod, n, &cs, true)) {
             for (i, c) in cs.iter().enumerate() {
                 let value = node.labels()[&c.key].clone();
@@ -269,7 +273,7 @@ impl ScorePlugin for PodTopologySpread {
             .map(|n| require_all && !cs.iter().all(|c| n.labels().contains_key(&c.key)))
             .collect();
         // A node without a (default) key counts in that key's "" domain, as upstream.
-        let mut domains: Vec<HashSet<&str>> = vec![HashSet::new(); cs.len()];
+        let mut domains: Vec<HashSet<&str>> = vec![HashSet::default(); cs.len()];
         for (n, ign) in feasible.iter().zip(&ignored) {
             if !ign {
                 for (i, c) in cs.iter().enumerate() {
@@ -285,7 +289,7 @@ impl ScorePlugin for PodTopologySpread {
             .iter()
             .map(|c| snap.matching(pod.namespace(), &c.selector))
             .collect();
-        let mut host_counts: Vec<HashMap<NodeId, i64>> = vec![HashMap::new(); cs.len()];
+        let mut host_counts: Vec<HashMap<NodeId, i64>> = vec![HashMap::default(); cs.len()];
         for (i, _) in cs.iter().enumerate().filter(|(_, c)| c.key == HOSTNAME) {
             for n in feasible {
                 let count = matching[i].on(n);
@@ -294,7 +298,7 @@ impl ScorePlugin for PodTopologySpread {
                 }
             }
         }
-        let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); cs.len()];
+        let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::default(); cs.len()];
         // Hostname counts are per feasible node (above); a key no feasible node carries
         // (the default zone key on a cluster without zones) has nothing to count.
         let to_count = cs
