@@ -38,6 +38,20 @@ pub fn object_with_warnings(
             Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
         ),
     };
+    with_warnings(code, content_type, bytes, warnings)
+}
+
+/// An object already encoded as JSON, with warnings.
+pub fn json_with_warnings(code: u16, json: Bytes, warnings: &[String]) -> Response<Body> {
+    with_warnings(code, "application/json", json, warnings)
+}
+
+fn with_warnings(
+    code: u16,
+    content_type: &str,
+    bytes: Bytes,
+    warnings: &[String],
+) -> Response<Body> {
     let mut builder = Response::builder()
         .status(StatusCode::from_u16(code).unwrap_or(StatusCode::OK))
         .header(header::CONTENT_TYPE, content_type);

@@ -84,6 +84,35 @@ impl Encoded {
     }
 }
 
+/// A written object as served: the tree, and its JSON when that could be taken from the
+/// stored bytes (`served_json_into`), so the answer to a write need not encode the tree
+/// again. `json` is None for what was not stored (dry runs, unchanged objects) and for
+/// kinds served in another version than they are stored in.
+pub struct Stored {
+    pub object: Value,
+    pub json: Option<Bytes>,
+}
+
+impl Stored {
+    /// An object with no stored form to answer from.
+    pub fn tree(object: Value) -> Stored {
+        Stored { object, json: None }
+    }
+}
+
+impl Encoded {
+    /// `into_stored`, with the served JSON spliced from the bytes written.
+    pub fn into_served(self, info: &ResourceInfo, kv: &KeyValue) -> ApiResult<Stored> {
+        let mut json = Vec::new();
+        let json = served_json_into(info, &self.bytes, kv.mod_revision, &mut json)
+            .map(|()| Bytes::from(json));
+        Ok(Stored {
+            object: self.into_stored(info, kv)?,
+            json,
+        })
+    }
+}
+
 /// Append to `out` the JSON that `serde_json::to_vec(&decode(info, kv))` would give for
 /// `stored` at revision `rev`, without decoding it: the stored bytes with
 /// `"resourceVersion"` added as the last member of `metadata`. None (nothing appended)
@@ -506,6 +535,44 @@ mod tests {
         let back = decode(cms, &kv).unwrap();
         assert_eq!(back["metadata"]["resourceVersion"], "9");
         assert_eq!(back["kind"], "ConfigMap");
+    }
+
+    /// The JSON a write answers with is the served object's encoding.
+    #[test]
+    fn written_objects_answer_with_their_encoding() {
+        let pods = api::registry::lookup("", "v1", "pods").unwrap();
+        let events = api::registry::lookup("events.k8s.io", "v1", "events").unwrap();
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "d", "labels": {"a": "é\"q"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}, "status": {"phase": "Pending"}});
+        let event = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "e", "namespace": "d"}, "reason": "Scheduled", "note": "n",
+            "regarding": {"kind": "Pod", "name": "p"}, "eventTime": "2026-01-01T00:00:00.000000Z"});
+        for (info, obj) in [(pods, pod), (events, event)] {
+            let encoded = encode_owned(info, obj).unwrap();
+            let kv = KeyValue {
+                key: "/k".into(),
+                value: encoded.bytes.clone(),
+                create_revision: 4,
+                mod_revision: 12,
+            };
+            let stored = encoded.into_served(info, &kv).unwrap();
+            assert_eq!(stored.object["metadata"]["resourceVersion"], "12");
+            if let Some(json) = &stored.json {
+                assert_eq!(
+                    json.as_ref(),
+                    serde_json::to_vec(&stored.object).unwrap(),
+                    "{}",
+                    info.kind
+                );
+            } else {
+                // Only a kind stored in another version answers by encoding the tree.
+                assert_ne!(
+                    api::conversion::storage_version(info),
+                    (info.group, info.version)
+                );
+            }
+        }
     }
 
     #[test]

@@ -5,6 +5,8 @@ use serde_json::{json, Map, Value};
 
 use api::registry::ResourceInfo;
 
+use crate::http::{self, Body};
+use crate::objects::Stored;
 use crate::request::{IncludeObject, Rendering};
 
 /// The list envelope's continuation facts.
@@ -30,6 +32,27 @@ impl ListMeta {
 
 /// Make sure a stored object carries its apiVersion and kind (stored objects always do;
 /// this guards older writes).
+/// The answer to a write: the stored JSON as it is when the object was asked for as JSON,
+/// else the object rendered as asked (`single`).
+pub fn written(
+    code: u16,
+    info: &ResourceInfo,
+    stored: Stored,
+    rendering: Rendering,
+    warnings: &[String],
+) -> hyper::Response<Body> {
+    let Stored { object, json } = stored;
+    match (rendering, json) {
+        (Rendering::Json, Some(json)) => http::json_with_warnings(code, json, warnings),
+        _ => http::object_with_warnings(
+            code,
+            &single(info, object, rendering, Default::default()),
+            rendering,
+            warnings,
+        ),
+    }
+}
+
 pub fn with_type_meta(info: &ResourceInfo, mut obj: Value) -> Value {
     if let Some(m) = obj.as_object_mut() {
         m.insert("apiVersion".into(), json!(info.api_version()));

@@ -17,6 +17,7 @@ use super::Ctx;
 use crate::errors::{store_error, ApiError, ApiResult};
 use crate::http::{self, Body};
 use crate::objects;
+use crate::request::Rendering;
 use crate::routes::{NodeSub, SubTarget};
 use crate::ApiServer;
 
@@ -94,12 +95,7 @@ async fn status_update(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
         Some(&ctx.manager),
     )
     .await?;
-    Ok(http::object_with_warnings(
-        200,
-        &render::with_type_meta(info, updated),
-        ctx.rendering,
-        &warnings,
-    ))
+    Ok(status_answer(200, info, updated, ctx.rendering, &warnings))
 }
 
 async fn status_patch(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
@@ -118,12 +114,27 @@ async fn status_patch(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
         &ctx.manager,
     )
     .await?;
-    Ok(http::object_with_warnings(
-        code,
-        &render::with_type_meta(info, obj),
-        ctx.rendering,
-        &warnings,
-    ))
+    Ok(status_answer(code, info, obj, ctx.rendering, &warnings))
+}
+
+/// The answer to a status write: the object (never a Table), from the stored JSON when
+/// the client asked for JSON.
+fn status_answer(
+    code: u16,
+    info: &ResourceInfo,
+    stored: objects::Stored,
+    rendering: Rendering,
+    warnings: &[String],
+) -> Response<Body> {
+    match (rendering, stored.json) {
+        (Rendering::Json, Some(json)) => http::json_with_warnings(code, json, warnings),
+        _ => http::object_with_warnings(
+            code,
+            &render::with_type_meta(info, stored.object),
+            rendering,
+            warnings,
+        ),
+    }
 }
 
 /// The Scale view of a scalable object.
@@ -224,7 +235,13 @@ async fn scale_write(ctx: Ctx<'_>, method: Method) -> ApiResult<Response<Body>> 
         )
         .await
         {
-            Ok(updated) => return Ok(http::object(200, &scale_of(&updated)?, ctx.rendering)),
+            Ok(updated) => {
+                return Ok(http::object(
+                    200,
+                    &scale_of(&updated.object)?,
+                    ctx.rendering,
+                ))
+            }
             // Someone wrote in between: without a client precondition, recompute.
             Err(e) if e.code == 409 && e.reason == "Conflict" && client_rv.is_none() => continue,
             Err(e) => return Err(e),

@@ -15,7 +15,7 @@ use super::Ctx;
 use crate::admission;
 use crate::errors::{store_error, ApiError, ApiResult};
 use crate::http::{self, Body};
-use crate::objects;
+use crate::objects::{self, Stored};
 use crate::request::{ListOptions, Query};
 use crate::ApiServer;
 
@@ -27,7 +27,7 @@ pub async fn create(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     let mut obj = pipeline::parse_body(&ctx.content_type, &ctx.body)?;
     pipeline::check_type_meta(info, &mut obj)?;
     let (obj, warnings) = pipeline::decode(info, &obj, ctx.query.field_validation()?)?;
-    let created = create_object(
+    let created = create_stored(
         ctx.server,
         info,
         ctx.target.namespace.as_deref(),
@@ -36,9 +36,10 @@ pub async fn create(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
         Some(&ctx.manager),
     )
     .await?;
-    Ok(http::object_with_warnings(
+    Ok(render::written(
         201,
-        &render::single(info, created, ctx.rendering, Default::default()),
+        info,
+        created,
         ctx.rendering,
         &warnings,
     ))
@@ -51,10 +52,24 @@ pub async fn create_object(
     server: &ApiServer,
     info: &ResourceInfo,
     namespace: Option<&str>,
-    mut obj: Value,
+    obj: Value,
     dry_run: bool,
     manager: Option<&str>,
 ) -> ApiResult<Value> {
+    create_stored(server, info, namespace, obj, dry_run, manager)
+        .await
+        .map(|stored| stored.object)
+}
+
+/// `create_object`, with the stored JSON to answer with.
+pub async fn create_stored(
+    server: &ApiServer,
+    info: &ResourceInfo,
+    namespace: Option<&str>,
+    mut obj: Value,
+    dry_run: bool,
+    manager: Option<&str>,
+) -> ApiResult<Stored> {
     pipeline::prepare_for_create(info, &mut obj, namespace)?;
     api::defaults::apply_defaults(info, &mut obj);
     api::defaults::apply_create_defaults_with(info, &mut obj, &server.config.admission);
@@ -107,7 +122,7 @@ pub async fn create_object(
         {
             return Err(ApiError::already_exists(info, &name));
         }
-        return Ok(render::with_type_meta(info, obj));
+        return Ok(Stored::tree(render::with_type_meta(info, obj)));
     }
     let encoded = objects::encode_owned(info, obj)?;
     let kv = server
@@ -115,7 +130,7 @@ pub async fn create_object(
         .create(&key, encoded.bytes.clone())
         .await
         .map_err(|e| store_error(info, &name, e))?;
-    encoded.into_stored(info, &kv)
+    encoded.into_served(info, &kv)
 }
 
 pub async fn update(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
@@ -146,15 +161,16 @@ pub async fn update(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
                 m.remove("resourceVersion");
             }
             (
-                create_object(ctx.server, info, namespace, obj, dry_run, manager).await?,
+                create_stored(ctx.server, info, namespace, obj, dry_run, manager).await?,
                 201,
             )
         }
         other => (other?, 200),
     };
-    Ok(http::object_with_warnings(
+    Ok(render::written(
         code,
-        &render::single(info, updated, ctx.rendering, Default::default()),
+        info,
+        updated,
         ctx.rendering,
         &warnings,
     ))
@@ -192,7 +208,7 @@ pub async fn update_object(
     scope: UpdateScope,
     dry_run: bool,
     manager: Option<&str>,
-) -> ApiResult<Value> {
+) -> ApiResult<Stored> {
     let precondition = match objects::meta_str(&new, "resourceVersion").filter(|rv| !rv.is_empty())
     {
         Some(rv) => Some(objects::parse_resource_version(rv)?),
@@ -257,7 +273,7 @@ async fn write_update(
     scope: UpdateScope,
     dry_run: bool,
     manager: Option<&str>,
-) -> Result<Value, WriteError> {
+) -> Result<Stored, WriteError> {
     let name = objects::name_of(old).to_string();
     pipeline::prepare_for_update(info, &mut new, old, scope)?;
     api::defaults::apply_defaults(info, &mut new);
@@ -295,10 +311,10 @@ async fn write_update(
     };
     objects::set_resource_version(&mut new, revision);
     if objects::same_content(&new, old) {
-        return Ok(old.clone());
+        return Ok(Stored::tree(old.clone()));
     }
     if dry_run {
-        return Ok(new);
+        return Ok(Stored::tree(new));
     }
     // An object being deleted goes once its last finalizer is removed.
     if objects::is_deleting(&new)
@@ -306,7 +322,7 @@ async fn write_update(
         && deletion_grace_over(&new)
     {
         match server.store.delete(key, Some(revision)).await {
-            Ok(_) => return Ok(new),
+            Ok(_) => return Ok(Stored::tree(new)),
             Err(StoreError::Conflict { .. }) => return Err(WriteError::Moved),
             Err(StoreError::NotFound { .. }) => return Err(ApiError::not_found(info, &name).into()),
             Err(e) => return Err(store_error(info, &name, e).into()),
@@ -318,7 +334,7 @@ async fn write_update(
         .update(key, encoded.bytes.clone(), revision)
         .await
     {
-        Ok(kv) => Ok(encoded.into_stored(info, &kv)?),
+        Ok(kv) => Ok(encoded.into_served(info, &kv)?),
         Err(StoreError::Conflict { .. }) => Err(WriteError::Moved),
         Err(StoreError::NotFound { .. }) => Err(ApiError::not_found(info, &name).into()),
         Err(e) => Err(store_error(info, &name, e).into()),
@@ -427,12 +443,7 @@ pub async fn patch(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
         &ctx.manager,
     )
     .await?;
-    Ok(http::object_with_warnings(
-        code,
-        &render::single(info, obj, ctx.rendering, Default::default()),
-        ctx.rendering,
-        &warnings,
-    ))
+    Ok(render::written(code, info, obj, ctx.rendering, &warnings))
 }
 
 /// Patch an object (main resource or status), re-reading and re-applying on conflicts.
@@ -448,7 +459,7 @@ pub async fn patch_object(
     query: &Query,
     scope: UpdateScope,
     manager: &str,
-) -> ApiResult<(Value, Vec<String>, u16)> {
+) -> ApiResult<(Stored, Vec<String>, u16)> {
     let force = query.bool("force")?;
     if force && patch_type != PatchType::Apply {
         return Err(ApiError::bad_request(
@@ -495,7 +506,7 @@ pub async fn patch_object(
                 )
                 .map_err(apply_conflict)?;
                 let (obj, warnings) = pipeline::decode(info, &merged, validation)?;
-                let created = create_object(server, info, namespace, obj, dry_run, None).await?;
+                let created = create_stored(server, info, namespace, obj, dry_run, None).await?;
                 return Ok((created, warnings, 201));
             }
             return Err(ApiError::not_found(info, name));
