@@ -61,7 +61,14 @@ pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
             tokio::select! {
                 _ = ticker.tick() => {}
                 change = node_changes.recv() => match change {
-                    Some(Change::Applied(node)) if monitor.acts_on_report(&node) => {
+                    // Judged on the node as it is now: a queued report may be older than
+                    // what the last pass saw (each pass reads every node), and acting on it
+                    // would repeat a pass for nothing.
+                    Some(Change::Applied(node))
+                        if nodes
+                            .get("", node.metadata.name.as_deref().unwrap_or_default())
+                            .is_some_and(|now| monitor.acts_on_report(&now)) =>
+                    {
                         // Let the other nodes' reports of the moment join this pass.
                         tokio::time::sleep(EARLY_PASS_DELAY).await;
                     }
@@ -70,7 +77,18 @@ pub fn start(ctx: &Arc<Context>) -> BoxFuture<'static, ()> {
                     None => return,
                 },
             }
+            // The pass covers every report queued so far.
+            let mut closed = false;
+            while let Some(change) = node_changes.recv().now_or_never() {
+                if change.is_none() {
+                    closed = true;
+                    break;
+                }
+            }
             monitor.pass(&ctx, &nodes.list(), &leases, &pods).await;
+            if closed {
+                return;
+            }
         }
     }
     .boxed()
@@ -113,21 +131,25 @@ impl Monitor {
         let grace = ctx.options.node_monitor_grace_period;
 
         // 1. Silent kubelets: conditions to Unknown (decided for all, then written).
-        let mut current: Vec<Node> = Vec::with_capacity(nodes.len());
+        // Nodes are shared with the informer; only a silenced one is copied to change it.
+        let mut current: Vec<Arc<Node>> = Vec::with_capacity(nodes.len());
         let mut silenced: Vec<Node> = Vec::new();
         for node in nodes {
-            let name = node.metadata.name.clone().unwrap_or_default();
+            let name = node.metadata.name.as_deref().unwrap_or_default();
             let renewed = leases
-                .get("kube-node-lease", &name)
+                .get("kube-node-lease", name)
                 .and_then(|l| l.spec.as_ref()?.renew_time.as_ref().map(|t| t.0));
-            let mut node = (**node).clone();
-            if let Some(conditions) = health::silenced_conditions(&node, renewed, now, grace) {
-                if let Some(status) = node.status.as_mut() {
-                    status.conditions = Some(conditions);
+            match health::silenced_conditions(node, renewed, now, grace) {
+                Some(conditions) => {
+                    let mut node = (**node).clone();
+                    if let Some(status) = node.status.as_mut() {
+                        status.conditions = Some(conditions);
+                    }
+                    silenced.push(node.clone());
+                    current.push(Arc::new(node));
                 }
-                silenced.push(node.clone());
+                None => current.push(node.clone()),
             }
-            current.push(node);
         }
         let api = self.nodes_api.clone();
         let results: Vec<_> = futures::stream::iter(silenced)
@@ -190,7 +212,7 @@ impl Monitor {
         self.last_readiness.retain(|n, _| names.contains(n));
 
         // 3. Taints, NoExecute ones rate-limited per zone.
-        let states = zones::zone_states(current.iter());
+        let states = zones::zone_states(current.iter().map(|n| &**n));
         let all_dark = !states.is_empty()
             && states
                 .values()
@@ -226,7 +248,7 @@ impl Monitor {
                 .and_then(|s| s.taints.clone())
                 .unwrap_or_default();
             if !health::same_taints(&current_taints, &wanted) {
-                let mut updated = node.clone();
+                let mut updated = (**node).clone();
                 updated.spec.get_or_insert_with(Default::default).taints =
                     (!wanted.is_empty()).then_some(wanted);
                 updates.push(updated);
