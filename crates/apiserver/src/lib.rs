@@ -15,6 +15,7 @@ pub mod discovery;
 pub mod errors;
 pub mod handlers;
 pub mod http;
+pub mod in_process;
 pub mod join;
 pub mod kubelet;
 pub mod metrics;

@@ -139,6 +139,22 @@ async fn handle(
             .await;
         return http::error(&ApiError::unauthorized());
     };
+    respond(&server, &identity, &peer, req).await
+}
+
+/// Answer an authenticated request: read its body (up to `MAX_REQUEST_BODY`), hand it to
+/// the handlers, record its metrics. Every request takes this path, from a socket or from
+/// the in-process control loops (`in_process`).
+pub(crate) async fn respond<B>(
+    server: &Arc<ApiServer>,
+    identity: &Identity,
+    peer: &(dyn std::fmt::Display + Sync),
+    req: Request<B>,
+) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -152,17 +168,16 @@ async fn handle(
         }
     };
     if parts.uri.path() == join::NODE_CERTIFICATE_PATH {
-        return join::node_certificate(server.join.get(), &identity, &parts.method, &body);
+        return join::node_certificate(server.join.get(), identity, &parts.method, &body);
     }
     if parts.uri.path() == join::CLUSTER_CONFIG_PATH {
-        return join::cluster_config(server.join.get(), &identity, &parts.method);
+        return join::cluster_config(server.join.get(), identity, &parts.method);
     }
     let started = std::time::Instant::now();
     let method = parts.method.clone();
     let uri = parts.uri.clone();
     let (verb, resource) = metric_labels(&method, &uri);
-    let resp =
-        crate::handlers::dispatch(&server, &identity, Request::from_parts(parts, body)).await;
+    let resp = crate::handlers::dispatch(server, identity, Request::from_parts(parts, body)).await;
     server.metrics.observe(
         verb,
         &resource,

@@ -1,6 +1,9 @@
-//! The API client of the server's control loops and of the node agent: kube's own request
-//! stack (base URL, credentials, extra headers such as the join token, retries of 429, 503
-//! and 504), sent over one HTTP/2 connection.
+//! The API clients of the node agent and of the server's control loops.
+//!
+//! [`http2`]: kube's own request stack (base URL, credentials, extra headers such as the
+//! join token, retries of 429, 503 and 504), sent over one HTTP/2 connection. Agents use it.
+//! [`in_process`]: the same retries, with requests handed to the API server in this
+//! process (`apiserver::in_process`); the server's controllers and scheduler use it.
 //!
 //! `kube::Client::try_from(Config)` speaks HTTP/1.1 only, so every request and watch in
 //! flight holds a TLS connection of its own, and the pool keeps them all open while idle:
@@ -87,4 +90,16 @@ pub fn http2(config: kube::Config) -> Result<kube::Client> {
         .map_err(BoxError::from)
         .service(transport);
     Ok(kube::Client::new(service, config.default_namespace))
+}
+
+/// A client whose requests `server` answers in this process, as `identity`, with kube's
+/// retries of 429, 503 and 504.
+pub fn in_process(
+    server: std::sync::Arc<apiserver::ApiServer>,
+    identity: apiserver::auth::Identity,
+) -> kube::Client {
+    let service = ServiceBuilder::new()
+        .layer(RetryLayer::new(RetryPolicy::server_retry()))
+        .service(apiserver::in_process::InProcess::new(server, identity));
+    kube::Client::new(service, "default")
 }

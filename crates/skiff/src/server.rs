@@ -260,15 +260,14 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         .unwrap_or_else(|| data_dir.join("kubeconfig.yaml"));
     kubeconfig::write(&kubeconfig_path, &url, &certs.ca.cert, &certs.admin)
         .context("writing the admin kubeconfig")?;
-    let controller_kubeconfig = server_dir.join("cred").join("controller.kubeconfig");
     let local_url = format!("https://127.0.0.1:{port}");
-    kubeconfig::write(
-        &controller_kubeconfig,
-        &local_url,
-        &certs.ca.cert,
-        &certs.controller,
-    )
-    .context("writing the controller kubeconfig")?;
+    // The control loops' identity is their client certificate's, though their requests
+    // reach the handlers in-process (`api_client::in_process`).
+    let (controller_cert, _) = certs::load_rustls(&certs.controller.cert, &certs.controller.key)?;
+    let controller_identity = controller_cert
+        .first()
+        .and_then(|der| apiserver::auth::identity_from_certificate(der.as_ref()))
+        .context("reading the controllers' identity from their certificate")?;
 
     api.ready.store(true, Ordering::Release);
     tracing::info!(
@@ -290,7 +289,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         ..Default::default()
     };
     let controllers = tokio::spawn(run_controllers(
-        controller_kubeconfig,
+        crate::api_client::in_process(api.clone(), controller_identity),
         controller_options,
         cluster_dns,
     ));
@@ -354,19 +353,12 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     Ok(())
 }
 
-/// Start the controllers and the scheduler as API clients, with their own credentials.
+/// Start the controllers and the scheduler as API clients of `client`.
 async fn run_controllers(
-    kubeconfig_path: PathBuf,
+    client: kube::Client,
     options: controllers::ControllerOptions,
     cluster_dns: Option<Arc<dns::SharedZone>>,
 ) {
-    let client = match client_from(&kubeconfig_path).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("controllers not started: {e:#}");
-            return;
-        }
-    };
     let informers = Arc::new(informers::Factory::new(client.clone()));
     // The scheduler subscribes to the shared informers before run_all starts them, so it
     // hears their first lists too.
@@ -464,14 +456,4 @@ async fn start_cluster_dns(
         }
     });
     Some(zone)
-}
-
-async fn client_from(path: &std::path::Path) -> Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(path)
-        .with_context(|| format!("reading {}", path.display()))?;
-    let config =
-        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .context("loading controller kubeconfig")?;
-    crate::api_client::http2(config).context("building controller client")
 }
