@@ -98,9 +98,9 @@ async fn serve_connection(
         async move { Ok::<_, std::convert::Infallible>(handle(server, cert_identity, peer, req).await) }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // hyper's default of 200 streams is below what the in-process control loops keep in
-    // flight on their one HTTP/2 connection (a watch per informer plus up to 64 requests
-    // of the controllers and 512 of the scheduler); past the limit, requests wait.
+    // hyper's default of 200 streams is below what one client may keep in flight on its
+    // one HTTP/2 connection (a simulated fleet's status patches and watches, or control
+    // loops run out of process); past the limit, requests wait.
     builder
         .http2()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
