@@ -1140,6 +1140,18 @@ impl Comparison {
         c.union_with(&self.added);
         c
     }
+
+    /// `changed()`, moved out of the comparison (`removed` stays): a create's comparison
+    /// is all additions, and copying that whole tree was ~0.5% of a busy server's CPU.
+    fn take_changed(&mut self) -> FieldSet {
+        let added = std::mem::take(&mut self.added);
+        let mut modified = std::mem::take(&mut self.modified);
+        if modified.is_empty() {
+            return added;
+        }
+        modified.union_with(&added);
+        modified
+    }
 }
 
 /// `skip`: fields left out of the comparison (ones `Comparison::strip` would remove from
@@ -1661,7 +1673,7 @@ pub fn record_update(
     };
 
     if !cmp.is_empty() {
-        let changed = cmp.changed();
+        let changed = cmp.take_changed();
         for e in entries.iter_mut() {
             let a = e.fields.subtract(&changed);
             let b = e.fields.subtract(&cmp.removed);

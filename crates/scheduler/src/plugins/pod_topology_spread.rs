@@ -273,7 +273,11 @@ impl ScorePlugin for PodTopologySpread {
             .map(|n| require_all && !cs.iter().all(|c| n.labels().contains_key(&c.key)))
             .collect();
         // A node without a (default) key counts in that key's "" domain, as upstream.
-        let mut domains: Vec<HashSet<&str>> = vec![HashSet::default(); cs.len()];
+        // Sized for the worst case (every node its own domain, as with hostnames): growing
+        // the sets node by node was a visible part of scoring each pod.
+        let mut domains: Vec<HashSet<&str>> = (0..cs.len())
+            .map(|_| HashSet::with_capacity_and_hasher(feasible.len(), Default::default()))
+            .collect();
         for (n, ign) in feasible.iter().zip(&ignored) {
             if !ign {
                 for (i, c) in cs.iter().enumerate() {
