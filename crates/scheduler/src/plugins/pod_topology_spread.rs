@@ -9,10 +9,11 @@
 //! index for the [`counted_selectors`] the scheduler has it track, else pod by pod.
 
 use std::collections::BTreeMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 // foldhash: these maps are built for every pod scheduled (node names and label values as
 // keys), where std's SipHash was most of PodTopologySpread's pre-score.
-use foldhash::{HashMap, HashSet};
+use foldhash::HashMap;
 
 use api::selectors::LabelSelector;
 use k8s_openapi::api::core::v1::{Pod, TopologySpreadConstraint};
@@ -20,8 +21,8 @@ use k8s_openapi::api::core::v1::{Pod, TopologySpreadConstraint};
 use super::node_affinity::pod_matches_node;
 use super::taint_toleration::tolerates;
 use crate::framework::{
-    FilterPlugin, MatchingPods, NodeInfo, PodInfo, ScorePlugin, Snapshot, State, Status,
-    MAX_NODE_SCORE,
+    topology_hash, FilterPlugin, MatchingPods, NodeInfo, PodInfo, ScorePlugin, Snapshot, State,
+    Status, DEFAULT_TOPOLOGY_KEYS, MAX_NODE_SCORE,
 };
 use crate::selector_index::NodeId;
 
@@ -29,14 +30,79 @@ pub const NAME: &str = "PodTopologySpread";
 pub const ERR_CONSTRAINTS: &str = "node(s) didn't match pod topology spread constraints";
 pub const ERR_MISSING_LABEL: &str =
     "node(s) didn't match pod topology spread constraints (missing required label)";
-const HOSTNAME: &str = "kubernetes.io/hostname";
-const ZONE: &str = "topology.kubernetes.io/zone";
+const HOSTNAME: &str = DEFAULT_TOPOLOGY_KEYS[0];
+const ZONE: &str = DEFAULT_TOPOLOGY_KEYS[1];
 
 /// Upstream's system-default constraints (`systemDefaultConstraints`): key and maxSkew, all
 /// ScheduleAnyway.
 const SYSTEM_DEFAULTS: [(&str, i64); 2] = [(HOSTNAME, 3), (ZONE, 5)];
 
 pub struct PodTopologySpread;
+
+/// The distinct values of one topology key among nodes, found by the hash each node keeps
+/// of its value ([`topology_hash`]): a value's bytes are compared only when two hashes are
+/// equal, where a set of strings would hash and compare each node's value once more per pod.
+struct Domains<'a> {
+    by_hash: std::collections::HashMap<u64, &'a str, BuildHasherDefault<HashIsKey>>,
+    /// Values whose hash another value already holds (practically never).
+    collided: Vec<&'a str>,
+}
+
+impl<'a> Domains<'a> {
+    fn with_capacity(n: usize) -> Self {
+        Domains {
+            by_hash: std::collections::HashMap::with_capacity_and_hasher(n, Default::default()),
+            collided: Vec::new(),
+        }
+    }
+
+    fn insert(&mut self, (hash, value): (u64, &'a str)) {
+        match self.by_hash.entry(hash) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(value);
+            }
+            std::collections::hash_map::Entry::Occupied(e) => {
+                if *e.get() != value && !self.collided.contains(&value) {
+                    self.collided.push(value);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, (hash, value): (u64, &str)) -> bool {
+        self.by_hash.get(&hash) == Some(&value) || self.collided.contains(&value)
+    }
+
+    fn len(&self) -> usize {
+        self.by_hash.len() + self.collided.len()
+    }
+
+    fn has_non_empty(&self) -> bool {
+        self.by_hash
+            .values()
+            .chain(&self.collided)
+            .any(|v| !v.is_empty())
+    }
+}
+
+/// A `Hasher` for keys that are already hashes.
+#[derive(Default)]
+struct HashIsKey(u64);
+
+impl Hasher for HashIsKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed with it; fold anything else in all the same.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 struct Constraint {
     max_skew: i64,
@@ -152,7 +218,7 @@ pub fn default_selector<'a>(
 /// Whether the node takes part in counting for these constraints.
 fn eligible(pod: &PodInfo, node: &NodeInfo, cs: &[Constraint], require_all: bool) -> bool {
     if node.node.is_none()
-        || (require_all && !cs.iter().all(|c| node.labels().contains_key(&c.key)))
+        || (require_all && !cs.iter().all(|c| node.topology_label(&c.key).is_some()))
     {
         return false;
     }
@@ -270,18 +336,17 @@ impl ScorePlugin for PodTopologySpread {
         }
         let ignored: Vec<bool> = feasible
             .iter()
-            .map(|n| require_all && !cs.iter().all(|c| n.labels().contains_key(&c.key)))
+            .map(|n| require_all && !cs.iter().all(|c| n.topology_label(&c.key).is_some()))
             .collect();
         // A node without a (default) key counts in that key's "" domain, as upstream.
-        // Sized for the worst case (every node its own domain, as with hostnames): growing
-        // the sets node by node was a visible part of scoring each pod.
-        let mut domains: Vec<HashSet<&str>> = (0..cs.len())
-            .map(|_| HashSet::with_capacity_and_hasher(feasible.len(), Default::default()))
+        let mut domains: Vec<Domains> = (0..cs.len())
+            .map(|_| Domains::with_capacity(feasible.len()))
             .collect();
+        let empty = (topology_hash(""), "");
         for (n, ign) in feasible.iter().zip(&ignored) {
             if !ign {
                 for (i, c) in cs.iter().enumerate() {
-                    domains[i].insert(n.labels().get(&c.key).map_or("", String::as_str));
+                    domains[i].insert(n.topology_value(&c.key).unwrap_or(empty));
                 }
             }
         }
@@ -308,7 +373,7 @@ impl ScorePlugin for PodTopologySpread {
         let to_count = cs
             .iter()
             .zip(&domains)
-            .any(|(c, d)| c.key != HOSTNAME && d.iter().any(|v| !v.is_empty()));
+            .any(|(c, d)| c.key != HOSTNAME && d.has_non_empty());
         for node in snap
             .nodes
             .iter()
@@ -318,11 +383,11 @@ impl ScorePlugin for PodTopologySpread {
                 if c.key == HOSTNAME {
                     continue;
                 }
-                let Some(value) = node.labels().get(&c.key) else {
+                let Some((hash, value)) = node.topology_value(&c.key) else {
                     continue;
                 };
-                if domains[i].contains(value.as_str()) {
-                    *counts[i].entry(value.clone()).or_insert(0) += matching[i].on(node);
+                if domains[i].contains((hash, value)) {
+                    *counts[i].entry(value.to_string()).or_insert(0) += matching[i].on(node);
                 }
             }
         }
@@ -343,7 +408,7 @@ impl ScorePlugin for PodTopologySpread {
         let mut score = 0.0;
         for (i, c) in st.constraints.iter().enumerate() {
             // Only system defaults reach here for a node without the key: it adds nothing.
-            let Some(value) = node.labels().get(&c.key) else {
+            let Some(value) = node.topology_label(&c.key) else {
                 continue;
             };
             let count = if c.key == HOSTNAME {
@@ -382,6 +447,23 @@ impl ScorePlugin for PodTopologySpread {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn domains_count_distinct_values_even_when_hashes_collide() {
+        let mut d = Domains::with_capacity(4);
+        d.insert((1, "a"));
+        d.insert((1, "b")); // same hash, another value
+        d.insert((1, "a"));
+        d.insert((1, "b"));
+        d.insert((2, ""));
+        assert_eq!(d.len(), 3);
+        assert!(d.contains((1, "a")) && d.contains((1, "b")) && d.contains((2, "")));
+        assert!(!d.contains((1, "c")) && !d.contains((3, "a")));
+        assert!(d.has_non_empty());
+        let mut only_empty = Domains::with_capacity(1);
+        only_empty.insert((topology_hash(""), ""));
+        assert!(!only_empty.has_non_empty());
+    }
     use super::*;
     use crate::plugins::testing::*;
     use serde_json::{json, Value};
