@@ -163,6 +163,22 @@ pub struct NodeInfo {
     default_topology: [Option<(u64, Box<str>)>; 2],
 }
 
+/// A label key, with its place among [`DEFAULT_TOPOLOGY_KEYS`] found once.
+#[derive(Clone, Copy, Debug)]
+pub struct TopologyKey<'a> {
+    key: &'a str,
+    default_slot: Option<usize>,
+}
+
+impl<'a> TopologyKey<'a> {
+    pub fn of(key: &'a str) -> TopologyKey<'a> {
+        TopologyKey {
+            key,
+            default_slot: DEFAULT_TOPOLOGY_KEYS.iter().position(|k| *k == key),
+        }
+    }
+}
+
 /// The hash PodTopologySpread groups topology values by (a fixed seed, so a value kept
 /// with a node and one computed during scoring agree).
 pub fn topology_hash(value: &str) -> u64 {
@@ -235,13 +251,18 @@ impl NodeInfo {
     /// The node's label `key` with its [`topology_hash`], computed once per node for the
     /// default topology keys.
     pub fn topology_value(&self, key: &str) -> Option<(u64, &str)> {
-        match DEFAULT_TOPOLOGY_KEYS.iter().position(|k| *k == key) {
+        self.topology_value_at(TopologyKey::of(key))
+    }
+
+    /// [`NodeInfo::topology_value`] for a key already looked up (no string compare per node).
+    pub fn topology_value_at(&self, key: TopologyKey<'_>) -> Option<(u64, &str)> {
+        match key.default_slot {
             Some(i) => self.default_topology[i]
                 .as_ref()
                 .map(|(hash, v)| (*hash, &**v)),
             None => self
                 .labels()
-                .get(key)
+                .get(key.key)
                 .map(|v| (topology_hash(v), v.as_str())),
         }
     }

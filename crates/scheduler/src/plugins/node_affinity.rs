@@ -69,8 +69,10 @@ pub fn pod_matches_node(pod: &PodInfo, node: &NodeInfo) -> bool {
     let Some(spec) = pod.pod.spec.as_ref() else {
         return true;
     };
-    let labels = node.labels();
+    // The node's labels only when the pod asks something of them: for most pods this
+    // filter then never reads the node's object (cold memory at thousands of nodes).
     if let Some(sel) = spec.node_selector.as_ref() {
+        let labels = node.labels();
         if !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
             return false;
         }
@@ -84,7 +86,7 @@ pub fn pod_matches_node(pod: &PodInfo, node: &NodeInfo) -> bool {
                 .as_ref()
         });
     match required {
-        Some(sel) => selector_matches(sel, labels, &node.name),
+        Some(sel) => selector_matches(sel, node.labels(), &node.name),
         None => true,
     }
 }

@@ -22,7 +22,7 @@ use super::node_affinity::pod_matches_node;
 use super::taint_toleration::tolerates;
 use crate::framework::{
     topology_hash, FilterPlugin, MatchingPods, NodeInfo, PodInfo, ScorePlugin, Snapshot, State,
-    Status, DEFAULT_TOPOLOGY_KEYS, MAX_NODE_SCORE,
+    Status, TopologyKey, DEFAULT_TOPOLOGY_KEYS, MAX_NODE_SCORE,
 };
 use crate::selector_index::NodeId;
 
@@ -338,6 +338,7 @@ impl ScorePlugin for PodTopologySpread {
             .iter()
             .map(|n| require_all && !cs.iter().all(|c| n.topology_label(&c.key).is_some()))
             .collect();
+        let keys: Vec<TopologyKey> = cs.iter().map(|c| TopologyKey::of(&c.key)).collect();
         // A node without a (default) key counts in that key's "" domain, as upstream.
         let mut domains: Vec<Domains> = (0..cs.len())
             .map(|_| Domains::with_capacity(feasible.len()))
@@ -345,8 +346,8 @@ impl ScorePlugin for PodTopologySpread {
         let empty = (topology_hash(""), "");
         for (n, ign) in feasible.iter().zip(&ignored) {
             if !ign {
-                for (i, c) in cs.iter().enumerate() {
-                    domains[i].insert(n.topology_value(&c.key).unwrap_or(empty));
+                for (domain, key) in domains.iter_mut().zip(&keys) {
+                    domain.insert(n.topology_value_at(*key).unwrap_or(empty));
                 }
             }
         }
@@ -383,7 +384,7 @@ impl ScorePlugin for PodTopologySpread {
                 if c.key == HOSTNAME {
                     continue;
                 }
-                let Some((hash, value)) = node.topology_value(&c.key) else {
+                let Some((hash, value)) = node.topology_value_at(keys[i]) else {
                     continue;
                 };
                 if domains[i].contains((hash, value)) {
