@@ -53,6 +53,16 @@ async fn json_of(resp: Response<apiserver::http::Body>) -> (u16, Value) {
     (status, value)
 }
 
+/// One request through the in-process transport, answered as (code, JSON body).
+async fn call(client: &InProcess, method: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
+    let resp = client
+        .clone()
+        .oneshot(request(method, path, body))
+        .await
+        .expect("the in-process transport answers");
+    json_of(resp).await
+}
+
 fn config_map(name: &str, data: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "apiVersion": "v1", "kind": "ConfigMap",
@@ -83,14 +93,7 @@ async fn in_process_requests_are_answered_as_socket_requests_are() {
     assert_eq!(watch.status().as_u16(), 200);
     let mut watch = watch.into_body();
 
-    let (code, created) = json_of(
-        client
-            .clone()
-            .oneshot(request("POST", path, config_map("one", "v")))
-            .await
-            .expect("create"),
-    )
-    .await;
+    let (code, created) = call(&client, "POST", path, config_map("one", "v")).await;
     assert_eq!(code, 201, "{created}");
     assert_eq!(created["data"]["k"], "v");
     assert_eq!(
@@ -98,60 +101,27 @@ async fn in_process_requests_are_answered_as_socket_requests_are() {
         "{created}"
     );
 
-    let (code, status) = json_of(
-        client
-            .clone()
-            .oneshot(request("POST", path, config_map("one", "w")))
-            .await
-            .expect("create again"),
-    )
-    .await;
+    let (code, status) = call(&client, "POST", path, config_map("one", "w")).await;
     assert_eq!(code, 409, "{status}");
     assert_eq!(status["reason"], "AlreadyExists");
 
-    let (code, status) = json_of(
-        client
-            .clone()
-            .oneshot(request("POST", path, config_map("Not_A_Name", "v")))
-            .await
-            .expect("invalid create"),
-    )
-    .await;
+    let (code, status) = call(&client, "POST", path, config_map("Not_A_Name", "v")).await;
     assert_eq!(code, 422, "{status}");
     assert_eq!(status["details"]["causes"][0]["field"], "metadata.name");
 
-    let (code, status) = json_of(
-        client
-            .clone()
-            .oneshot(request(
-                "POST",
-                path,
-                config_map("big", &"x".repeat(apiserver::server::MAX_REQUEST_BODY)),
-            ))
-            .await
-            .expect("oversized create"),
+    let (code, status) = call(
+        &client,
+        "POST",
+        path,
+        config_map("big", &"x".repeat(apiserver::server::MAX_REQUEST_BODY)),
     )
     .await;
     assert_eq!(code, 413, "{status}");
 
-    let (code, got) = json_of(
-        client
-            .clone()
-            .oneshot(request("GET", &format!("{path}/one"), vec![]))
-            .await
-            .expect("get"),
-    )
-    .await;
+    let (code, got) = call(&client, "GET", &format!("{path}/one"), vec![]).await;
     assert_eq!(code, 200, "{got}");
     assert_eq!(got["metadata"]["uid"], created["metadata"]["uid"]);
-    let (code, _) = json_of(
-        client
-            .clone()
-            .oneshot(request("GET", &format!("{path}/big"), vec![]))
-            .await
-            .expect("get refused object"),
-    )
-    .await;
+    let (code, _) = call(&client, "GET", &format!("{path}/big"), vec![]).await;
     assert_eq!(code, 404, "nothing refused is stored");
 
     let mut seen = Vec::new();
