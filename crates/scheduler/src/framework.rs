@@ -140,7 +140,9 @@ impl PodInfo {
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
     pub name: String,
-    /// None while pods name a node the cache has not seen (or no longer has).
+    /// None while pods name a node the cache has not seen (or no longer has). Read it
+    /// freely; change it only through [`NodeInfo::set_node`] / [`NodeInfo::clear_node`],
+    /// which keep the copies below (unschedulable, taints, topology values) in step.
     pub node: Option<Arc<Node>>,
     pub allocatable: Resources,
     pub requested: Resources,
