@@ -78,6 +78,20 @@ fn pods_on_one_bridge_reach_each_other_and_everything_is_removed() {
     assert_eq!(b.to_string(), "10.251.3.3");
     // Attaching again keeps the address and replaces the interface.
     assert_eq!(net.attach(node, "uid-a", &path(&names.0[0])).unwrap(), a);
+    // Something else called eth0 left in the namespace, its pair gone: replaced too.
+    let host_b = network::pod_network::plan::host_veth_name("uid-b");
+    assert!(ip(&["link", "del", &host_b]).status.success());
+    assert!(in_ns(
+        &names.0[1],
+        &["ip", "link", "add", "eth0", "type", "bridge"]
+    )
+    .status
+    .success());
+    assert_eq!(net.attach(node, "uid-b", &path(&names.0[1])).unwrap(), b);
+    let eth0 =
+        String::from_utf8_lossy(&in_ns(&names.0[1], &["ip", "-d", "link", "show", "eth0"]).stdout)
+            .to_string();
+    assert!(eth0.contains("veth"), "{eth0}");
 
     let ping =
         |ns: &str, to: &str| in_ns(ns, &["/usr/bin/busybox", "ping", "-c", "1", "-W", "2", to]);

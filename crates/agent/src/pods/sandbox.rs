@@ -5,6 +5,7 @@
 //! it and leaves no mount, namespace, interface, address or cgroup behind.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::Pod;
 use runtime::sandbox::{cgroups, mounts, netns};
@@ -19,6 +20,13 @@ const READY_MARKER: &str = "sandbox.json";
 const POD_IP_FILE: &str = "pod-ip";
 /// Where every pod's cgroups live, under each hierarchy (upstream: `/kubepods`).
 pub const CGROUP_ROOT: &str = "/skiff/kubepods";
+
+/// Held while a pod's network namespace is made and attached, so pods do that one at a
+/// time. Both take the kernel's RTNL lock over and over; pods doing it in parallel spin on
+/// that lock, and the `disable_ipv6` sysctl write does not wait for it at all but restarts
+/// until it is free (a busy loop in the kernel). In a burst of 100 pod starts the two were
+/// ~3% of the node's CPU (BENCHMARKS.md, session 17); one at a time, nobody waits long.
+static NETWORK_SET_UP: Mutex<()> = Mutex::new(());
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -163,10 +171,13 @@ pub fn create(
     let pod_ip = if record.host_network {
         None
     } else {
-        if !netns::is_netns(&layout.netns(&record.uid)) {
-            netns::create(&layout.netns(&record.uid))?;
-        }
-        let ip = network.attach(&record.uid, &layout.netns(&record.uid))?;
+        let ip = {
+            let _one_at_a_time = NETWORK_SET_UP.lock().unwrap_or_else(|e| e.into_inner());
+            if !netns::is_netns(&layout.netns(&record.uid)) {
+                netns::create(&layout.netns(&record.uid))?;
+            }
+            network.attach(&record.uid, &layout.netns(&record.uid))?
+        };
         network.map_host_ports(pod, &record.uid, ip)?;
         write(&dir.join(POD_IP_FILE), &format!("{ip}\n"))?;
         Some(ip.to_string())

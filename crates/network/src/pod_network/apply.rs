@@ -347,38 +347,32 @@ pub(crate) fn remove_host(bridge: &str, cluster: Ipv4Cidr) -> Result<()> {
 
 /// The pod's veth pair: host end on the bridge (hairpin on, up), the other end in the
 /// pod's namespace as eth0 with its address and default route; IPv6 off on both ends. A half-made pair from an
-/// interrupted attempt is replaced.
+/// interrupted attempt (either name taken) is replaced: the pair is made first and only
+/// when the kernel answers EEXIST are the leftovers deleted and the pair made again, so a
+/// first attach into a fresh namespace sends no lookups and starts no thread for them.
 pub(crate) fn attach(plan: &PodPlan, netns: &Path, bridge_index: u32, mtu: u32) -> Result<()> {
-    // An eth0 left in the namespace (its host end deleted) would block the new pair.
-    in_netns(netns, || {
-        with_netlink(|h| async move {
-            delete_link(&h, POD_INTERFACE).await?;
-            Ok(())
-        })
-    })?;
     let ns_file = std::fs::File::open(netns)
         .map_err(io(format!("opening network namespace {}", netns.display())))?;
     let ns_fd = ns_file.as_raw_fd();
+    let host = plan.host_veth.as_str();
     with_netlink(|h| async move {
-        let host = &plan.host_veth;
-        delete_link(&h, host).await?;
-        let peer = LinkMessageBuilder::<LinkUnspec>::new()
-            .name(POD_INTERFACE)
-            .mtu(mtu)
-            .setns_by_fd(ns_fd)
-            .build();
-        h.link()
-            .add(
-                LinkVeth::new(host, POD_INTERFACE)
-                    .mtu(mtu)
-                    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(netlink(format!(
-                "creating veth pair {host}/{POD_INTERFACE}"
-            )))?;
+        if !add_veth_pair(&h, host, ns_fd, mtu).await? {
+            // An eth0 left in the namespace (its host end deleted) or a host end left behind.
+            in_netns(netns, || {
+                with_netlink(|h| async move {
+                    delete_link(&h, POD_INTERFACE).await?;
+                    Ok(())
+                })
+            })?;
+            delete_link(&h, host).await?;
+            if !add_veth_pair(&h, host, ns_fd, mtu).await? {
+                return Err(PodNetworkError::Conflict {
+                    message: format!(
+                        "veth {host}/{POD_INTERFACE} still exists after deleting the leftovers"
+                    ),
+                });
+            }
+        }
         let index = link(&h, host)
             .await?
             .ok_or_else(|| PodNetworkError::Conflict {
@@ -386,10 +380,12 @@ pub(crate) fn attach(plan: &PodPlan, netns: &Path, bridge_index: u32, mtu: u32) 
             })?
             .header
             .index;
+        disable_ipv6(host)?;
         h.link()
             .set(
                 LinkUnspec::new_with_index(index)
                     .controller(bridge_index)
+                    .up()
                     .build(),
             )
             .execute()
@@ -400,12 +396,6 @@ pub(crate) fn attach(plan: &PodPlan, netns: &Path, bridge_index: u32, mtu: u32) 
             .execute()
             .await
             .map_err(netlink(format!("turning hairpin mode on for {host}")))?;
-        disable_ipv6(host)?;
-        h.link()
-            .set(LinkUnspec::new_with_index(index).up().build())
-            .execute()
-            .await
-            .map_err(netlink(format!("bringing {host} up")))?;
         Ok(())
     })?;
     drop(ns_file);
@@ -451,6 +441,33 @@ pub(crate) fn attach(plan: &PodPlan, netns: &Path, bridge_index: u32, mtu: u32) 
             Ok(())
         })
     })
+}
+
+/// Makes the veth pair `host`/eth0 with eth0 created in the namespace `ns_fd`; false when
+/// either name is taken (EEXIST), which changes nothing.
+async fn add_veth_pair(h: &Handle, host: &str, ns_fd: i32, mtu: u32) -> Result<bool> {
+    let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(POD_INTERFACE)
+        .mtu(mtu)
+        .setns_by_fd(ns_fd)
+        .build();
+    let added = h
+        .link()
+        .add(
+            LinkVeth::new(host, POD_INTERFACE)
+                .mtu(mtu)
+                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+                .build(),
+        )
+        .execute()
+        .await;
+    match added {
+        Ok(()) => Ok(true),
+        Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(false),
+        Err(e) => Err(netlink(format!(
+            "creating veth pair {host}/{POD_INTERFACE}"
+        ))(e)),
+    }
 }
 
 /// Deletes the pod's host veth (its peer goes with it); Ok when it is already gone.
