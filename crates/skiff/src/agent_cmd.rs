@@ -644,6 +644,15 @@ fn pod_context(
             layout.image_store().display()
         )
     })?;
+    let mount_point_layer = layout.mount_point_layer();
+    let mount_point_layer =
+        match runtime::sandbox::overlay::ensure_mount_point_layer(&mount_point_layer) {
+            Ok(()) => Some(mount_point_layer),
+            Err(e) => {
+                tracing::warn!("containers go without the mount-point layer: {e}");
+                None
+            }
+        };
     let facts =
         agent::node::host::HostFacts::read(data_dir).context("reading the host's capacity")?;
     let (_, allocatable) = agent::node::object::resources(config, &facts);
@@ -665,6 +674,7 @@ fn pod_context(
         node_name: config.name.clone(),
         host_ip: config.internal_ip.to_string(),
         images: std::sync::Arc::new(images),
+        mount_point_layer,
         shims: runtime::shim::ShimClient::current_exe(),
         exec_binary: std::env::current_exe().context("finding the skiff binary")?,
         layout,

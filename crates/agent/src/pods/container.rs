@@ -191,7 +191,10 @@ pub async fn prepare(
         log_path: ctx
             .layout
             .container_log(&record.namespace, &record.name, uid, &c.name, attempt),
-        lowerdir: image.overlay_lowerdir(),
+        lowerdir: match &ctx.mount_point_layer {
+            Some(layer) => format!("{}:{}", image.overlay_lowerdir(), layer.display()),
+            None => image.overlay_lowerdir(),
+        },
         user: user_spec,
         pod_dir,
         paths,

@@ -16,6 +16,9 @@ pub struct NodeContext {
     pub host_ip: String,
     pub layout: Layout,
     pub images: Arc<ImageStore>,
+    /// The layer put under every image's layers (`Layout::mount_point_layer`); None when it
+    /// could not be made, and containers then go without it.
+    pub mount_point_layer: Option<std::path::PathBuf>,
     pub shims: ShimClient,
     /// The skiff binary, for `skiff container-exec` (exec probes, `kubectl exec`).
     pub exec_binary: std::path::PathBuf,

@@ -19,6 +19,8 @@
 //!   logs/<namespace>_<pod-name>_<pod-uid>/<container-name>/<attempt>.log   (CRI format)
 //!   network/host.json                            the pod network's bridge and ranges
 //!   network/ipam/<bridge>/<address>              one file per pod address (holds the uid)
+//!   mount-points/                                the lowest layer of every container's
+//!                                                rootfs: /proc, /sys, /dev, /etc/hosts, ...
 //! ```
 //!
 //! The log tree is upstream's `/var/log/pods` layout under the agent's directory.
@@ -53,6 +55,11 @@ impl Layout {
     /// Tarballs imported into the image store when the agent starts.
     pub fn images_to_import(&self) -> PathBuf {
         self.agent_dir.join("images")
+    }
+
+    /// The read-only layer under every image's layers (runtime::sandbox::overlay).
+    pub fn mount_point_layer(&self) -> PathBuf {
+        self.agent_dir.join("mount-points")
     }
 
     pub fn pod_dir(&self, uid: &str) -> PathBuf {

@@ -6,6 +6,13 @@
 //! their common parent, resolved against the working directory of the mounting thread; that
 //! thread first unshares its fs attributes (`unshare(CLONE_FS)`) so the `chdir` never touches
 //! the rest of the process. Beyond that the mount fails with a clear error.
+//!
+//! Under every image's layers goes one more, the *mount-point layer*: the directories and
+//! files every container has something mounted on. An image without them (scratch and
+//! distroless images, the busybox test image) would otherwise have libcontainer create
+//! each one in the container's fresh upper directory, through its careful path resolution,
+//! which fails first and costs tens of system calls per mount point. Images that have them
+//! hide the layer's copies, as any upper layer does.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -128,6 +135,59 @@ fn common_parent(layers: &[&Path]) -> PathBuf {
     }
 }
 
+/// Directories of the mount-point layer: what the runtime mounts in every container.
+pub const MOUNT_POINT_DIRS: &[(&str, u32)] = &[
+    ("proc", 0o555),
+    ("sys", 0o555),
+    ("dev", 0o755),
+    ("etc", 0o755),
+];
+/// Empty files of the mount-point layer: what kubelet binds into every container.
+pub const MOUNT_POINT_FILES: &[&str] = &["etc/hosts", "etc/hostname", "etc/resolv.conf"];
+
+/// Makes the mount-point layer at `dir` unless it exists. A lower layer must not change
+/// while overlays use it, so an existing one is never touched: the layer is built beside it
+/// and renamed into place whole.
+pub fn ensure_mount_point_layer(dir: &Path) -> Result<(), SandboxError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    let building = dir.with_file_name(format!(".{name}.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&building);
+    let build = || -> Result<(), SandboxError> {
+        std::fs::create_dir_all(&building).map_err(io_err("create", &building))?;
+        std::fs::set_permissions(&building, std::fs::Permissions::from_mode(0o755))
+            .map_err(io_err("chmod", &building))?;
+        for (sub, mode) in MOUNT_POINT_DIRS {
+            let path = building.join(sub);
+            std::fs::DirBuilder::new()
+                .mode(*mode)
+                .create(&path)
+                .map_err(io_err("create", &path))?;
+            // The umask may have taken bits away.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
+                .map_err(io_err("chmod", &path))?;
+        }
+        for sub in MOUNT_POINT_FILES {
+            let path = building.join(sub);
+            std::fs::write(&path, b"").map_err(io_err("create", &path))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+                .map_err(io_err("chmod", &path))?;
+        }
+        match std::fs::rename(&building, dir) {
+            Ok(()) => Ok(()),
+            // Another agent on the same directory made it first.
+            Err(_) if dir.is_dir() => Ok(()),
+            Err(e) => Err(io_err("rename into place", dir)(e)),
+        }
+    };
+    let result = build();
+    let _ = std::fs::remove_dir_all(&building);
+    result
+}
+
 /// The most bytes of mount data the kernel accepts: one page including the final NUL.
 fn data_limit() -> usize {
     // SAFETY: sysconf has no preconditions.
@@ -172,6 +232,41 @@ pub fn unmount(target: &Path) -> Result<(), SandboxError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mount_point_layer_is_made_once_with_its_modes() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("mount-points");
+        ensure_mount_point_layer(&dir).expect("made");
+        let mode = |p: &str| {
+            std::fs::metadata(dir.join(p))
+                .expect("exists")
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        assert_eq!(mode("proc"), 0o555);
+        assert_eq!(mode("sys"), 0o555);
+        assert_eq!(mode("dev"), 0o755);
+        assert_eq!(mode("etc/hosts"), 0o644);
+        assert_eq!(
+            std::fs::read(dir.join("etc/resolv.conf")).expect("file"),
+            b""
+        );
+        // An existing layer is left as it is (overlays may be using it).
+        std::fs::write(dir.join("etc/hostname"), b"kept").expect("write");
+        ensure_mount_point_layer(&dir).expect("again");
+        assert_eq!(
+            std::fs::read(dir.join("etc/hostname")).expect("file"),
+            b"kept"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(root.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("mount-points")]);
+    }
+
     use super::*;
 
     fn layers(n: usize) -> String {
