@@ -683,6 +683,7 @@ fn pod_context(
         allocatable_ephemeral: bytes("ephemeral-storage"),
         memory_capacity: facts.memory_bytes as i64,
         runtime_ops: tokio::sync::Semaphore::new(agent::pods::context::runtime_parallelism()),
+        sandbox_ops: tokio::sync::Semaphore::new(agent::pods::context::SANDBOX_PARALLELISM),
         network,
         dns,
     }))

@@ -36,11 +36,19 @@ pub struct NodeContext {
     /// burst of pods then queues here instead of spawning a thread per pod, which costs
     /// memory and, on a small machine, time.
     pub runtime_ops: tokio::sync::Semaphore,
+    /// Bounds the sandboxes made at once, apart from `runtime_ops`: in a burst, the first
+    /// pods' containers then start while later pods' sandboxes are still being made,
+    /// instead of every sandbox first (the queue is FIFO) and every container after.
+    /// Sandboxes attach their networks one at a time anyway (`sandbox::create`).
+    pub sandbox_ops: tokio::sync::Semaphore,
     /// The node's pod network: addresses and interfaces for pod sandboxes.
     pub network: Arc<super::network::NodeNetwork>,
     /// `--cluster-dns`, `--cluster-domain` and the host's resolv.conf, for pods' resolv.conf.
     pub dns: super::dns_config::NodeDns,
 }
+
+/// Sandboxes made at once: one attaching its network, one doing the rest.
+pub const SANDBOX_PARALLELISM: usize = 2;
 
 /// Blocking runtime operations run at once: twice the CPUs, at least 2.
 pub fn runtime_parallelism() -> usize {

@@ -267,7 +267,7 @@ impl Worker {
             );
         }
         let resolv_conf = dns.config.to_resolv_conf();
-        let _permit = self.ctx.runtime_ops.acquire().await;
+        let _permit = self.ctx.sandbox_ops.acquire().await;
         let result = tokio::task::spawn_blocking(move || {
             sandbox::create(&layout, &p, &r, &network, &resolv_conf)
         })
