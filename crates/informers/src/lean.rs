@@ -7,6 +7,8 @@
 //! The skipping is a thin serde adapter: the object's map and its `metadata` map are read
 //! through a [`MapAccess`] that passes every key on except `managedFields`, whose value is
 //! read as [`IgnoredAny`]. Everything else is forwarded to the real deserializer untouched.
+//! The decoded object's lists are then shrunk to fit (`compact`): a lean object is one
+//! that is kept.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -52,13 +54,14 @@ impl<K: Resource> Resource for Lean<K> {
     }
 }
 
-impl<'de, K: Deserialize<'de>> Deserialize<'de> for Lean<K> {
+impl<'de, K: Deserialize<'de> + 'static> Deserialize<'de> for Lean<K> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        K::deserialize(Skipping {
+        let mut object = K::deserialize(Skipping {
             inner: d,
             level: Level::Object,
-        })
-        .map(Lean)
+        })?;
+        crate::compact::release_spare_capacity(&mut object);
+        Ok(Lean(object))
     }
 }
 

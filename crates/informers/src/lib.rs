@@ -11,6 +11,7 @@
 //! kube-runtime's shared reflector streams drop deletions and can stall on a missing
 //! object, so this crate keeps its own small cache instead.
 
+mod compact;
 mod fanout;
 mod informer;
 mod lean;
