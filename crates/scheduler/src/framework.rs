@@ -179,6 +179,24 @@ impl<'a> TopologyKey<'a> {
             default_slot: DEFAULT_TOPOLOGY_KEYS.iter().position(|k| *k == key),
         }
     }
+
+    /// A key whose place [`TopologyKey::slot`] gave earlier.
+    pub fn with_slot(key: &'a str, slot: Option<usize>) -> TopologyKey<'a> {
+        TopologyKey {
+            key,
+            default_slot: slot,
+        }
+    }
+
+    /// The key's place among [`DEFAULT_TOPOLOGY_KEYS`], to keep with an owned key.
+    pub fn slot(&self) -> Option<usize> {
+        self.default_slot
+    }
+
+    /// Whether this is the hostname key (each node its own domain).
+    pub fn is_hostname(&self) -> bool {
+        self.default_slot == Some(0)
+    }
 }
 
 /// The hash PodTopologySpread groups topology values by (a fixed seed, so a value kept

@@ -62,7 +62,7 @@ impl<'a> Domains<'a> {
                 e.insert(value);
             }
             std::collections::hash_map::Entry::Occupied(e) => {
-                if *e.get() != value && !self.collided.contains(&value) {
+                if !same_value(e.get(), value) && !self.collided.contains(&value) {
                     self.collided.push(value);
                 }
             }
@@ -70,7 +70,10 @@ impl<'a> Domains<'a> {
     }
 
     fn contains(&self, (hash, value): (u64, &str)) -> bool {
-        self.by_hash.get(&hash) == Some(&value) || self.collided.contains(&value)
+        self.by_hash
+            .get(&hash)
+            .is_some_and(|held| same_value(held, value))
+            || self.collided.contains(&value)
     }
 
     fn len(&self) -> usize {
@@ -83,6 +86,13 @@ impl<'a> Domains<'a> {
             .chain(&self.collided)
             .any(|v| !v.is_empty())
     }
+}
+
+/// String equality without a `memcmp` call for the empty value, the one every node
+/// without a zone label has (profiled: ~5% of the server at 5,000 nodes went to `memcmp`
+/// calls of length 0 from these sets).
+fn same_value(a: &str, b: &str) -> bool {
+    a.len() == b.len() && (a.is_empty() || a == b)
 }
 
 /// A `Hasher` for keys that are already hashes.
@@ -107,10 +117,18 @@ impl Hasher for HashIsKey {
 struct Constraint {
     max_skew: i64,
     key: String,
+    /// `key` looked up among the default keys once, not once per node.
+    slot: Option<usize>,
     selector: LabelSelector,
     min_domains: i64,
     honor_affinity: bool,
     honor_taints: bool,
+}
+
+impl Constraint {
+    fn topology(&self) -> TopologyKey<'_> {
+        TopologyKey::with_slot(&self.key, self.slot)
+    }
 }
 
 /// The pod's constraints for one `whenUnsatisfiable` action, and whether every node must
@@ -143,6 +161,7 @@ fn constraints(pod: &PodInfo, action: &str) -> (Vec<Constraint>, bool) {
             Constraint {
                 max_skew: c.max_skew as i64,
                 key: c.topology_key.clone(),
+                slot: TopologyKey::of(&c.topology_key).slot(),
                 selector: LabelSelector::from_label_selector_opt(sel.as_ref())
                     .unwrap_or_else(|_| LabelSelector::nothing()),
                 min_domains: c.min_domains.unwrap_or(1) as i64,
@@ -168,6 +187,7 @@ fn system_default_constraints(pod: &PodInfo, action: &str) -> Vec<Constraint> {
         .map(|(key, max_skew)| Constraint {
             max_skew: *max_skew,
             key: key.to_string(),
+            slot: TopologyKey::of(key).slot(),
             selector: selector.clone(),
             min_domains: 1,
             honor_affinity: true,
@@ -338,7 +358,7 @@ impl ScorePlugin for PodTopologySpread {
             .iter()
             .map(|n| require_all && !cs.iter().all(|c| n.topology_label(&c.key).is_some()))
             .collect();
-        let keys: Vec<TopologyKey> = cs.iter().map(|c| TopologyKey::of(&c.key)).collect();
+        let keys: Vec<TopologyKey> = cs.iter().map(Constraint::topology).collect();
         // A node without a (default) key counts in that key's "" domain, as upstream.
         let mut domains: Vec<Domains> = (0..cs.len())
             .map(|_| Domains::with_capacity(feasible.len()))
@@ -360,7 +380,7 @@ impl ScorePlugin for PodTopologySpread {
             .map(|c| snap.matching(pod.namespace(), &c.selector))
             .collect();
         let mut host_counts: Vec<HashMap<NodeId, i64>> = vec![HashMap::default(); cs.len()];
-        for (i, _) in cs.iter().enumerate().filter(|(_, c)| c.key == HOSTNAME) {
+        for i in (0..cs.len()).filter(|&i| keys[i].is_hostname()) {
             for n in feasible {
                 let count = matching[i].on(n);
                 if count != 0 {
@@ -371,19 +391,16 @@ impl ScorePlugin for PodTopologySpread {
         let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::default(); cs.len()];
         // Hostname counts are per feasible node (above); a key no feasible node carries
         // (the default zone key on a cluster without zones) has nothing to count.
-        let to_count = cs
-            .iter()
-            .zip(&domains)
-            .any(|(c, d)| c.key != HOSTNAME && d.has_non_empty());
+        let mut counted: Vec<usize> = (0..cs.len()).filter(|&i| !keys[i].is_hostname()).collect();
+        if !counted.iter().any(|&i| domains[i].has_non_empty()) {
+            counted.clear();
+        }
         for node in snap
             .nodes
             .iter()
-            .filter(|n| to_count && eligible(pod, n, &cs, require_all))
+            .filter(|n| !counted.is_empty() && eligible(pod, n, &cs, require_all))
         {
-            for (i, c) in cs.iter().enumerate() {
-                if c.key == HOSTNAME {
-                    continue;
-                }
+            for &i in &counted {
                 let Some((hash, value)) = node.topology_value_at(keys[i]) else {
                     continue;
                 };
@@ -408,11 +425,12 @@ impl ScorePlugin for PodTopologySpread {
         };
         let mut score = 0.0;
         for (i, c) in st.constraints.iter().enumerate() {
+            let key = c.topology();
             // Only system defaults reach here for a node without the key: it adds nothing.
-            let Some(value) = node.topology_label(&c.key) else {
+            let Some((_, value)) = node.topology_value_at(key) else {
                 continue;
             };
-            let count = if c.key == HOSTNAME {
+            let count = if key.is_hostname() {
                 st.host_counts[i].get(&node.id()).copied().unwrap_or(0)
             } else {
                 st.counts[i].get(value).copied().unwrap_or(0)
