@@ -1233,6 +1233,15 @@ fn compare_node(
     skip: Skip<'_>,
     out: &mut Comparison,
 ) -> Option<Change> {
+    // Equal values have no changes below them: an update that leaves most of the object
+    // as it was (a status write leaves spec and most of metadata) skips the walk of the
+    // unchanged parts through the schema. Strict JSON equality; what only `values_equal`
+    // finds equal (1 and 1.0) is still walked.
+    if let (Some(a), Some(b)) = (l, r) {
+        if a == b {
+            return None;
+        }
+    }
     let probe = match (l, r) {
         (_, Some(v)) if !v.is_null() => v,
         (Some(v), _) => v,
