@@ -232,6 +232,8 @@ pub fn unmount(target: &Path) -> Result<(), SandboxError> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn mount_point_layer_is_made_once_with_its_modes() {
         use std::os::unix::fs::PermissionsExt;
@@ -266,8 +268,6 @@ mod tests {
             .collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from("mount-points")]);
     }
-
-    use super::*;
 
     fn layers(n: usize) -> String {
         (0..n)
