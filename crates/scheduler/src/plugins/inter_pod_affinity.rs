@@ -153,6 +153,10 @@ impl FilterPlugin for InterPodAffinity {
             anti: HashMap::new(),
         };
         let own = !st.terms.affinity.is_empty() || !st.terms.anti.is_empty();
+        if !own && snap.pods_with_required_anti_affinity() == 0 {
+            // Nothing below could find anything: no term of its own, none against it.
+            return Ok(None);
+        }
         for node in snap.nodes.iter().filter(|n| n.node.is_some()) {
             if node.pods_with_required_anti_affinity > 0 {
                 for existing in node.pods.iter().filter(|p| p.has_required_anti_affinity) {
@@ -245,6 +249,10 @@ impl ScorePlugin for InterPodAffinity {
     fn pre_score(&self, pod: &PodInfo, snap: &Snapshot, _feasible: &[&NodeInfo]) -> State {
         let terms = terms_of(pod, snap);
         let own = !terms.preferred_affinity.is_empty() || !terms.preferred_anti.is_empty();
+        if !own && snap.pods_with_affinity() == 0 {
+            // No preference of its own and no existing pod with terms: every node scores 0.
+            return None;
+        }
         let mut scores: HashMap<Pair, i64> = HashMap::new();
         for node in snap.nodes.iter().filter(|n| n.node.is_some()) {
             if !own && node.pods_with_affinity == 0 {
