@@ -417,19 +417,18 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// `skiff server` and `skiff agent` (a real node, not `--simulate`) re-execute themselves
+/// `skiff server` and `skiff agent` (a real node or `--simulate`) re-execute themselves
 /// once with mimalloc's lazy arena commit, which is read only at process start. Eager
 /// commit (mimalloc's default) backs whole arenas at once and, with transparent huge pages,
 /// in 2 MiB pages: the idle server held 50 MiB of anonymous memory instead of 24 and the
 /// agent with 100 pods 70 MiB instead of 46 (BENCHMARKS.md sessions 6 and 10); lazy commit
-/// measured no slower (durable creates/s with 32 clients within noise, session 10).
+/// measured no slower (durable creates/s with 32 clients within noise, session 10). The
+/// simulated agent spent ~29% of its CPU zeroing fresh huge pages with eager commit, 6%
+/// with lazy commit (BENCHMARKS.md session 19).
 fn lazy_arena_commit_for_daemons() {
     const VAR: &str = "MIMALLOC_ARENA_EAGER_COMMIT";
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let is_daemon = args.get(1).is_some_and(|a| a == "server" || a == "agent")
-        && !args
-            .iter()
-            .any(|a| a.to_string_lossy().starts_with("--simulate"));
+    let is_daemon = args.get(1).is_some_and(|a| a == "server" || a == "agent");
     if !is_daemon || std::env::var_os(VAR).is_some() {
         return;
     }
