@@ -11,6 +11,8 @@
 //! Running, CPU of the server and of the simulator, and RSS of both once everything runs.
 //! A second watch, on Nodes, counts nodes whose Ready condition left True although the
 //! simulator kept them alive: false NotReady (see `--profile fast`).
+//! With `SKIFF_BENCH_TIMELINE` set, the pod watch prints every 250 ms how many pods it has
+//! seen created, bound and Running (to stderr), to tell which stage a run waits on.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -60,7 +62,11 @@ struct PodProgress {
 async fn follow_pods(mut body: Incoming, pods: usize, deadline: Instant) -> PodProgress {
     let mut bound: HashSet<String> = HashSet::with_capacity(pods);
     let mut running: HashSet<String> = HashSet::with_capacity(pods);
+    let mut seen: HashSet<String> = HashSet::with_capacity(pods);
     let mut p = PodProgress::default();
+    let timeline = std::env::var_os("SKIFF_BENCH_TIMELINE").is_some();
+    let start = Instant::now();
+    let mut next_tick = start;
     let mut buf: Vec<u8> = Vec::new();
     while p.running < pods {
         let frame = match tokio::time::timeout_at(deadline.into(), body.frame()).await {
@@ -78,6 +84,9 @@ async fn follow_pods(mut body: Incoming, pods: usize, deadline: Instant) -> PodP
             let Some((name, is_bound, is_running)) = pod_state(line) else {
                 continue;
             };
+            if timeline {
+                seen.insert(name.clone());
+            }
             if is_bound && bound.insert(name.clone()) {
                 p.bound += 1;
                 p.last_bound = Some(Instant::now());
@@ -88,6 +97,16 @@ async fn follow_pods(mut body: Incoming, pods: usize, deadline: Instant) -> PodP
             }
         }
         buf.drain(..=end);
+        if timeline && Instant::now() >= next_tick {
+            eprintln!(
+                "  t={:5.2}s created {:6} bound {:6} running {:6}",
+                start.elapsed().as_secs_f64(),
+                seen.len(),
+                p.bound,
+                p.running
+            );
+            next_tick += std::time::Duration::from_millis(250);
+        }
     }
     p
 }
