@@ -17,14 +17,10 @@ pub fn balanced_score(cpu_req: i64, cpu_alloc: i64, mem_req: i64, mem_alloc: i64
             Some((req as f64 / alloc as f64).min(1.0))
         }
     };
-    let fractions: Vec<f64> = [fraction(cpu_req, cpu_alloc), fraction(mem_req, mem_alloc)]
-        .into_iter()
-        .flatten()
-        .collect();
-    let std = if fractions.len() == 2 {
-        ((fractions[0] - fractions[1]) / 2.0).abs()
-    } else {
-        0.0
+    // With one resource (or none) known there is nothing to balance.
+    let std = match (fraction(cpu_req, cpu_alloc), fraction(mem_req, mem_alloc)) {
+        (Some(cpu), Some(mem)) => ((cpu - mem) / 2.0).abs(),
+        _ => 0.0,
     };
     ((1.0 - std) * MAX_NODE_SCORE as f64) as i64
 }
