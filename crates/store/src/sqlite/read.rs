@@ -11,7 +11,7 @@ use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Row};
 use tokio::sync::Semaphore;
 
-use super::{db_err, schema};
+use super::{db_err, db_err_with, schema};
 use crate::prefix_end;
 use crate::{Event, KeyValue, ListRequest, ListResponse, ReadAt, Result, Revision, StoreError};
 
@@ -132,7 +132,7 @@ pub(crate) fn get_latest(conn: &mut Connection, key: &str) -> Result<Option<KeyV
          FROM current c JOIN kv h ON h.revision = c.revision WHERE c.key = ?1",
     )
     .and_then(|mut s| s.query_row([key.as_bytes()], kv_from_row).optional())
-    .map_err(db_err(format!("reading key {key:?}")))
+    .map_err(db_err_with(|| format!("reading key {key:?}")))
 }
 
 pub(crate) fn count(conn: &mut Connection, prefix: &str) -> Result<u64> {

@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use tokio::sync::{broadcast, oneshot};
 
-use super::{db_err, Counters, EventBatch};
+use super::{db_err, db_err_with, Counters, EventBatch};
 use crate::{Event, KeyValue, Result, Revision, StoreError};
 
 /// Revisions handled per compaction transaction.
@@ -315,12 +315,14 @@ impl Writer {
 
     fn commit_batch(&mut self, writes: Vec<(WriteKind, oneshot::Sender<Result<Outcome>>)>) {
         let start = self.revision;
-        let ctx = self.path.display().to_string();
+        let path = &self.path;
         let applied = (|| -> Result<(Revision, Vec<Result<Outcome>>)> {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db_err(format!("starting write transaction on {ctx}")))?;
+                .map_err(db_err_with(|| {
+                    format!("starting write transaction on {}", path.display())
+                }))?;
             let mut next = start;
             let mut results = Vec::with_capacity(writes.len());
             for (kind, _) in &writes {
@@ -339,12 +341,15 @@ impl Writer {
             if next != start {
                 tx.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'revision'")
                     .and_then(|mut s| s.execute([next]))
-                    .map_err(db_err(format!("recording revision {next}")))?;
+                    .map_err(db_err_with(|| format!("recording revision {next}")))?;
             }
-            tx.commit().map_err(db_err(format!(
-                "committing revisions {}..={next} to {ctx}",
-                start + 1
-            )))?;
+            tx.commit().map_err(db_err_with(|| {
+                format!(
+                    "committing revisions {}..={next} to {}",
+                    start + 1,
+                    path.display()
+                )
+            }))?;
             Ok((next, results))
         })();
         match applied {
@@ -494,7 +499,7 @@ fn current(tx: &Transaction<'_>, key: &str) -> Result<Option<KeyValue>> {
         })
         .optional()
     })
-    .map_err(db_err(format!("reading key {key:?} for a write")))
+    .map_err(db_err_with(|| format!("reading key {key:?} for a write")))
 }
 
 /// Apply one write at revision `rev` (only consumed if this returns Ok).
@@ -555,7 +560,7 @@ fn apply(tx: &Transaction<'_>, rev: Revision, kind: &WriteKind) -> Result<Outcom
             deleted,
         ))
     })
-    .map_err(db_err(ctx()))?;
+    .map_err(db_err_with(ctx))?;
     if deleted {
         tx.prepare_cached("DELETE FROM current WHERE key = ?1")
             .and_then(|mut s| s.execute([key.as_bytes()]))
@@ -566,7 +571,7 @@ fn apply(tx: &Transaction<'_>, rev: Revision, kind: &WriteKind) -> Result<Outcom
         )
         .and_then(|mut s| s.execute((key.as_bytes(), rev)))
     }
-    .map_err(db_err(ctx()))?;
+    .map_err(db_err_with(ctx))?;
     Ok(match prev {
         Some(prev) if deleted => Outcome::Deleted {
             prev,
