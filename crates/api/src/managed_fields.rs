@@ -55,7 +55,14 @@ impl PathElement {
     /// The `fieldsV1` key of this element.
     pub fn serialize(&self) -> String {
         match self {
-            PathElement::Field(f) => format!("f:{f}"),
+            PathElement::Field(f) => {
+                // Not `format!`: this runs for every field of every managedFields entry
+                // a write encodes.
+                let mut s = String::with_capacity(2 + f.len());
+                s.push_str("f:");
+                s.push_str(f);
+                s
+            }
             PathElement::Key(fields) => {
                 let mut s = String::from("k:{");
                 for (i, (name, v)) in fields.iter().enumerate() {
