@@ -136,6 +136,53 @@ impl FieldSelector {
     }
 }
 
+impl FieldSelector {
+    /// [`FieldSelector::matches`] for an object at hand only as its stored JSON, when every
+    /// term's field is a plain member of a member for this kind ([`plain_member`]):
+    /// `read(member, inner)` gives the raw JSON of `obj[member][inner]` (`Some(None)` when
+    /// it is absent, or `member` is not an object) or None when it cannot tell. None when
+    /// some field is computed otherwise or `read` could not tell: then decode and call
+    /// `matches`. Lets a watch on `spec.nodeName=` (every kubelet's) decide without
+    /// decoding the pod.
+    pub fn matches_plain<'a>(
+        &self,
+        info: &ResourceInfo,
+        mut read: impl FnMut(&str, &str) -> Option<Option<&'a [u8]>>,
+    ) -> Option<bool> {
+        let spec = spec_for(info);
+        for t in &self.terms {
+            let canonical = convert_label(&spec, &t.field).ok()?;
+            let (member, inner) = plain_member(info, &canonical)?;
+            let actual = match read(member, inner)? {
+                None => String::new(),
+                Some(raw) => text_of(&serde_json::from_slice(raw).ok()?),
+            };
+            if !t.holds(&actual) {
+                return Some(false);
+            }
+        }
+        Some(true)
+    }
+}
+
+/// The selectable fields whose value [`field_set`] reads as `text(obj[member][inner])`.
+fn plain_member(info: &ResourceInfo, canonical: &str) -> Option<(&'static str, &'static str)> {
+    let (member, inner) = match canonical {
+        "metadata.name" => ("metadata", "name"),
+        "metadata.namespace" if info.namespaced => ("metadata", "namespace"),
+        _ => match (info.group, info.kind, canonical) {
+            ("", "Pod", "spec.nodeName") => ("spec", "nodeName"),
+            ("", "Pod", "spec.restartPolicy") => ("spec", "restartPolicy"),
+            ("", "Pod", "spec.schedulerName") => ("spec", "schedulerName"),
+            ("", "Pod", "spec.serviceAccountName") => ("spec", "serviceAccountName"),
+            ("", "Pod", "status.phase") => ("status", "phase"),
+            ("", "Pod", "status.nominatedNodeName") => ("status", "nominatedNodeName"),
+            _ => return None,
+        },
+    };
+    Some((member, inner))
+}
+
 impl fmt::Display for FieldSelector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let parts: Vec<String> = self
@@ -381,10 +428,16 @@ fn convert_label(spec: &KindSpec, label: &str) -> Result<String, String> {
 }
 
 fn text(obj: &Value, pointer: &str) -> String {
-    match obj.pointer(pointer) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::Bool(b)) => b.to_string(),
+    obj.pointer(pointer).map(text_of).unwrap_or_default()
+}
+
+/// A selectable field's value as text: strings as they are, numbers in decimal, booleans
+/// as `true`/`false`, anything else as "".
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
         _ => String::new(),
     }
 }
@@ -515,6 +568,72 @@ mod tests {
     use super::*;
     use crate::registry::lookup;
     use serde_json::json;
+
+    /// `read` for `matches_plain` over a decoded object (what the API server does over
+    /// the stored bytes).
+    fn read_from(obj: &Value) -> impl FnMut(&str, &str) -> Option<Option<&'static [u8]>> + '_ {
+        move |member, inner| {
+            let Some(v) = obj.get(member).and_then(|m| m.as_object()?.get(inner)) else {
+                return Some(None);
+            };
+            // Leaked for the test's lifetime: `read` hands out borrowed bytes.
+            let raw = serde_json::to_vec(v).ok()?;
+            Some(Some(Box::leak(raw.into_boxed_slice())))
+        }
+    }
+
+    #[test]
+    fn plain_fields_match_as_the_decoded_object_does() {
+        let pods = lookup("", "v1", "pods").expect("pods");
+        let objects = [
+            json!({"metadata": {"name": "a", "namespace": "ns"}, "spec": {"nodeName": "n1", "restartPolicy": "Always"}, "status": {"phase": "Running"}}),
+            json!({"metadata": {"name": "b", "namespace": "ns"}, "spec": {}, "status": {}}),
+            json!({"metadata": {"name": "c", "namespace": "ns"}, "spec": {"nodeName": ""}}),
+            json!({"metadata": {"name": "d", "namespace": "ns"}, "spec": {"nodeName": 7, "schedulerName": true}, "status": null}),
+            json!({"metadata": {"name": "e\u{e9}\"q", "namespace": "ns"}, "spec": {"nodeName": null, "serviceAccountName": {"x": 1}}}),
+        ];
+        let selectors = [
+            "spec.nodeName=n1",
+            "spec.nodeName!=",
+            "spec.nodeName=",
+            "spec.host=n1",
+            "spec.nodeName=7",
+            "spec.schedulerName=true",
+            "spec.serviceAccountName=",
+            "status.phase=Running,spec.nodeName=n1",
+            "status.phase!=Running",
+            "metadata.name=a,metadata.namespace=ns",
+            "metadata.namespace!=ns",
+            "spec.restartPolicy=Always",
+            "status.nominatedNodeName=",
+        ];
+        for sel in selectors {
+            let f = FieldSelector::parse(sel).unwrap();
+            for obj in &objects {
+                assert_eq!(
+                    f.matches_plain(pods, read_from(obj)),
+                    Some(f.matches(pods, obj)),
+                    "{sel} on {obj}"
+                );
+            }
+        }
+        // Fields computed otherwise, and a reader that cannot tell, leave it to `matches`.
+        for sel in [
+            "spec.hostNetwork=false",
+            "status.podIP=",
+            "spec.nodeName=n1,status.podIP=",
+        ] {
+            let f = FieldSelector::parse(sel).unwrap();
+            assert_eq!(f.matches_plain(pods, read_from(&objects[0])), None, "{sel}");
+        }
+        let f = FieldSelector::parse("spec.nodeName=n1").unwrap();
+        assert_eq!(f.matches_plain(pods, |_, _| None), None);
+        // A kind without its own fields: names only.
+        let cms = lookup("", "v1", "configmaps").expect("configmaps");
+        let f = FieldSelector::parse("metadata.name=a").unwrap();
+        let cm = json!({"metadata": {"name": "a", "namespace": "ns"}});
+        assert_eq!(f.matches_plain(cms, read_from(&cm)), Some(true));
+    }
 
     #[test]
     fn parses_and_prints() {

@@ -185,6 +185,18 @@ impl<'a> StoredMembers<'a> {
         splice::has_key(value, 0, inner.as_bytes())
     }
 
+    /// The stored bytes of `obj[key][inner]`: `Some(None)` when `key` is absent or not an
+    /// object, or has no member `inner`; None when the bytes cannot tell.
+    pub fn inner(&self, key: &str, inner: &str) -> Option<Option<&'a [u8]>> {
+        let Some(value) = self.get(key) else {
+            return Some(None);
+        };
+        if value.first() != Some(&b'{') {
+            return Some(None);
+        }
+        Some(splice::member_value(value, 0, inner.as_bytes())?.map(|r| &value[r]))
+    }
+
     /// The object with the members in `replaced` given new encoded values (in place, or
     /// appended in the given order when absent), every other member as stored.
     pub fn with(&self, replaced: &[(&str, &[u8])]) -> Vec<u8> {
@@ -326,6 +338,28 @@ mod splice {
             match b.get(end)? {
                 b',' => i = end + 1,
                 b'}' => return Some(false),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The value range of the member `name` of the object starting at `i` (None inside:
+    /// no such member); like `has_key`, a key with escapes is never `name`.
+    pub fn member_value(b: &[u8], i: usize, name: &[u8]) -> Option<Option<std::ops::Range<usize>>> {
+        let mut i = expect(b, i, b'{')?;
+        if b.get(i) == Some(&b'}') {
+            return Some(None);
+        }
+        loop {
+            let after = string_end(b, i)?;
+            let v = expect(b, after, b':')?;
+            let end = value_end(b, v)?;
+            if after - i == name.len() + 2 && &b[i + 1..after - 1] == name {
+                return Some(Some(v..end));
+            }
+            match b.get(end)? {
+                b',' => i = end + 1,
+                b'}' => return Some(None),
                 _ => return None,
             }
         }

@@ -545,6 +545,26 @@ impl SharedEvent {
         &self.views[view.index.min(self.views.len() - 1)]
     }
 
+    /// Whether the object before and after the event passes `passes` (given stored
+    /// bytes), as `decide` takes them (None: no such object); None when `passes` could not
+    /// tell for one of them.
+    pub fn stored_passes(
+        &self,
+        mut passes: impl FnMut(&[u8]) -> Option<bool>,
+    ) -> Option<(Option<bool>, Option<bool>)> {
+        match &self.event {
+            Event::Put { kv, prev } => {
+                let new = passes(&kv.value)?;
+                let old = match prev {
+                    Some(p) => Some(passes(&p.value)?),
+                    None => None,
+                };
+                Some((old, Some(new)))
+            }
+            Event::Delete { prev, .. } => Some((Some(passes(&prev.value)?), None)),
+        }
+    }
+
     /// The object after a create or update, as `view` serves it; None for a delete or an
     /// undecodable stored value.
     pub fn new_object(&self, view: View) -> Option<&Value> {
