@@ -295,16 +295,14 @@ impl<K: Resource + Clone + Send + Sync + 'static> Informer<K> {
 
     /// Keep the cache in step with the API until the process ends; the watcher relists
     /// with back-off after errors (410 Gone included).
-    async fn run(self, api: Api<K>, kind: &'static str)
+    async fn run(self, api: Api<K>, kind: &'static str, config: watcher::Config)
     where
         K: DeserializeOwned + fmt::Debug,
         K::DynamicType: Default,
     {
         // Listed and watched as `Lean<K>`: decoded without managedFields (see `lean`).
         let api: Api<Lean<K>> = Api::all_with(api.into_client(), &Default::default());
-        let mut events = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
+        let mut events = watcher(api, config).default_backoff().boxed();
         let mut relist: Option<BTreeMap<ObjectKey, Arc<K>>> = None;
         while let Some(event) = events.next().await {
             match event {
@@ -338,7 +336,8 @@ fn trimmed<K: Resource>(mut obj: K) -> K {
 /// Hands out one informer per kind and starts them together.
 pub struct Factory {
     client: Client,
-    informers: Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>,
+    /// By kind and field selector ("" for none).
+    informers: Mutex<HashMap<(TypeId, String), Box<dyn Any + Send + Sync>>>,
     not_started: Mutex<Vec<BoxFuture<'static, ()>>>,
     started: std::sync::atomic::AtomicBool,
 }
@@ -368,18 +367,40 @@ impl Factory {
             + Sync
             + 'static,
     {
+        self.informer_with_fields("")
+    }
+
+    /// The informer for the objects of kind `K` that `field_selector` selects (all of them
+    /// for ""), created on first use: the cache holds only those, and an object that stops
+    /// matching is deleted from it (the API server sends DELETED), as upstream's
+    /// field-selected informers (a kubelet's pods: `spec.nodeName=<node>`).
+    pub fn informer_with_fields<K>(&self, field_selector: &str) -> Informer<K>
+    where
+        K: Resource<DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let id = (TypeId::of::<K>(), field_selector.to_string());
         let mut informers = self.informers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(existing) = informers.get(&TypeId::of::<K>()) {
+        if let Some(existing) = informers.get(&id) {
             if let Some(informer) = existing.downcast_ref::<Informer<K>>() {
                 return informer.clone();
             }
         }
         let informer = Informer::<K>::new();
-        informers.insert(TypeId::of::<K>(), Box::new(informer.clone()));
+        informers.insert(id, Box::new(informer.clone()));
         let kind: &'static str = Box::leak(K::kind(&()).into_owned().into_boxed_str());
+        let mut config = watcher::Config::default();
+        if !field_selector.is_empty() {
+            config = config.fields(field_selector);
+        }
         let task = informer
             .clone()
-            .run(Api::<K>::all(self.client.clone()), kind)
+            .run(Api::<K>::all(self.client.clone()), kind, config)
             .boxed();
         if self.started.load(std::sync::atomic::Ordering::SeqCst) {
             tokio::spawn(task);

@@ -4,9 +4,9 @@
 //! that finish; gone soon after a delete) without running any container. Nodes can be
 //! stopped and started through a line-based control channel, for failure tests.
 //!
-//! Cheap by construction: one API client (one connection pool), one watch on pods and one
-//! on nodes (shared caches from `informers`), one timer wheel for all heartbeats, and a
-//! bounded number of writes in flight.
+//! Cheap by construction: one API client (one connection pool), one watch on bound pods
+//! (`spec.nodeName!=`) and one on nodes (shared caches from `informers`), one timer wheel
+//! for all heartbeats, and a bounded number of writes in flight.
 //!
 //! - [`config`]: what the fleet looks like, flag parsing.
 //! - [`node`]: the Node object and its status (registration, heartbeats).
@@ -36,6 +36,9 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
 pub use config::SimConfig;
 use fleet::Fleet;
+
+/// The field selector of the pod watch: every pod bound to a node.
+const BOUND_PODS: &str = "spec.nodeName!=";
 use node::NodeIdentity;
 
 /// What can go wrong running simulated nodes.
@@ -129,7 +132,10 @@ where
         })
         .collect::<Result<_, _>>()?;
     let factory = informers::Factory::new(client.clone());
-    let pods = factory.informer::<Pod>();
+    // Only pods bound to some node, as kubelets watch theirs (`spec.nodeName=<node>`): a
+    // pod the scheduler has not bound yet is no simulated node's business, and the API
+    // server decides the selector on the stored bytes.
+    let pods = factory.informer_with_fields::<Pod>(BOUND_PODS);
     let nodes = factory.informer::<Node>();
     let pod_changes = pods.subscribe();
     factory.start();
