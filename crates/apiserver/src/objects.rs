@@ -171,6 +171,19 @@ impl<'a> StoredMembers<'a> {
         })
     }
 
+    /// The members of `stored` for reading values only (never for `with`): `of` without
+    /// the check of the served form's metadata, which reading does not need (one scan of
+    /// the bytes instead of two, for every event a field-selected watch looks at).
+    pub fn for_reading(info: &ResourceInfo, stored: &'a [u8]) -> Option<StoredMembers<'a>> {
+        if api::conversion::storage_version(info) != (info.group, info.version) {
+            return None;
+        }
+        Some(StoredMembers {
+            bytes: stored,
+            members: splice::members(stored)?,
+        })
+    }
+
     /// The stored bytes of member `key`'s value.
     pub fn get(&self, key: &str) -> Option<&'a [u8]> {
         self.members

@@ -242,7 +242,7 @@ impl WatcherFilter {
             return None;
         }
         let fields = self.selectors.fields.as_ref()?;
-        let members = objects::StoredMembers::of(info, stored)?;
+        let members = objects::StoredMembers::for_reading(info, stored)?;
         fields.matches_plain(info, |member, inner| members.inner(member, inner))
     }
 
