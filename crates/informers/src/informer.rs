@@ -333,6 +333,17 @@ fn trimmed<K: Resource>(mut obj: K) -> K {
     obj
 }
 
+/// A kind a [`Factory`] can keep an informer of.
+pub trait Cacheable:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + fmt::Debug + Send + Sync + 'static
+{
+}
+
+impl<K> Cacheable for K where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + fmt::Debug + Send + Sync + 'static
+{
+}
+
 /// Hands out one informer per kind and starts them together.
 pub struct Factory {
     client: Client,
@@ -357,16 +368,7 @@ impl Factory {
     }
 
     /// The informer for kind `K` (all namespaces), created on first use.
-    pub fn informer<K>(&self) -> Informer<K>
-    where
-        K: Resource<DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + fmt::Debug
-            + Send
-            + Sync
-            + 'static,
-    {
+    pub fn informer<K: Cacheable>(&self) -> Informer<K> {
         self.informer_with_fields("")
     }
 
@@ -374,16 +376,7 @@ impl Factory {
     /// for ""), created on first use: the cache holds only those, and an object that stops
     /// matching is deleted from it (the API server sends DELETED), as upstream's
     /// field-selected informers (a kubelet's pods: `spec.nodeName=<node>`).
-    pub fn informer_with_fields<K>(&self, field_selector: &str) -> Informer<K>
-    where
-        K: Resource<DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + fmt::Debug
-            + Send
-            + Sync
-            + 'static,
-    {
+    pub fn informer_with_fields<K: Cacheable>(&self, field_selector: &str) -> Informer<K> {
         let id = (TypeId::of::<K>(), field_selector.to_string());
         let mut informers = self.informers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(existing) = informers.get(&id) {

@@ -18,6 +18,6 @@ mod lean;
 mod workqueue;
 
 pub use fanout::Subscription;
-pub use informer::{key_of, Change, Factory, Informer, ObjectKey};
+pub use informer::{key_of, Cacheable, Change, Factory, Informer, ObjectKey};
 pub use lean::Lean;
 pub use workqueue::WorkQueue;
