@@ -304,3 +304,85 @@ fn a_watcher_that_stops_reading_does_not_hold_up_the_others() {
     assert_eq!(got, want[..got.len()], "stalled watcher's events");
     eprintln!("the stopped watcher received {} of {n} events", got.len());
 }
+
+fn pod_manifest(name: &str, node: Option<&str>) -> String {
+    // schedulerName "manual": no scheduler binds it; the test does.
+    let node = node.map_or(String::new(), |n| format!(r#","nodeName":"{n}""#));
+    format!(
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},"spec":{{"schedulerName":"manual","containers":[{{"name":"c","image":"busybox"}}]{node}}}}}"#
+    )
+}
+
+/// A kubelet's kind of watch, `kubectl get pods --field-selector spec.nodeName=<node> -w`
+/// (decided by the server on the stored bytes): a pod enters it when it is bound to the
+/// node, changes in it, and leaves it when deleted; a pod not yet bound, or bound to
+/// another node, never shows.
+#[test]
+fn a_node_field_selected_pod_watch_with_kubectl() {
+    let s = testkit::server!();
+    let mut on_a = s.kubectl_spawn(&[
+        "get",
+        "pods",
+        "--field-selector",
+        "spec.nodeName=node-a",
+        "--watch-only",
+        "--output-watch-events",
+    ]);
+    let mut unbound = s.kubectl_spawn(&[
+        "get",
+        "pods",
+        "--field-selector",
+        "spec.nodeName=",
+        "--watch-only",
+        "--output-watch-events",
+    ]);
+    std::thread::sleep(Duration::from_secs(2));
+    s.kubectl_stdin_ok(&["create", "-f", "-"], &pod_manifest("p1", None));
+    s.kubectl_stdin_ok(&["create", "-f", "-"], &pod_manifest("p2", Some("node-b")));
+    unbound
+        .wait_for_line(T, |l| l.starts_with("ADDED") && l.contains(" p1 "))
+        .unwrap();
+    let (code, body) = s.https(
+        "POST",
+        "/api/v1/namespaces/default/pods/p1/binding",
+        Some(r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"p1"},"target":{"kind":"Node","name":"node-a"}}"#),
+    );
+    assert_eq!(code, 201, "{body}");
+    on_a.wait_for_line(T, |l| l.starts_with("ADDED") && l.contains(" p1 "))
+        .unwrap();
+    // Bound, it left the unbound watch.
+    unbound
+        .wait_for_line(T, |l| l.starts_with("DELETED") && l.contains(" p1 "))
+        .unwrap();
+    s.kubectl_ok(&[
+        "patch",
+        "pod",
+        "p1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running"}}"#,
+    ]);
+    on_a.wait_for_line(T, |l| {
+        l.starts_with("MODIFIED") && l.contains(" p1 ") && l.contains("Running")
+    })
+    .unwrap();
+    s.kubectl_ok(&["delete", "pod", "p1", "p2", "--grace-period=0", "--force"]);
+    on_a.wait_for_line(T, |l| l.starts_with("DELETED") && l.contains(" p1 "))
+        .unwrap();
+    let seen = on_a.lines().join("\n");
+    assert!(
+        !seen.contains(" p2 "),
+        "node-b's pod in node-a's watch:\n{seen}"
+    );
+    assert_eq!(
+        on_a.lines().iter().filter(|l| l.contains(" p1 ")).count(),
+        3,
+        "ADDED, MODIFIED, DELETED:\n{seen}"
+    );
+    let seen = unbound.lines().join("\n");
+    assert!(
+        !seen.contains(" p2 "),
+        "a bound pod in the unbound watch:\n{seen}"
+    );
+}
