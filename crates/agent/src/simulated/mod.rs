@@ -36,10 +36,10 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 
 pub use config::SimConfig;
 use fleet::Fleet;
+use node::NodeIdentity;
 
 /// The field selector of the pod watch: every pod bound to a node.
 const BOUND_PODS: &str = "spec.nodeName!=";
-use node::NodeIdentity;
 
 /// What can go wrong running simulated nodes.
 #[derive(Debug, thiserror::Error)]
