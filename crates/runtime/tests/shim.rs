@@ -39,16 +39,7 @@ impl Fixture {
             .unwrap_or(0);
         let id = format!("shimtest-{name}-{}-{nanos}", std::process::id());
         let dir = tempfile::tempdir().expect("tempdir");
-        let rootfs = dir.path().join("rootfs");
-        let bin = rootfs.join("bin");
-        std::fs::create_dir_all(&bin).expect("mkdir bin");
-        std::fs::create_dir_all(rootfs.join("tmp")).expect("mkdir tmp");
-        std::fs::copy("/bin/busybox", bin.join("busybox")).expect("copy busybox");
-        for applet in [
-            "sh", "echo", "sleep", "cat", "ls", "hostname", "true", "false", "touch", "readlink",
-        ] {
-            std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("symlink");
-        }
+        busybox_rootfs(&dir.path().join("rootfs"));
         Self {
             id,
             dir,
@@ -144,6 +135,19 @@ impl Fixture {
         );
         let lc = self.state_dir().join("libcontainer");
         assert!(!lc.join(&self.id).exists(), "libcontainer state left");
+    }
+}
+
+/// A root filesystem at `rootfs`: /bin with busybox and the applets the tests run, /tmp.
+fn busybox_rootfs(rootfs: &Path) {
+    let bin = rootfs.join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir bin");
+    std::fs::create_dir_all(rootfs.join("tmp")).expect("mkdir tmp");
+    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("copy busybox");
+    for applet in [
+        "sh", "echo", "sleep", "cat", "ls", "hostname", "true", "false", "touch", "readlink",
+    ] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("symlink");
     }
 }
 
@@ -583,4 +587,148 @@ fn shims_start_through_a_launcher_that_is_replaced_when_it_dies_or_directly() {
     assert_eq!(third.log_lines("stdout"), ["three"]);
     third.assert_cleaned_up();
     assert!(launchers(&under(&third)).is_empty());
+}
+
+/// Detaches the mounts a test made, last first, even when it fails.
+struct Mounted(Vec<PathBuf>);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        for path in self.0.iter().rev() {
+            let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+fn mount_tmpfs(at: &Path) {
+    std::fs::create_dir_all(at).expect("mkdir for tmpfs");
+    nix::mount::mount(
+        Some("tmpfs"),
+        at,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .expect("mount tmpfs");
+}
+
+fn node_mount_points() -> Vec<String> {
+    let mut points: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .collect();
+    points.sort();
+    points
+}
+
+/// A config for a fixture's container with its rootfs and state in `pod`, as the agent lays
+/// a pod out; returns the config and the state directory.
+fn in_pod(f: &Fixture, pod: &Path, args: &[&str]) -> (ContainerConfig, PathBuf) {
+    let rootfs = pod.join(format!("rootfs-{}", f.id));
+    busybox_rootfs(&rootfs);
+    let mut config = f.config(args);
+    config.rootfs = rootfs;
+    (config, pod.join(format!("state-{}", f.id)))
+}
+
+/// With a pods directory to hide, a launcher makes a template mount namespace, and a
+/// container whose files all lie in its pod is created in a copy of it, with its pod's
+/// mounts moved in; one with a bind source elsewhere (a hostPath) gets a copy of the node's
+/// namespace, which has the mount made after the launcher started. Both see the right
+/// files (another pod's volume is mounted all along), and the node's mount table is left
+/// as it was.
+#[test]
+fn containers_wholly_in_their_pod_start_from_the_launchers_template() {
+    if !is_root() {
+        return;
+    }
+    let mut own = Fixture::new("template-own");
+    let mut host_path = Fixture::new("template-hostpath");
+    let pods = std::fs::canonicalize(own.dir.path()).unwrap().join("pods");
+    let mut mounted = Mounted(vec![]);
+    assert!(runtime::sandbox::mounts::ensure_own_mount(&pods).expect("pods mount"));
+    mounted.0.push(pods.clone());
+    // Another pod's volume, which no container of pod a should see.
+    mount_tmpfs(&pods.join("b/vol"));
+    std::fs::write(pods.join("b/vol/secret"), "b's\n").unwrap();
+    let pod = pods.join("a");
+    let volume = pod.join("vol");
+    mount_tmpfs(&volume);
+    std::fs::write(volume.join("f"), "in-pod\n").unwrap();
+
+    let client = ShimClient::new(SHIM);
+    let hidden = runtime::shim::HiddenMounts {
+        under: pods.clone(),
+        keep: pod.clone(),
+    };
+    let (mut config, state) = in_pod(&own, &pod, &["cat", "/data/f"]);
+    config.mounts.push(BindMount {
+        source: volume.clone(),
+        destination: "/data".into(),
+        readonly: true,
+    });
+    let before = node_mount_points();
+    let running = client
+        .start_hiding(&config, &state, &own.log_path(), Some(&hidden))
+        .expect("start in the template");
+    own.running = Some(running.clone());
+    assert_eq!(running.wait_exit(WAIT).expect("exit").exit_code, 0);
+    assert_eq!(own.log_lines("stdout"), ["in-pod"]);
+    let shim_log = std::fs::read_to_string(state.join("shim.log")).unwrap_or_default();
+    assert!(
+        !shim_log.contains("copying the node's"),
+        "the template served: {shim_log}"
+    );
+
+    // The launcher holds the template: a mount namespace other than its own.
+    let launcher = launchers(&pods);
+    assert_eq!(launcher.len(), 1, "{launcher:?}");
+    let its_own = std::fs::read_link(format!("/proc/{}/ns/mnt", launcher[0])).unwrap();
+    let held: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{}/fd", launcher[0]))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|l| l.to_string_lossy().starts_with("mnt:"))
+        .collect();
+    assert!(
+        held.iter().any(|l| *l != its_own),
+        "template namespace held by the launcher: {held:?} (own {its_own:?})"
+    );
+    assert_eq!(
+        std::fs::read_link("/proc/self/ns/mnt").unwrap(),
+        its_own,
+        "the launcher itself stays in the node's namespace"
+    );
+
+    // A source outside the pod, mounted after the launcher made its template.
+    let late = std::fs::canonicalize(host_path.dir.path())
+        .unwrap()
+        .join("late");
+    mount_tmpfs(&late);
+    mounted.0.push(late.clone());
+    std::fs::write(late.join("f"), "late-mount\n").unwrap();
+    let pod_c = pods.join("c");
+    let (mut config, state) = in_pod(&host_path, &pod_c, &["cat", "/host/f"]);
+    config.mounts.push(BindMount {
+        source: late.clone(),
+        destination: "/host".into(),
+        readonly: true,
+    });
+    let hidden = runtime::shim::HiddenMounts {
+        under: pods.clone(),
+        keep: pod_c,
+    };
+    let running = client
+        .start_hiding(&config, &state, &host_path.log_path(), Some(&hidden))
+        .expect("start in a copy of the node's namespace");
+    host_path.running = Some(running.clone());
+    assert_eq!(running.wait_exit(WAIT).expect("exit").exit_code, 0);
+    assert_eq!(host_path.log_lines("stdout"), ["late-mount"]);
+
+    let mut expected = before.clone();
+    expected.push(late.to_string_lossy().into_owned());
+    expected.sort();
+    assert_eq!(node_mount_points(), expected, "no mount left on the node");
+    drop(client);
 }

@@ -19,6 +19,7 @@ mod process;
 mod spec;
 mod state;
 mod streams;
+mod template;
 mod zygote;
 
 pub use client::{ClientError, KillOutcome, RunningContainer, ShimClient, Signal};

@@ -15,7 +15,7 @@
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -31,12 +31,14 @@ use super::cgroup;
 use super::cri_log::{self, LineSplitter, Stream};
 use super::executor::ShimExecutor;
 use super::pidfd::PidFd;
+use super::spec::ContainerConfig;
 use super::state::{
     self, classify_start_error, exit_code_of, read_json, rfc3339_nano, write_json_atomic,
     write_json_replace, ExitRecord, Handshake, HiddenMounts, ShimRequest, StartErrorKind,
     StartedRecord, StateDir, CONSOLE_SOCKET_NAME,
 };
 use super::streams::{self, Hub};
+use super::template::{self, Template};
 
 /// The hidden subcommand that turns a binary into a shim: `<binary> container-shim <dir>`.
 pub const SHIM_SUBCOMMAND: &str = "container-shim";
@@ -99,9 +101,9 @@ pub fn run_shim(args: impl IntoIterator<Item = OsString>) -> ! {
     let mut args = args.into_iter();
     let state_dir = match (args.next(), args.next(), args.next()) {
         // `--zygote <dir>`: the launcher of the shims under <dir> (see zygote.rs).
-        (Some(arg), Some(_), None) if arg == super::zygote::ZYGOTE_ARG => {
+        (Some(arg), Some(under), None) if arg == super::zygote::ZYGOTE_ARG => {
             close_inherited_fds();
-            super::zygote::run_zygote(shim_main)
+            super::zygote::run_zygote(shim_main, PathBuf::from(under))
         }
         (Some(dir), None, None) => PathBuf::from(dir),
         _ => {
@@ -245,14 +247,22 @@ enum Slot {
 }
 
 /// Moves the shim into a private copy of its mount namespace without the mounts `hidden`
-/// names (see [`HiddenMounts`]) and returns the namespace it left. `hidden.under` must be a
+/// names (see [`HiddenMounts`]) and returns the namespace it left. With its launcher's
+/// `template` (made for `hidden.under`) and a container that lies wholly in its pod, the
+/// copy is of the template, with the pod's mounts moved in (see template.rs). Otherwise
+/// it is of the node's namespace, and `hidden.under` must be a
 /// mount point of its own (the agent makes its pods directory one): then three calls do it
 /// whatever the number of pods, a recursive clone of `keep`, one lazy unmount of `under`
 /// (everything below goes with it) and the clone put back at `keep`, where unmounting the
 /// other pods' mounts one by one would cost an RCU grace period each. The copy is made
 /// private first, so nothing done in it reaches the node. Best effort: on any failure the
 /// shim goes back to the node's namespace and libcontainer sees every mount.
-fn hide_mounts(hidden: &HiddenMounts) -> Option<File> {
+fn hide_mounts(
+    hidden: &HiddenMounts,
+    config: &ContainerConfig,
+    state_dir: &Path,
+    template: Option<Template>,
+) -> Option<File> {
     use std::os::unix::ffi::OsStrExt;
     // Not in the libc crate yet (linux/mount.h).
     const OPEN_TREE_CLONE: libc::c_uint = 1;
@@ -266,6 +276,20 @@ fn hide_mounts(hidden: &HiddenMounts) -> Option<File> {
     let original = File::open("/proc/self/ns/mnt")
         .map_err(|e| eprintln!("skiff shim: opening the mount namespace: {e}"))
         .ok()?;
+    // Launched by a launcher with a template for these pods: a copy of that (see template.rs).
+    if let Some(template) = template.filter(|t| t.under == under) {
+        if template::serves(config, state_dir, &keep) {
+            match template::enter(template.ns.as_fd(), &keep) {
+                Ok(()) => return Some(original),
+                Err(e) => {
+                    eprintln!(
+                        "skiff shim: the launcher's mount namespace: {e}; copying the node's"
+                    );
+                    return_to(&original);
+                }
+            }
+        }
+    }
     if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS) {
         eprintln!("skiff shim: a mount namespace of its own: {e}");
         return None;
@@ -454,7 +478,12 @@ fn start(state: &StateDir) -> Result<(Running, StartedRecord), ShimError> {
         }
     };
     // From here to the container's creation the shim may be in a mount namespace of its own.
-    let node_mounts = request.hidden_mounts.as_ref().and_then(hide_mounts);
+    let template = super::zygote::take_template();
+    let state_root = std::fs::canonicalize(state.root()).unwrap_or_else(|_| state.root().into());
+    let node_mounts = request
+        .hidden_mounts
+        .as_ref()
+        .and_then(|hidden| hide_mounts(hidden, config, &state_root, template));
     let mut builder = ContainerBuilder::new(id.clone(), SyscallType::default())
         .with_executor(ShimExecutor)
         .with_root_path(&lc_root)

@@ -15,6 +15,9 @@
 //! (end of file if the shim died first). Shims are not the launcher's business after the
 //! fork: it ignores SIGCHLD (the kernel reaps them), they outlive it, and it exits when the
 //! agent's end closes. Any failure to reach it makes the client spawn that shim directly.
+//!
+//! At its start the launcher makes the template mount namespace for the directory it is
+//! named after ([`super::template`]); each shim it forks inherits a handle on it.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -31,6 +34,11 @@ use nix::sys::socket::{
 
 use super::process::SHIM_SUBCOMMAND;
 use super::state::{Handshake, StartErrorKind};
+use super::template::{self, Template};
+
+/// The launcher's template namespace, made before its first fork; each shim it forks
+/// starts with this copy of it and takes it ([`take_template`]).
+static TEMPLATE: std::sync::Mutex<Option<Template>> = std::sync::Mutex::new(None);
 
 /// The argument (after `container-shim`, before a directory) that makes the process a
 /// launcher.
@@ -111,12 +119,20 @@ impl Drop for Zygote {
 }
 
 /// The launcher's life (called from `run_shim`, before any thread exists); never returns.
-/// `run` is the shim proper, given its state directory; it returns the exit code.
-pub(crate) fn run_zygote(run: fn(PathBuf) -> i32) -> ! {
+/// `run` is the shim proper, given its state directory; it returns the exit code. `under`
+/// is the directory the launcher is named after (the agent's pods directory).
+pub(crate) fn run_zygote(run: fn(PathBuf) -> i32, under: PathBuf) -> ! {
     // Shims exit on their own schedule: let the kernel reap them.
     // SAFETY: setting a signal disposition to SIG_IGN installs no handler.
     unsafe {
         libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+    }
+    match template::make(&under) {
+        Ok(t) => *TEMPLATE.lock().unwrap_or_else(|p| p.into_inner()) = Some(t),
+        Err(e) => eprintln!(
+            "skiff shim launcher: no template mount namespace for {}: {e}",
+            under.display()
+        ),
     }
     let socket: RawFd = 0;
     let mut buf = vec![0u8; MAX_REQUEST];
@@ -202,12 +218,30 @@ fn become_shim(state_dir: &Path, handshake: OwnedFd, log: OwnedFd) {
     let _ = nix::unistd::dup2(handshake.as_raw_fd(), 1);
     let _ = nix::unistd::dup2(log.as_raw_fd(), 2);
     drop((handshake, log, null));
-    // SAFETY: close_range(3, MAX, 0) only closes descriptors; the ones above stdio are the
-    // launcher's socket copies, which the shim must not hold.
-    unsafe {
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    // Every descriptor above stdio but the template's: the launcher's socket copies, which
+    // the shim must not hold.
+    let keep = TEMPLATE
+        .lock()
+        .ok()
+        .and_then(|t| t.as_ref().map(|t| t.ns.as_raw_fd() as u32));
+    let ranges = match keep {
+        Some(fd) if fd > 3 => vec![(3, fd - 1), (fd + 1, u32::MAX)],
+        Some(3) => vec![(4, u32::MAX)],
+        _ => vec![(3, u32::MAX)],
+    };
+    for (first, last) in ranges {
+        // SAFETY: close_range only closes descriptors.
+        unsafe {
+            libc::syscall(libc::SYS_close_range, first, last, 0u32);
+        }
     }
     set_command_line(state_dir);
+}
+
+/// In a shim: the template its launcher made, taken out so that it closes once the shim
+/// is done with it. None for a shim spawned directly or when the launcher has none.
+pub(crate) fn take_template() -> Option<Template> {
+    TEMPLATE.lock().ok()?.take()
 }
 
 /// Points /proc/self/cmdline at `<binary> container-shim <state_dir>`, as a directly spawned
