@@ -526,6 +526,47 @@ spec:
     let out = s.kubectl(&["exec", "plain", "--", "ls", MOUNT]);
     assert!(!out.status.success(), "no token volume without automount");
 
+    // `kubectl create token` bound to the pod: its claims name the pod and its node; a
+    // stale uid and another service account are refused as upstream refuses them.
+    let bound = |account: &str, uid: Option<&str>| {
+        let mut args = vec![
+            "create",
+            "token",
+            account,
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            "reader",
+        ];
+        if let Some(uid) = uid {
+            args.extend(["--bound-object-uid", uid]);
+        }
+        s.kubectl(&args)
+    };
+    let out = bound("default", pod["metadata"]["uid"].as_str());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = claims(String::from_utf8_lossy(&out.stdout).trim());
+    assert_eq!(c["kubernetes.io"]["pod"]["uid"], pod["metadata"]["uid"]);
+    assert_eq!(c["kubernetes.io"]["node"]["name"], pod["spec"]["nodeName"]);
+    let out = bound("default", Some("00000000-0000-0000-0000-000000000000"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("does not match the UID in record"),
+        "{err}"
+    );
+    s.kubectl_ok(&["create", "serviceaccount", "other"]);
+    let out = bound("other", None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("cannot bind token for serviceaccount \"other\" to pod running with different serviceaccount name"),
+        "{err}"
+    );
+
     // The token dies with its pod.
     s.kubectl_ok(&["delete", "pod", "reader", "--grace-period=0", "--force"]);
     wait_for(&s, Duration::from_secs(60), "the pod to be gone", || {

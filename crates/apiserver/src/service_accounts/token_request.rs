@@ -254,14 +254,42 @@ fn info(plural: &str) -> &'static registry::ResourceInfo {
     registry::lookup("", "v1", plural).expect("core resources are registered")
 }
 
-fn ref_of(obj: &Value) -> Ref {
+/// What a token needs of the objects it names: identity, and for a pod its service
+/// account and node. Read from the stored bytes without decoding the rest (a Node's
+/// status is large).
+#[derive(Debug, Default, serde::Deserialize)]
+struct Named {
+    #[serde(default)]
+    metadata: NamedMeta,
+    #[serde(default)]
+    spec: NamedSpec,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct NamedMeta {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    uid: String,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NamedSpec {
+    #[serde(default)]
+    service_account_name: Option<String>,
+    #[serde(default)]
+    node_name: Option<String>,
+}
+
+fn ref_of(obj: &Named) -> Ref {
     Ref {
-        name: objects::name_of(obj).to_string(),
-        uid: objects::meta_str(obj, "uid").unwrap_or("").to_string(),
+        name: obj.metadata.name.clone(),
+        uid: obj.metadata.uid.clone(),
     }
 }
 
-async fn get(server: &ApiServer, plural: &str, ns: &str, name: &str) -> ApiResult<Option<Value>> {
+async fn get(server: &ApiServer, plural: &str, ns: &str, name: &str) -> ApiResult<Option<Named>> {
     let info = info(plural);
     let namespace = info.namespaced.then_some(ns);
     let kv = server
@@ -269,7 +297,11 @@ async fn get(server: &ApiServer, plural: &str, ns: &str, name: &str) -> ApiResul
         .get(&info.key(namespace, name))
         .await
         .map_err(|e| ApiError::internal(format!("reading {plural} {name}: {e}")))?;
-    kv.map(|kv| objects::decode(info, &kv)).transpose()
+    kv.map(|kv| {
+        serde_json::from_slice::<Named>(&kv.value)
+            .map_err(|e| ApiError::internal(format!("stored object {} is not JSON: {e}", kv.key)))
+    })
+    .transpose()
 }
 
 /// Reads the object a token is to be bound to and checks it, as upstream.
@@ -311,13 +343,13 @@ async fn bound_object(
     let mut bound = Bound::default();
     match plural {
         "pods" => {
-            if obj["spec"]["serviceAccountName"].as_str().unwrap_or("") != sa_name {
+            if obj.spec.service_account_name.as_deref().unwrap_or("") != sa_name {
                 return Err(ApiError::bad_request(format!(
                     "cannot bind token for serviceaccount {sa_name:?} to pod running with different serviceaccount name."
                 )));
             }
             // The node is informational: a missing node does not stop the token.
-            if let Some(node) = obj["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+            if let Some(node) = obj.spec.node_name.as_deref().filter(|n| !n.is_empty()) {
                 if let Ok(Some(n)) = get(server, "nodes", "", node).await {
                     bound.node = Some(ref_of(&n));
                 }
