@@ -670,6 +670,8 @@ fn pod_context(
         recorder: controllers::events::Recorder::new(client.clone(), "kubelet")
             .with_write_limit(50.0, 100),
         services: agent::pods::services::ServiceCache::start(client.clone()),
+        config_maps: agent::pods::object_cache::ObjectCache::new(client.clone()),
+        secrets: agent::pods::object_cache::ObjectCache::new(client.clone()),
         client,
         node_name: config.name.clone(),
         host_ip: config.internal_ip.to_string(),

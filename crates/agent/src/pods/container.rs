@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
-use kube::api::Api;
 use runtime::images::{Credentials, Digest, Image};
 use runtime::shim::{
     BindMount, ClientError, ContainerConfig, NamespacePaths, RunningContainer, Signal,
@@ -378,14 +377,12 @@ async fn referenced_objects(
             secret_names.push(r.name.clone());
         }
     }
-    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let mut found_cms = BTreeMap::new();
     for name in cm_names {
         if found_cms.contains_key(&name) {
             continue;
         }
-        match cms.get_opt(&name).await {
+        match ctx.config_maps.get(namespace, &name).await {
             Ok(Some(o)) => {
                 found_cms.insert(name, o);
             }
@@ -398,7 +395,7 @@ async fn referenced_objects(
         if found_secrets.contains_key(&name) {
             continue;
         }
-        match secrets.get_opt(&name).await {
+        match ctx.secrets.get(namespace, &name).await {
             Ok(Some(o)) => {
                 found_secrets.insert(name, o);
             }
@@ -424,14 +421,13 @@ pub async fn pull_credentials(ctx: &NodeContext, pod: &Pod, image: &str) -> Cred
     };
     let registry = reference.registry().to_string();
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let names = pod
         .spec
         .as_ref()
         .and_then(|s| s.image_pull_secrets.clone())
         .unwrap_or_default();
     for r in names {
-        let Ok(Some(secret)) = secrets.get_opt(&r.name).await else {
+        let Ok(Some(secret)) = ctx.secrets.get(namespace, &r.name).await else {
             continue;
         };
         if let Some(c) = docker_config_credentials(&secret, &registry) {

@@ -25,6 +25,10 @@ pub struct NodeContext {
     pub recorder: Recorder,
     /// Every Service, for the service-link variables of new containers.
     pub services: super::services::ServiceCache,
+    /// The ConfigMaps and Secrets pods use (volumes, environment, image pull secrets), each
+    /// from a watch of its own.
+    pub config_maps: super::object_cache::ObjectCache<k8s_openapi::api::core::v1::ConfigMap>,
+    pub secrets: super::object_cache::ObjectCache<k8s_openapi::api::core::v1::Secret>,
     /// Allocatable cpu (millicores) and memory/ephemeral storage (bytes), for downward
     /// values of containers without limits.
     pub allocatable_milli_cpu: i64,

@@ -14,6 +14,7 @@ pub mod hooks;
 pub mod layout;
 pub mod manager;
 pub mod network;
+pub mod object_cache;
 pub mod observe;
 pub mod probes;
 pub mod resources;

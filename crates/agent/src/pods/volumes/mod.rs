@@ -322,8 +322,7 @@ async fn get_config_map(
     name: &str,
     optional: bool,
 ) -> Result<Option<ConfigMap>, String> {
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
-    match api.get_opt(name).await {
+    match ctx.config_maps.get(namespace, name).await {
         Ok(Some(cm)) => Ok(Some(cm)),
         Ok(None) if optional => Ok(None),
         Ok(None) => Err(format!("configmap {name:?} not found")),
@@ -337,8 +336,7 @@ async fn get_secret(
     name: &str,
     optional: bool,
 ) -> Result<Option<Secret>, String> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    match api.get_opt(name).await {
+    match ctx.secrets.get(namespace, name).await {
         Ok(Some(s)) => Ok(Some(s)),
         Ok(None) if optional => Ok(None),
         Ok(None) => Err(format!("secret {name:?} not found")),
