@@ -264,9 +264,6 @@ fn hide_mounts(
     template: Option<Template>,
 ) -> Option<File> {
     use std::os::unix::ffi::OsStrExt;
-    // Not in the libc crate yet (linux/mount.h).
-    const OPEN_TREE_CLONE: libc::c_uint = 1;
-    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
     let under = std::fs::canonicalize(&hidden.under).ok()?;
     let keep = std::fs::canonicalize(&hidden.keep).ok()?;
     if keep == under || !keep.starts_with(&under) {
@@ -309,20 +306,10 @@ fn hide_mounts(
     if let Err(e) = private {
         return give_up("making the mounts private", e.into());
     }
-    // SAFETY: open_tree with a valid C string; the returned descriptor is owned below.
-    let tree = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            keep_c.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint,
-        )
+    let tree = match template::clone_tree(&keep_c) {
+        Ok(tree) => tree,
+        Err(e) => return give_up("cloning the pod's mounts", e),
     };
-    if tree < 0 {
-        return give_up("cloning the pod's mounts", std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
-    let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
     let flags = nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::UMOUNT_NOFOLLOW;
     match nix::mount::umount2(&under, flags) {
         Ok(()) => {}
@@ -333,23 +320,9 @@ fn hide_mounts(
         }
         Err(e) => return give_up("detaching the pods directory", e.into()),
     }
-    // SAFETY: move_mount with a descriptor we own, an empty path and a valid C string.
-    let moved = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            keep_c.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if moved != 0 {
+    if let Err(e) = template::attach_tree(&tree, &keep_c) {
         // The pod's own mounts are gone from this namespace: back to the node's.
-        return give_up(
-            "putting the pod's mounts back",
-            std::io::Error::last_os_error(),
-        );
+        return give_up("putting the pod's mounts back", e);
     }
     Some(original)
 }

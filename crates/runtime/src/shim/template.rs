@@ -18,7 +18,7 @@
 //! [`mounts_to_drop`] and [`serves`] decide; [`make`] and [`enter`] make the system calls.
 
 use std::collections::HashMap;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -139,25 +139,9 @@ fn shape(under: &Path) -> Result<OwnedFd, String> {
 /// `keep` (its pod's directory, as the node has them) moved in at `keep`. On error the
 /// caller goes back to the node's namespace.
 pub(crate) fn enter(template: BorrowedFd<'_>, keep: &Path) -> std::io::Result<()> {
-    // Not in the libc crate yet (linux/mount.h).
-    const OPEN_TREE_CLONE: libc::c_uint = 1;
-    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
     let keep_c = CString::new(keep.as_os_str().as_bytes())?;
     // The pod's mounts, cloned while the node's namespace is still ours.
-    // SAFETY: open_tree with a valid C string; the returned descriptor is owned below.
-    let tree = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            keep_c.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint,
-        )
-    };
-    if tree < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
-    let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
+    let tree = clone_tree(&keep_c)?;
     nix::sched::setns(template, CloneFlags::CLONE_NEWNS)?;
     // A copy of our own: the template stays as it is for the next shim.
     nix::sched::unshare(CloneFlags::CLONE_NEWNS)?;
@@ -168,20 +152,7 @@ pub(crate) fn enter(template: BorrowedFd<'_>, keep: &Path) -> std::io::Result<()
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )?;
-    // SAFETY: move_mount with a descriptor we own, an empty path and a valid C string.
-    let moved = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            keep_c.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if moved != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    attach_tree(&tree, &keep_c)?;
     // The clones may be peers of the node's mounts: nothing made here may reach the node.
     nix::mount::mount(
         None::<&str>,
@@ -190,6 +161,47 @@ pub(crate) fn enter(template: BorrowedFd<'_>, keep: &Path) -> std::io::Result<()
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )?;
+    Ok(())
+}
+
+/// A detached, recursive clone of the mounts at and below `path` (`open_tree`).
+pub(crate) fn clone_tree(path: &CStr) -> std::io::Result<OwnedFd> {
+    // Not in the libc crate yet (linux/mount.h).
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    // SAFETY: open_tree with a valid C string; the returned descriptor is owned below.
+    let tree = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint,
+        )
+    };
+    if tree < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(tree as RawFd) })
+}
+
+/// Attaches a tree from [`clone_tree`] at `path` in the caller's mount namespace
+/// (`move_mount`).
+pub(crate) fn attach_tree(tree: &OwnedFd, path: &CStr) -> std::io::Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    // SAFETY: move_mount with a descriptor we own, an empty path and a valid C string.
+    let moved = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if moved != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     Ok(())
 }
 
