@@ -51,6 +51,17 @@ fn event_messages(s: &TestServer, pod: &str, reason: &str) -> Vec<String> {
         .collect()
 }
 
+/// The API server's count of requests with this verb on this resource, over all codes
+/// (`apiserver_request_total` in `/metrics`).
+fn requests(s: &TestServer, verb: &str, resource: &str) -> u64 {
+    let text = s.kubectl_ok(&["get", "--raw", "/metrics"]);
+    let prefix = format!("apiserver_request_total{{verb=\"{verb}\",resource=\"{resource}\",");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 #[test]
 fn config_maps_secrets_and_empty_dirs_reach_containers() {
     let s = server_with_node();
@@ -166,11 +177,30 @@ spec:
         "-p",
         r#"{"data":{"color":"green"}}"#,
     ]);
+    // From here on the agent keeps the pod's ConfigMaps and Secrets from watches, as
+    // kubelet's default strategy does: its periodic volume refresh asks the API nothing
+    // (`kubectl patch` above made a GET of its own).
+    let quiet_since = std::time::Instant::now();
+    let gets_before = [
+        requests(&s, "GET", "configmaps"),
+        requests(&s, "GET", "secrets"),
+    ];
+    assert!(requests(&s, "WATCH", "configmaps") >= 1);
     wait_for(&s, Duration::from_secs(90), "the updated color", || {
         log_lines(&container_log(&s, "vols", "reader"))
             .iter()
             .any(|l| l == "color=green")
     });
+    // Past one volume refresh period (20 s) with no new pods: no GETs.
+    std::thread::sleep(Duration::from_secs(25).saturating_sub(quiet_since.elapsed()));
+    let gets_after = [
+        requests(&s, "GET", "configmaps"),
+        requests(&s, "GET", "secrets"),
+    ];
+    assert_eq!(
+        gets_after, gets_before,
+        "GETs of configmaps and secrets while one pod refreshed its volumes"
+    );
 
     // A hostPath of the wrong type: FailedMount, and the pod stays ContainerCreating.
     let file = s.data_dir().join("not-a-dir");
