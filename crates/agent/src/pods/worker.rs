@@ -868,21 +868,12 @@ impl Worker {
                 value[key] = serde_json::Value::Null;
             }
         }
-        let api: Api<Pod> = Api::namespaced(
-            self.ctx.client.clone(),
-            pod.metadata.namespace.as_deref().unwrap_or("default"),
-        );
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
         let name = pod.metadata.name.as_deref().unwrap_or_default();
-        match api
-            .patch_status(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "status": value })),
-            )
-            .await
-        {
-            Ok(written) => {
-                self.last_written = resource_version(&written).map(|rv| (status.clone(), rv));
+        let patch = json!({ "status": value });
+        match patch_status(&self.ctx.client, namespace, name, &patch).await {
+            Ok(written_rv) => {
+                self.last_written = written_rv.map(|rv| (status.clone(), rv));
             }
             Err(e) => {
                 self.last_written = None;
@@ -994,6 +985,40 @@ fn already_written(last: Option<&(PodStatus, u64)>, pod: &Pod, status: &PodStatu
         (Some((written, written_rv)), Some(seen_rv)) => written == status && seen_rv < *written_rv,
         _ => false,
     }
+}
+
+/// Merge-patches a pod's status as `Api::patch_status` does, and returns the written pod's
+/// resourceVersion: of the pod the API server answers with, only that is decoded.
+async fn patch_status(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    patch: &serde_json::Value,
+) -> Result<Option<u64>, kube::Error> {
+    use kube::Resource;
+    #[derive(serde::Deserialize)]
+    struct Written {
+        metadata: WrittenMeta,
+    }
+    #[derive(serde::Deserialize)]
+    struct WrittenMeta {
+        #[serde(rename = "resourceVersion")]
+        resource_version: Option<String>,
+    }
+    let mut req = kube::core::Request::new(Pod::url_path(&(), Some(namespace)))
+        .patch_subresource(
+            "status",
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .map_err(kube::Error::BuildRequest)?;
+    req.extensions_mut().insert("patch_status");
+    let written: Written = client.request(req).await?;
+    Ok(written
+        .metadata
+        .resource_version
+        .and_then(|rv| rv.parse().ok()))
 }
 
 /// A pod's resourceVersion as a number (skiff's are; None if not).
