@@ -72,7 +72,9 @@ pub struct Args {
     /// Scenarios to run (default: all).
     #[arg(value_enum)]
     pub scenarios: Vec<Scenario>,
-    /// The skiff binary (default: <CARGO_TARGET_DIR or target>/release/skiff).
+    /// The skiff binary (default: <CARGO_TARGET_DIR or target>/release/skiff). The figures
+    /// in BENCHMARKS.md from session 21 on are of the `dist` build users run: pass
+    /// `--skiff <target>/dist/skiff`.
     #[arg(long)]
     pub skiff: Option<PathBuf>,
     /// The etcd binary.
