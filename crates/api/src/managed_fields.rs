@@ -969,10 +969,8 @@ impl Ty {
 
     /// The zero value of `field` in this type, if upstream's Go zero value has one.
     fn zero_field(self, field: &str, at_root: bool) -> Option<&'static Value> {
-        if at_root {
-            if matches!(field, "metadata" | "spec" | "status") {
-                return Some(empty_object());
-            }
+        if at_root && matches!(field, "metadata" | "spec" | "status") {
+            return Some(empty_object());
         }
         let def = self.def?;
         let (_, objs, nulls) = ZERO_FIELDS.iter().find(|(t, _, _)| *t == def)?;
@@ -1280,7 +1278,7 @@ fn compare_node(
         Shape::Empty | Shape::Map => {
             let lm = l.and_then(Value::as_object);
             let rm = r.and_then(Value::as_object);
-            if lm.map_or(true, Map::is_empty) && rm.map_or(true, Map::is_empty) {
+            if lm.is_none_or(Map::is_empty) && rm.is_none_or(Map::is_empty) {
                 return leaf(l, r);
             }
             let at_root = zero == Some(true);
@@ -1309,7 +1307,7 @@ fn compare_node(
             }
             if let Some(lm) = lm {
                 for (k, lv) in lm {
-                    if rm.map_or(true, |m| !m.contains_key(k)) {
+                    if rm.is_none_or(|m| !m.contains_key(k)) {
                         visit(k, Some(lv), None);
                     }
                 }
@@ -1319,7 +1317,7 @@ fn compare_node(
         Shape::List(rule) => {
             let la = l.and_then(Value::as_array);
             let ra = r.and_then(Value::as_array);
-            if la.map_or(true, Vec::is_empty) && ra.map_or(true, Vec::is_empty) {
+            if la.is_none_or(Vec::is_empty) && ra.is_none_or(Vec::is_empty) {
                 return leaf(l, r);
             }
             let ity = ty.items();

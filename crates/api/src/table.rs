@@ -950,8 +950,7 @@ impl Ctx<'_> {
         // Only the Ready condition counts; a later duplicate wins, as in upstream's map.
         let ready = arr_at(o, "/status/conditions")
             .iter()
-            .filter(|c| str_at(c, "/type") == "Ready")
-            .last()
+            .rfind(|c| str_at(c, "/type") == "Ready")
             .map(|c| str_at(c, "/status") == "True");
         let mut status = vec![match ready {
             Some(true) => "Ready",

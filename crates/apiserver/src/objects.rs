@@ -549,7 +549,7 @@ pub fn finalizers(obj: &Value) -> Vec<String> {
 pub fn is_deleting(obj: &Value) -> bool {
     obj.get("metadata")
         .and_then(|m| m.get("deletionTimestamp"))
-        .map_or(false, |v| !v.is_null())
+        .is_some_and(|v| !v.is_null())
 }
 
 /// A random suffix for generateName: 5 characters from upstream's alphabet (no vowels,

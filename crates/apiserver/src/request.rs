@@ -110,8 +110,8 @@ pub fn negotiate(accept: Option<&str>) -> ApiResult<Rendering> {
             "application/json" | "*/*" | "application/*" | "application/vnd.kubernetes.protobuf"
         );
         if let Some(as_) = params.get("as") {
-            let is_meta_group = params.get("g").map_or(false, |g| *g == "meta.k8s.io");
-            let version_ok = params.get("v").map_or(false, |v| *v == "v1");
+            let is_meta_group = params.get("g").is_some_and(|g| *g == "meta.k8s.io");
+            let version_ok = params.get("v").is_some_and(|v| *v == "v1");
             if media == "application/json" && is_meta_group && version_ok {
                 match *as_ {
                     "Table" => return Ok(Rendering::Table),
@@ -214,10 +214,7 @@ impl ListOptions {
             ));
         }
         if opts.continue_token.is_some()
-            && opts
-                .resource_version
-                .as_deref()
-                .map_or(false, |rv| rv != "0")
+            && opts.resource_version.as_deref().is_some_and(|rv| rv != "0")
         {
             // The storage layer's answer upstream: 400, not 422.
             return Err(ApiError::bad_request(

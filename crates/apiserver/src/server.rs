@@ -196,9 +196,9 @@ fn metric_labels(method: &hyper::Method, uri: &hyper::Uri) -> (&'static str, Str
         Ok(Target::Resource(r)) => (r.info.plural.to_string(), r.name.is_some()),
         _ => (String::new(), true),
     };
-    let watch = uri.query().map_or(false, |q| {
-        q.split('&').any(|p| p == "watch=true" || p == "watch=1")
-    });
+    let watch = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
     let verb = match *method {
         hyper::Method::GET if watch => "WATCH",
         hyper::Method::GET if !has_name => "LIST",

@@ -409,7 +409,7 @@ pub async fn watch_from_revision(store: Arc<dyn Store>, p: String) {
         .expect("update");
     let (_, del) = store.delete(&k, None).await.expect("delete");
     let v3 = store.create(&k, b("v3")).await.expect("create again");
-    let expected = vec![
+    let expected = [
         Event::Put {
             kv: v1.clone(),
             prev: None,

@@ -248,33 +248,6 @@ fn archive(dirs: &[&str], files: &[(String, &[u8])]) -> Result<Vec<u8>> {
     layer_tar(&entries)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deterministic_busybox_image() {
-        let a = TestImage::busybox().unwrap();
-        let b = TestImage::busybox().unwrap();
-        assert_eq!(a.manifest_digest(), b.manifest_digest());
-        assert_eq!(
-            a.oci_layout_tar("x/y:z").unwrap(),
-            b.oci_layout_tar("x/y:z").unwrap()
-        );
-        assert_eq!(
-            a.docker_archive_tar("y:z").unwrap(),
-            b.docker_archive_tar("y:z").unwrap()
-        );
-        let mut names = Vec::new();
-        let mut ar = tar::Archive::new(&a.layer_tar[..]);
-        for e in ar.entries().unwrap() {
-            names.push(e.unwrap().path().unwrap().display().to_string());
-        }
-        assert!(names.contains(&"bin/httpd".to_string()));
-        assert!(names.contains(&"etc/passwd".to_string()));
-    }
-}
-
 /// A local registry (Debian's `docker-registry`) on 127.0.0.1 with temporary storage;
 /// killed by its PID when dropped.
 pub struct Registry {
@@ -446,5 +419,32 @@ impl Drop for Registry {
         // Our own child, by PID.
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deterministic_busybox_image() {
+        let a = TestImage::busybox().unwrap();
+        let b = TestImage::busybox().unwrap();
+        assert_eq!(a.manifest_digest(), b.manifest_digest());
+        assert_eq!(
+            a.oci_layout_tar("x/y:z").unwrap(),
+            b.oci_layout_tar("x/y:z").unwrap()
+        );
+        assert_eq!(
+            a.docker_archive_tar("y:z").unwrap(),
+            b.docker_archive_tar("y:z").unwrap()
+        );
+        let mut names = Vec::new();
+        let mut ar = tar::Archive::new(&a.layer_tar[..]);
+        for e in ar.entries().unwrap() {
+            names.push(e.unwrap().path().unwrap().display().to_string());
+        }
+        assert!(names.contains(&"bin/httpd".to_string()));
+        assert!(names.contains(&"etc/passwd".to_string()));
     }
 }

@@ -89,7 +89,7 @@ pub fn locate(
             .metadata()
             .and_then(|m| m.modified())
             .map_err(io_error(&entry.path()))?;
-        if pod_dir.as_ref().map_or(true, |(m, _)| modified > *m) {
+        if pod_dir.as_ref().is_none_or(|(m, _)| modified > *m) {
             pod_dir = Some((modified, entry.path()));
         }
     }

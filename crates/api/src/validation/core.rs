@@ -386,26 +386,18 @@ pub(crate) fn validate_secret(e: &mut Errs, obj: &Value, old: Option<&Value>) {
                 );
             }
         }
-        "kubernetes.io/dockercfg" => {
-            if !has(".dockercfg") {
-                e.required("data[.dockercfg]", "");
-            }
+        "kubernetes.io/dockercfg" if !has(".dockercfg") => {
+            e.required("data[.dockercfg]", "");
         }
-        "kubernetes.io/dockerconfigjson" => {
-            if !has(".dockerconfigjson") {
-                e.required("data[.dockerconfigjson]", "");
-            }
+        "kubernetes.io/dockerconfigjson" if !has(".dockerconfigjson") => {
+            e.required("data[.dockerconfigjson]", "");
         }
-        "kubernetes.io/basic-auth" => {
-            if !has("username") && !has("password") {
-                e.required("data[username]", "");
-                e.required("data[password]", "");
-            }
+        "kubernetes.io/basic-auth" if !has("username") && !has("password") => {
+            e.required("data[username]", "");
+            e.required("data[password]", "");
         }
-        "kubernetes.io/ssh-auth" => {
-            if !nonempty("ssh-privatekey") {
-                e.required("data[ssh-privatekey]", "");
-            }
+        "kubernetes.io/ssh-auth" if !nonempty("ssh-privatekey") => {
+            e.required("data[ssh-privatekey]", "");
         }
         "kubernetes.io/tls" => {
             if !has("tls.crt") {

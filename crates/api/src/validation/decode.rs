@@ -364,20 +364,14 @@ impl<'a> Walker<'a> {
             return;
         }
         match s.get("type").and_then(Value::as_str) {
-            Some("string") => {
-                if !value.is_string() {
-                    mismatch(self, json_kind(value));
-                }
+            Some("string") if !value.is_string() => {
+                mismatch(self, json_kind(value));
             }
-            Some("boolean") => {
-                if !value.is_boolean() {
-                    mismatch(self, json_kind(value));
-                }
+            Some("boolean") if !value.is_boolean() => {
+                mismatch(self, json_kind(value));
             }
-            Some("number") => {
-                if !value.is_number() {
-                    mismatch(self, json_kind(value));
-                }
+            Some("number") if !value.is_number() => {
+                mismatch(self, json_kind(value));
             }
             Some("integer") => {
                 let fits = match s.get("format").and_then(Value::as_str) {

@@ -503,6 +503,12 @@ pub fn status_message(kind: &str, name: &str, causes: &[Cause]) -> String {
     }
 }
 
+/// A quantity string as a float (`500m` → 0.5, `1Gi` → 1073741824), or None when it is
+/// not a quantity. Good enough for comparisons such as requests ≤ limits.
+pub fn parse_quantity_value(s: &str) -> Option<f64> {
+    pod::parse_quantity(s)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -579,10 +585,4 @@ pub(crate) mod tests {
             ]
         );
     }
-}
-
-/// A quantity string as a float (`500m` → 0.5, `1Gi` → 1073741824), or None when it is
-/// not a quantity. Good enough for comparisons such as requests ≤ limits.
-pub fn parse_quantity_value(s: &str) -> Option<f64> {
-    pod::parse_quantity(s)
 }

@@ -37,14 +37,12 @@ pub(crate) fn validate_int_or_percent(e: &mut Errs, v: Option<&Value>, field: &s
                 e.invalid(field, go_int_or_string(v), &m);
             }
         }
-        Some(Value::Number(n)) => {
-            if n.as_i64().unwrap_or(0) < 0 {
-                e.invalid(
-                    field,
-                    n.as_i64().unwrap_or(0),
-                    "must be greater than or equal to 0",
-                );
-            }
+        Some(Value::Number(n)) if n.as_i64().unwrap_or(0) < 0 => {
+            e.invalid(
+                field,
+                n.as_i64().unwrap_or(0),
+                "must be greater than or equal to 0",
+            );
         }
         _ => {}
     }

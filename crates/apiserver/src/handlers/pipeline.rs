@@ -168,7 +168,7 @@ pub fn prepare_for_create(
             _ => {}
         }
     }
-    let rv_set = objects::meta_str(obj, "resourceVersion").map_or(false, |rv| !rv.is_empty());
+    let rv_set = objects::meta_str(obj, "resourceVersion").is_some_and(|rv| !rv.is_empty());
     if rv_set {
         return Err(ApiError::internal(
             "resourceVersion should not be set on objects to be created",
@@ -180,7 +180,7 @@ pub fn prepare_for_create(
     let name_empty = meta
         .get("name")
         .and_then(Value::as_str)
-        .map_or(true, str::is_empty);
+        .is_none_or(str::is_empty);
     if name_empty {
         if let Some(prefix) = meta
             .get("generateName")

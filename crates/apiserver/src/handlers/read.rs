@@ -44,7 +44,7 @@ pub async fn get_object(
         .await
         .map_err(|e| store_error(info, name, e))?
         .ok_or_else(|| ApiError::not_found(info, name))?;
-    Ok(objects::decode(info, &kv)?)
+    objects::decode(info, &kv)
 }
 
 /// Parsed selectors of a list or watch.
@@ -74,12 +74,12 @@ impl Selectors {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.labels.as_ref().map_or(true, |l| l.is_empty()) && self.fields.is_none()
+        self.labels.as_ref().is_none_or(|l| l.is_empty()) && self.fields.is_none()
     }
 
     pub fn matches(&self, info: &ResourceInfo, obj: &Value) -> bool {
-        self.labels.as_ref().map_or(true, |l| l.matches_object(obj))
-            && self.fields.as_ref().map_or(true, |f| f.matches(info, obj))
+        self.labels.as_ref().is_none_or(|l| l.matches_object(obj))
+            && self.fields.as_ref().is_none_or(|f| f.matches(info, obj))
     }
 }
 

@@ -387,9 +387,9 @@ async fn eviction(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
     };
     if let Some(ev_name) = objects::meta_str(&eviction, "name").filter(|n| !n.is_empty()) {
         if ev_name != name {
-            return Err(ApiError::bad_request(format!(
-                "name in URL does not match name in Eviction object"
-            )));
+            return Err(ApiError::bad_request(
+                "name in URL does not match name in Eviction object".to_string(),
+            ));
         }
     }
     let opts_body = eviction
@@ -590,7 +590,7 @@ async fn finalize(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
         let done = objects::is_deleting(&ns)
             && ns["spec"]["finalizers"]
                 .as_array()
-                .map_or(true, |a| a.is_empty())
+                .is_none_or(|a| a.is_empty())
             && objects::finalizers(&ns).is_empty();
         let result = if done {
             ctx.server

@@ -120,7 +120,7 @@ pub async fn watch(ctx: Ctx<'_>) -> ApiResult<Response<Body>> {
             if filter
                 .name
                 .as_deref()
-                .map_or(true, |n| n == objects::name_of(&obj))
+                .is_none_or(|n| n == objects::name_of(&obj))
                 && !send(&tx, encoder.event("ADDED", obj), &mut deadline).await
             {
                 return;
@@ -251,7 +251,7 @@ impl WatcherFilter {
             && self
                 .name
                 .as_deref()
-                .map_or(true, |n| n == objects::name_of(obj))
+                .is_none_or(|n| n == objects::name_of(obj))
     }
 }
 

@@ -477,7 +477,7 @@ pub async fn patch_object(
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
         if applied["metadata"]["managedFields"]
             .as_array()
-            .map_or(false, |a| !a.is_empty())
+            .is_some_and(|a| !a.is_empty())
         {
             return Err(ApiError::bad_request("metadata.managedFields must be nil"));
         }
@@ -636,7 +636,7 @@ impl DeleteOptions {
                 )));
             }
         }
-        if opts.grace_period_seconds.map_or(false, |g| g < 0) {
+        if opts.grace_period_seconds.is_some_and(|g| g < 0) {
             opts.grace_period_seconds = Some(0);
         }
         Ok(opts)
@@ -795,7 +795,7 @@ fn plan_delete(info: &ResourceInfo, current: &Value, opts: &DeleteOptions) -> De
     let ns_finalizers = is_namespace
         && current["spec"]["finalizers"]
             .as_array()
-            .map_or(false, |a| !a.is_empty());
+            .is_some_and(|a| !a.is_empty());
     let grace = graceful_period(info, current, opts);
     let already = objects::is_deleting(current);
     if already {
@@ -837,7 +837,7 @@ fn graceful_period(info: &ResourceInfo, current: &Value, opts: &DeleteOptions) -
     }
     let bound = current["spec"]["nodeName"]
         .as_str()
-        .map_or(false, |n| !n.is_empty());
+        .is_some_and(|n| !n.is_empty());
     let phase = current["status"]["phase"].as_str().unwrap_or("");
     if !bound || phase == "Succeeded" || phase == "Failed" {
         return 0;

@@ -55,7 +55,7 @@ fn automount(pod: &Value, sa: &Value) -> bool {
 /// volume (`kube-api-access-<suffix>`); a taken name gets `fresh_suffix()` until free.
 pub fn mutate(pod: &mut Value, sa: &Value, suffix: &str, fresh_suffix: &mut dyn FnMut() -> String) {
     let pull = &pod["spec"]["imagePullSecrets"];
-    let no_pull_secrets = pull.as_array().map_or(true, Vec::is_empty);
+    let no_pull_secrets = pull.as_array().is_none_or(Vec::is_empty);
     if no_pull_secrets {
         if let Some(secrets) = sa["imagePullSecrets"].as_array().filter(|s| !s.is_empty()) {
             let refs: Vec<Value> = secrets

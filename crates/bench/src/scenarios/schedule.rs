@@ -248,21 +248,18 @@ pub async fn run(env: &Env) -> Result<()> {
         // Room for the pods on every node count: kwok-style nodes with a high pod limit.
         let per_node = (pods * 3 / 2 / nodes.max(1)).max(110);
         let (cluster_cidr, node_mask) = pod_ranges(nodes, per_node);
-        agent_flags.extend(
-            [
-                "--cluster-cidr".to_string(),
-                cluster_cidr,
-                "--node-cidr-mask-size".into(),
-                node_mask.to_string(),
-                "--simulate-pods".to_string(),
-                per_node.to_string(),
-                "--simulate-cpu".into(),
-                (per_node / 5 + 8).to_string(),
-                "--simulate-memory".into(),
-                format!("{}Mi", per_node * 256 + 4096),
-            ]
-            .into_iter(),
-        );
+        agent_flags.extend([
+            "--cluster-cidr".to_string(),
+            cluster_cidr,
+            "--node-cidr-mask-size".into(),
+            node_mask.to_string(),
+            "--simulate-pods".to_string(),
+            per_node.to_string(),
+            "--simulate-cpu".into(),
+            (per_node / 5 + 8).to_string(),
+            "--simulate-memory".into(),
+            format!("{}Mi", per_node * 256 + 4096),
+        ]);
         let t = Instant::now();
         srv.simulate(&env.skiff, nodes, &agent_flags)
             .context("starting simulated nodes")?;

@@ -194,7 +194,7 @@ impl Session {
     }
 
     async fn on_new_stream(&mut self, stream_id: u32, fin: bool, headers: &Headers) {
-        if stream_id % 2 == 0 || stream_id <= self.last_client_stream {
+        if stream_id.is_multiple_of(2) || stream_id <= self.last_client_stream {
             self.reset(stream_id, RST_PROTOCOL_ERROR).await;
             return;
         }
