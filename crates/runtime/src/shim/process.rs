@@ -296,13 +296,7 @@ fn hide_mounts(
         return_to(&original);
         None
     };
-    let private = nix::mount::mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-        None::<&str>,
-    );
+    let private = template::set_propagation(Path::new("/"), nix::mount::MsFlags::MS_PRIVATE);
     if let Err(e) = private {
         return give_up("making the mounts private", e.into());
     }

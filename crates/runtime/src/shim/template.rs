@@ -106,14 +106,8 @@ pub(crate) fn make(under: &Path) -> Result<Template, String> {
 /// In the fresh copy: slave of the node, then the mounts [`mounts_to_drop`] names
 /// detached. Returns a handle on the namespace.
 fn shape(under: &Path) -> Result<OwnedFd, String> {
-    nix::mount::mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_SLAVE,
-        None::<&str>,
-    )
-    .map_err(|e| format!("making the copy a slave of the node's mounts: {e}"))?;
+    set_propagation(Path::new("/"), MsFlags::MS_SLAVE)
+        .map_err(|e| format!("making the copy a slave of the node's mounts: {e}"))?;
     for _ in 0..MAX_PASSES {
         let text =
             std::fs::read_to_string(MOUNTINFO).map_err(|e| format!("reading {MOUNTINFO}: {e}"))?;
@@ -145,23 +139,22 @@ pub(crate) fn enter(template: BorrowedFd<'_>, keep: &Path) -> std::io::Result<()
     nix::sched::setns(template, CloneFlags::CLONE_NEWNS)?;
     // A copy of our own: the template stays as it is for the next shim.
     nix::sched::unshare(CloneFlags::CLONE_NEWNS)?;
-    nix::mount::mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )?;
+    set_propagation(Path::new("/"), MsFlags::MS_PRIVATE)?;
     attach_tree(&tree, &keep_c)?;
     // The clones may be peers of the node's mounts: nothing made here may reach the node.
+    set_propagation(keep, MsFlags::MS_PRIVATE)?;
+    Ok(())
+}
+
+/// Sets the propagation of the mounts at and below `path` (`MS_SLAVE`, `MS_PRIVATE`, ...).
+pub(crate) fn set_propagation(path: &Path, propagation: MsFlags) -> nix::Result<()> {
     nix::mount::mount(
         None::<&str>,
-        keep,
+        path,
         None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        MsFlags::MS_REC | propagation,
         None::<&str>,
-    )?;
-    Ok(())
+    )
 }
 
 /// A detached, recursive clone of the mounts at and below `path` (`open_tree`).
