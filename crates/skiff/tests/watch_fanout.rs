@@ -276,12 +276,14 @@ fn a_watcher_that_stops_reading_does_not_hold_up_the_others() {
     // Stop the client process (ours, by PID): it reads nothing until continued, so the
     // server's buffers for it fill up.
     let stop = |sig: &str| {
-        let ok = Command::new("kill")
-            .args([sig, &stalled.pid().to_string()])
-            .status()
-            .expect("run kill")
-            .success();
-        assert!(ok, "kill {sig}");
+        let signal = match sig {
+            "-STOP" => libc::SIGSTOP,
+            "-CONT" => libc::SIGCONT,
+            other => panic!("no signal {other}"),
+        };
+        // SAFETY: kill(2) on the PID of a child this test spawned and has not reaped.
+        let sent = unsafe { libc::kill(stalled.pid() as libc::pid_t, signal) };
+        assert_eq!(sent, 0, "kill {sig}: {}", std::io::Error::last_os_error());
     };
     stop("-STOP");
     // 100 events of ~200 KiB: far more than the stopped client's socket and HTTP/2
